@@ -1,0 +1,154 @@
+"""Lineage: from a ranked candidate back to its source record, through features and models.
+
+The walk is one recursive SQL query over the edges (``wasDerivedFrom``, ``wasGeneratedBy``,
+``used``) from the ranking upward. Per-record entities other than the candidate's own are
+pruned during the walk, so its cost grows with the depth of the chain, not with the number
+of records the campaign read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from matscreen.catalog.artifacts import ArtifactStore
+from matscreen.catalog.recorder import parquet_to_frame
+from matscreen.catalog.rules import UPSTREAM_RELATIONS
+from matscreen.catalog.store import Activity, Catalog, Entity
+from matscreen.tasks.errors import NotFoundError
+
+#: Entity kinds of which a campaign holds one per record; the walk keeps only the candidate's.
+PER_RECORD_KINDS = ("structure_record", "record_error")
+
+#: The order in which a lineage is told, from the result back to the source.
+KIND_ORDER = (
+    "report",
+    "ranking",
+    "prediction_set",
+    "model",
+    "training_set",
+    "data_split",
+    "feature_table",
+    "structure_record",
+    "source_snapshot",
+    "campaign_spec",
+)
+
+_UPSTREAM = text(
+    """
+    WITH RECURSIVE up(id) AS (
+        SELECT :start
+        UNION
+        SELECT e.object_id
+        FROM edges e
+        JOIN up ON e.subject_id = up.id
+        LEFT JOIN entities en ON en.id = e.object_id
+        WHERE e.relation IN :relations
+          AND (en.kind IS NULL OR en.kind NOT IN :per_record OR en.id = :keep)
+    )
+    SELECT id FROM up
+    """
+).bindparams(bindparam("relations", expanding=True), bindparam("per_record", expanding=True))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A candidate's chain: its ranked row, the entities upstream and their activities."""
+
+    candidate: str
+    record: Entity
+    ranking: Entity
+    row: dict[str, Any]
+    entities: list[Entity]
+    generated_by: dict[str, Activity] = field(default_factory=dict)
+
+
+def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> set[str]:
+    """Return the ids of every node upstream of ``start_id`` (itself included).
+
+    Structure records and record errors other than ``keep`` are not followed.
+    """
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            _UPSTREAM,
+            {
+                "start": start_id,
+                "relations": list(UPSTREAM_RELATIONS),
+                "per_record": list(PER_RECORD_KINDS),
+                "keep": keep or "",
+            },
+        )
+        return {row[0] for row in rows}
+
+
+def resolve_record(catalog: Catalog, candidate: str) -> Entity:
+    """Find a structure record by its id (``source:id``) or by the source's own id.
+
+    Raises
+    ------
+    NotFoundError
+        If no record, or more than one from different sources, has this id.
+    """
+    found = catalog.find_entities("structure_record", name=candidate)
+    if not found:
+        found = catalog.find_entities("structure_record", name_like=f"%:{candidate}")
+    names = sorted({e.name for e in found})
+    if not names:
+        raise NotFoundError(f"no structure record with id {candidate!r} in the catalog")
+    if len(names) > 1:
+        raise NotFoundError(f"id {candidate!r} is ambiguous, say which: {', '.join(names)}")
+    # The same record read twice with different content (a corrected source) gives two
+    # entities of one name; the latest stored is the current one.
+    return max(found, key=lambda e: e.created_at)
+
+
+def lineage(
+    catalog: Catalog, artifacts: ArtifactStore, candidate: str, run_id: str | None = None
+) -> Lineage:
+    """Trace a ranked candidate back to its source.
+
+    Parameters
+    ----------
+    candidate
+        The record id as in the shortlist (``source:id``) or the source's own id.
+    run_id
+        The campaign run whose ranking to start from; default the latest ranking that
+        holds the candidate.
+
+    Raises
+    ------
+    NotFoundError
+        If the candidate, or a ranking holding it (in that run), is not in the catalog.
+    """
+    record = resolve_record(catalog, candidate)
+    ranking_ids = [
+        edge.subject_id for edge in catalog.edges(relation="wasDerivedFrom", object_id=record.id)
+    ]
+    rankings = [e for e in catalog.get_entities(ranking_ids) if e.kind == "ranking"]
+    if run_id is not None:
+        in_run = set()
+        for activity in catalog.activities(parent_id=run_id):
+            in_run.update(e.subject_id for e in catalog.edges(object_id=activity.id))
+            in_run.update(
+                e.object_id for e in catalog.edges(subject_id=activity.id, relation="used")
+            )
+        rankings = [e for e in rankings if e.id in in_run]
+    if not rankings:
+        where = f" in run {run_id}" if run_id else ""
+        raise NotFoundError(f"candidate {record.name} is in no ranking{where}")
+    ranking = max(rankings, key=lambda e: e.created_at)
+    frame = parquet_to_frame(artifacts.get_bytes(ranking.attributes["artifact_sha256"]))
+    row = {"id": record.name, **frame.loc[record.name].to_dict()}
+
+    ids = upstream_ids(catalog, ranking.id, keep=record.id)
+    entities = catalog.get_entities(sorted(ids))
+    order = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    entities.sort(key=lambda e: (order.get(e.kind, len(order)), e.name))
+    generated_by: dict[str, Activity] = {}
+    for entity in entities:
+        edges = catalog.edges(relation="wasGeneratedBy", subject_id=entity.id)
+        if edges:
+            generated_by[entity.id] = catalog.get_activity(edges[0].object_id)
+    return Lineage(record.name, record, ranking, row, entities, generated_by)

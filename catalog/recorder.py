@@ -1,0 +1,349 @@
+"""How a campaign run is written into the catalog: one method per step of the flow.
+
+This module decides which entities a step produces, what they are derived from and which
+artifacts hold their bulk; the flow's driver calls it with the plain results of its tasks.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from matscreen.catalog.artifacts import ArtifactStore
+from matscreen.catalog.store import Activity, Catalog, Edge, Entity
+from matscreen.tasks.hashing import content_hash
+from matscreen.tasks.runinfo import RunInfo, utc_now
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    """Serialize a table as Parquet bytes (for the artifact store)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=True)
+    return buffer.getvalue()
+
+
+def parquet_to_frame(data: bytes) -> pd.DataFrame:
+    """Read Parquet bytes written by :func:`frame_to_parquet`."""
+    return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+
+
+class CampaignRecorder:
+    """Writes one campaign run's activities, entities and edges.
+
+    Parameters
+    ----------
+    catalog, artifacts
+        Where to write.
+    run_id
+        The campaign run's id (the Prefect flow run id when run by Prefect).
+    name
+        The flow's name.
+    parameters
+        The run's parameters (spec path, output folder); never secrets.
+    software
+        Package versions; ``git_commit`` the project's commit if known.
+    user
+        Name of the person running the campaign.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        artifacts: ArtifactStore,
+        run_id: str,
+        name: str,
+        parameters: dict[str, Any],
+        software: dict[str, str],
+        git_commit: str | None,
+        user: str,
+        host: str,
+    ) -> None:
+        self.catalog = catalog
+        self.artifacts = artifacts
+        self.run_id = run_id
+        self.software = software
+        self.git_commit = git_commit
+        self.host = host
+        self.spec_id: str | None = None
+        self.software_agent = catalog.ensure_agent(
+            "software", f"matscreen {software.get('matscreen', '')}".strip(), software
+        )
+        self.user_agent = catalog.ensure_agent("person", user, {})
+        catalog.start_activity(
+            Activity(
+                id=run_id,
+                kind="flow_run",
+                name=name,
+                started_at=utc_now(),
+                prefect_run_id=run_id,
+                parameters=parameters,
+                host=host,
+                software=software,
+                git_commit=git_commit,
+            ),
+            agents=[self.software_agent, self.user_agent],
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+    def _activity(
+        self,
+        run: RunInfo,
+        parameters: dict[str, Any] | None = None,
+        kind: str = "task_run",
+        parent_id: str | None = None,
+    ) -> Activity:
+        return Activity(
+            id=run.task_run_id or str(uuid.uuid4()),
+            kind=kind,
+            name=run.name,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            status="completed",
+            prefect_run_id=run.task_run_id,
+            parent_id=parent_id or self.run_id,
+            parameters={**(parameters or {}), "host_pid": run.pid},
+            host=run.host,
+            software=self.software,
+            git_commit=self.git_commit,
+        )
+
+    def _store_frame(self, frame: pd.DataFrame) -> str:
+        return self.artifacts.put_bytes(frame_to_parquet(frame))
+
+    # -- steps ----------------------------------------------------------------------------
+    def spec(self, spec: dict[str, Any], sha256: str, run: RunInfo) -> str:
+        """Record the campaign spec the run follows; return its entity id."""
+        entity = Entity.new("campaign_spec", spec["name"], {"spec": spec, "sha256": sha256})
+        self.catalog.record_step(self._activity(run), [entity])
+        self.spec_id = entity.id
+        return entity.id
+
+    def ingest(self, result: Any, run: RunInfo) -> tuple[str, dict[str, str]]:
+        """Record one source read: snapshot, structure records and failed rows.
+
+        Returns
+        -------
+        (snapshot id, {record id: entity id})
+        """
+        snapshot = Entity.new("source_snapshot", result.snapshot.source, asdict(result.snapshot))
+        records = [Entity.new("structure_record", r.id, asdict(r)) for r in result.records]
+        failures = [Entity.new("record_error", f.id, asdict(f)) for f in result.failures]
+        derived = [Edge("wasDerivedFrom", e.id, snapshot.id) for e in records + failures]
+        self.catalog.record_step(
+            self._activity(run, {"source": result.snapshot.source}),
+            [snapshot, *records, *failures],
+            derived=derived,
+        )
+        return snapshot.id, {e.name: e.id for e in records}
+
+    def split(self, split: Any, run: RunInfo, snapshot_ids: Sequence[str]) -> str:
+        """Record the held-out split; return its entity id."""
+        entity = Entity.new("data_split", f"{split.method} seed={split.seed}", asdict(split))
+        self.catalog.record_step(
+            self._activity(run),
+            [entity],
+            derived=[Edge("wasDerivedFrom", entity.id, s) for s in snapshot_ids],
+        )
+        return entity.id
+
+    def features(
+        self,
+        table: Any,
+        runs: Sequence[RunInfo],
+        config: dict[str, Any],
+        citations: list[str],
+        record_ids: dict[str, str],
+    ) -> str:
+        """Record the featurize step, its batch task runs and the feature table.
+
+        The table's bulk goes to the artifact store as Parquet; structures that failed to
+        featurize become ``record_error`` entities derived from their records.
+        """
+        sha = self._store_frame(table.frame)
+        config_sha = content_hash(config)
+        entity = Entity.new(
+            "feature_table",
+            f"{config['preset']}:{sha[:12]}",
+            {
+                "preset": config["preset"],
+                "config": config,
+                "config_sha256": config_sha,
+                "labels": list(table.frame.columns),
+                "n_rows": len(table.frame),
+                "n_failures": len(table.failures),
+                "artifact_sha256": sha,
+                "format": "parquet",
+                "citations": citations,
+            },
+        )
+        failures = [
+            Entity.new(
+                "record_error",
+                record_id,
+                {
+                    "record": record_id,
+                    "stage": "featurize",
+                    "message": message,
+                    "config_sha256": config_sha,
+                },
+            )
+            for record_id, message in sorted(table.failures.items())
+        ]
+        step = Activity(
+            id=str(uuid.uuid4()),
+            kind="step",
+            name="featurize",
+            started_at=min((r.started_at for r in runs), default=utc_now()),
+            ended_at=utc_now(),
+            status="completed",
+            parent_id=self.run_id,
+            parameters={"preset": config["preset"], "batches": len(runs)},
+            host=self.host,
+            software=self.software,
+            git_commit=self.git_commit,
+        )
+        derived = [Edge("wasDerivedFrom", entity.id, record_ids[i]) for i in table.frame.index]
+        derived += [Edge("wasDerivedFrom", f.id, record_ids[f.name]) for f in failures]
+        self.catalog.record_step(step, [entity, *failures], derived=derived)
+        for run in runs:
+            self.catalog.record_step(self._activity(run, kind="task_run", parent_id=step.id))
+        return entity.id
+
+    def model(
+        self,
+        trained: Any,
+        predictions: Any,
+        metrics: dict[str, Any],
+        run: RunInfo,
+        split_id: str,
+        features_id: str,
+    ) -> tuple[str, str]:
+        """Record one fitted model with its training set and held-out predictions.
+
+        Returns
+        -------
+        (model id, prediction set id)
+        """
+        labels = [predictions.y_true, predictions.y_pred]
+        training = Entity.new(
+            "training_set",
+            f"{trained.target}:{content_hash(trained.train_ids)[:12]}",
+            {
+                "target": trained.target,
+                "ids": trained.train_ids,
+                "n_rows": len(trained.train_ids),
+                "label_mean": trained.train_label_mean,
+            },
+        )
+        model_sha = self.artifacts.put_bytes(trained.model_json)
+        model = Entity.new(
+            "model",
+            f"{trained.target}:{trained.algorithm}:{model_sha[:12]}",
+            {
+                "target": trained.target,
+                "algorithm": trained.algorithm,
+                "params": trained.params,
+                "n_features": len(trained.feature_labels),
+                "feature_labels_sha256": content_hash(trained.feature_labels),
+                "clip_min": trained.clip_min,
+                "versions": trained.versions,
+                "metrics": metrics,
+                "artifact_sha256": model_sha,
+                "format": "xgboost-json",
+            },
+        )
+        frame = pd.DataFrame(
+            {"y_true": labels[0], "y_pred": labels[1]},
+            index=pd.Index(predictions.ids, name="id"),
+        ).astype("float64")
+        prediction_sha = self._store_frame(frame)
+        prediction_set = Entity.new(
+            "prediction_set",
+            f"{trained.target}:{prediction_sha[:12]}",
+            {
+                "target": trained.target,
+                "n_rows": len(predictions.ids),
+                "baseline": predictions.baseline,
+                "artifact_sha256": prediction_sha,
+                "format": "parquet",
+            },
+        )
+        self.catalog.record_step(
+            self._activity(run, {"target": trained.target}),
+            [training, model, prediction_set],
+            used=[split_id, features_id],
+            derived=[
+                Edge("wasDerivedFrom", training.id, split_id),
+                Edge("wasDerivedFrom", training.id, features_id),
+                Edge("wasDerivedFrom", model.id, training.id),
+                Edge("wasDerivedFrom", prediction_set.id, model.id),
+                Edge("wasDerivedFrom", prediction_set.id, features_id),
+                Edge("wasDerivedFrom", prediction_set.id, split_id),
+            ],
+        )
+        return model.id, prediction_set.id
+
+    def ranking(
+        self,
+        ranking: pd.DataFrame,
+        run: RunInfo,
+        criteria: list[dict[str, Any]],
+        prediction_ids: Sequence[str],
+        record_ids: dict[str, str],
+    ) -> str:
+        """Record the ranking of the candidates; return its entity id."""
+        sha = self._store_frame(ranking.set_index("id"))
+        entity = Entity.new(
+            "ranking",
+            f"ranking:{sha[:12]}",
+            {
+                "method": "smallest criterion margin",
+                "criteria": criteria,
+                "n_candidates": len(ranking),
+                "n_meeting_criteria": int(ranking["meets_criteria"].sum()),
+                "artifact_sha256": sha,
+                "format": "parquet",
+            },
+        )
+        derived = [Edge("wasDerivedFrom", entity.id, p) for p in prediction_ids]
+        derived += [Edge("wasDerivedFrom", entity.id, record_ids[i]) for i in ranking["id"]]
+        if self.spec_id is not None:
+            derived.append(Edge("wasDerivedFrom", entity.id, self.spec_id))
+        self.catalog.record_step(
+            self._activity(run), [entity], used=prediction_ids, derived=derived
+        )
+        return entity.id
+
+    def report(
+        self,
+        files: dict[str, dict[str, Any]],
+        run: RunInfo,
+        ranking_id: str,
+        model_ids: Sequence[str],
+    ) -> str:
+        """Record the output files of the run; return the report entity's id."""
+        entity = Entity.new("report", f"report:{self.run_id}", {"run": self.run_id, "files": files})
+        derived = [Edge("wasDerivedFrom", entity.id, i) for i in (ranking_id, *model_ids)]
+        derived.append(Edge("wasAttributedTo", entity.id, self.user_agent))
+        self.catalog.record_step(self._activity(run), [entity], derived=derived)
+        return entity.id
+
+    def finish(self, status: str) -> None:
+        """Close the campaign run's activity with its final status."""
+        self.catalog.finish_activity(self.run_id, status)
+
+    @contextmanager
+    def running(self) -> Iterator[CampaignRecorder]:
+        """Mark the run failed in the catalog if the block raises, completed otherwise."""
+        completed = False
+        try:
+            yield self
+            completed = True
+        finally:
+            self.finish("completed" if completed else "failed")

@@ -1,0 +1,57 @@
+"""The closed vocabulary of the catalog: node types, entity kinds and PROV relations.
+
+This table is the one place that says which relation may join which node types; the
+database schema derives its CHECK constraint from it and :class:`Catalog` validates against
+it before writing.
+"""
+
+from __future__ import annotations
+
+NODE_TYPES = ("entity", "activity", "agent")
+
+#: relation -> (subject node type, object node type), read "subject relation object".
+RELATIONS: dict[str, tuple[str, str]] = {
+    "used": ("activity", "entity"),
+    "wasGeneratedBy": ("entity", "activity"),
+    "wasDerivedFrom": ("entity", "entity"),
+    "wasAssociatedWith": ("activity", "agent"),
+    "wasAttributedTo": ("entity", "agent"),
+}
+
+#: Every kind of entity the catalog stores.
+ENTITY_KINDS = (
+    "campaign_spec",
+    "source_snapshot",
+    "structure_record",
+    "record_error",
+    "data_split",
+    "feature_table",
+    "training_set",
+    "model",
+    "prediction_set",
+    "ranking",
+    "report",
+)
+
+#: A flow run holds steps and task runs; a step (e.g. featurize) may hold the task runs it mapped.
+ACTIVITY_KINDS = ("flow_run", "step", "task_run")
+ACTIVITY_STATUSES = ("running", "completed", "failed")
+AGENT_KINDS = ("software", "person")
+
+#: Relations followed when walking from a result back to its sources.
+UPSTREAM_RELATIONS = ("wasDerivedFrom", "wasGeneratedBy", "used")
+
+
+def relation_check_sql() -> str:
+    """Return the SQL CHECK expression that admits exactly the relations in :data:`RELATIONS`."""
+    clauses = [
+        f"(relation = '{name}' AND subject_type = '{subject}' AND object_type = '{obj}')"
+        for name, (subject, obj) in RELATIONS.items()
+    ]
+    return " OR ".join(clauses)
+
+
+def in_check_sql(column: str, values: tuple[str, ...]) -> str:
+    """Return a SQL CHECK expression restricting ``column`` to ``values``."""
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"

@@ -1,0 +1,492 @@
+"""The catalog's read and write API over SQLAlchemy (SQLite file or PostgreSQL server).
+
+Writes happen only in the flow's driver process, one transaction per recorded step, so a
+step's activity, its entities and their edges are stored together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from matscreen.catalog import schema
+from matscreen.catalog.rules import (
+    ACTIVITY_STATUSES,
+    AGENT_KINDS,
+    ENTITY_KINDS,
+    RELATIONS,
+)
+from matscreen.tasks.errors import CatalogError, NotFoundError, ProvenanceRuleError
+from matscreen.tasks.hashing import canonical_json, content_hash
+from matscreen.tasks.runinfo import utc_now
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An immutable, content-addressed catalog entity.
+
+    Build new ones with :meth:`Entity.new`, which derives the id from kind, name and attributes.
+    """
+
+    id: str
+    kind: str
+    name: str
+    attributes: dict[str, Any]
+    created_at: str = ""
+
+    @classmethod
+    def new(cls, kind: str, name: str, attributes: dict[str, Any]) -> Entity:
+        """Create an entity whose id is the sha256 of its canonical content.
+
+        Raises
+        ------
+        ProvenanceRuleError
+            If ``kind`` is not one of :data:`ENTITY_KINDS`.
+        """
+        if kind not in ENTITY_KINDS:
+            raise ProvenanceRuleError(f"unknown entity kind {kind!r} for entity {name!r}")
+        plain = json.loads(canonical_json(attributes))
+        entity_id = content_hash({"kind": kind, "name": name, "attributes": plain})
+        return cls(id=entity_id, kind=kind, name=name, attributes=plain)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A flow or task run: what ran, when, where, with which software and parameters."""
+
+    id: str
+    kind: str
+    name: str
+    started_at: str
+    ended_at: str | None = None
+    status: str = "running"
+    prefect_run_id: str | None = None
+    parent_id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    host: str = ""
+    software: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One PROV relation, read "subject relation object" (e.g. entity wasDerivedFrom entity)."""
+
+    relation: str
+    subject_id: str
+    object_id: str
+
+
+class Catalog:
+    """The provenance store.
+
+    Parameters
+    ----------
+    url
+        Any SQLAlchemy URL; a SQLite file's parent folder is created if needed.
+
+    Raises
+    ------
+    CatalogError
+        If the database cannot be opened or holds a catalog of another schema version.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(url, future=True)
+            schema.enable_sqlite_foreign_keys(self.engine)
+            schema.metadata.create_all(self.engine)
+            self._check_version()
+        except SQLAlchemyError as exc:
+            raise CatalogError(
+                f"cannot open catalog at {parsed.render_as_string(hide_password=True)}: {exc}"
+            ) from exc
+        self.dialect = self.engine.dialect.name
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _check_version(self) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(schema.catalog_info.c.value).where(schema.catalog_info.c.key == "schema")
+            ).first()
+            if row is None:
+                conn.execute(
+                    self._insert_ignore(schema.catalog_info),
+                    [{"key": "schema", "value": str(schema.SCHEMA_VERSION)}],
+                )
+            elif row[0] != str(schema.SCHEMA_VERSION):
+                raise CatalogError(
+                    f"catalog {self.url_for_display} has schema version {row[0]}, "
+                    f"this matscreen expects {schema.SCHEMA_VERSION}"
+                )
+
+    @property
+    def url_for_display(self) -> str:
+        """The catalog URL with any password masked."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _insert_ignore(self, table: Any) -> Any:
+        if self.engine.dialect.name == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing()
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return insert(table)
+
+    # -- writes ---------------------------------------------------------------------------
+    def ensure_agent(self, kind: str, name: str, attributes: dict[str, Any]) -> str:
+        """Store an agent (software or person) if new and return its id.
+
+        Raises
+        ------
+        ProvenanceRuleError
+            If ``kind`` is not a known agent kind.
+        """
+        if kind not in AGENT_KINDS:
+            raise ProvenanceRuleError(f"unknown agent kind {kind!r} for agent {name!r}")
+        agent_id = content_hash({"agent": kind, "name": name, "attributes": attributes})
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert_ignore(schema.nodes), [{"id": agent_id, "node_type": "agent"}]
+            )
+            conn.execute(
+                self._insert_ignore(schema.agents),
+                [
+                    {
+                        "id": agent_id,
+                        "kind": kind,
+                        "name": name,
+                        "attributes": canonical_json(attributes),
+                    }
+                ],
+            )
+        return agent_id
+
+    def start_activity(self, activity: Activity, agents: Sequence[str] = ()) -> None:
+        """Store a running (or finished) activity and its associations with ``agents``.
+
+        Raises
+        ------
+        CatalogError
+            If an activity with this id exists already.
+        """
+        with self.engine.begin() as conn:
+            self._insert_activity(conn, activity)
+            self._insert_edges(conn, [Edge("wasAssociatedWith", activity.id, a) for a in agents])
+
+    def finish_activity(self, activity_id: str, status: str, ended_at: str | None = None) -> None:
+        """Set the end time and final status of a running activity.
+
+        Raises
+        ------
+        NotFoundError
+            If no activity has this id.
+        ProvenanceRuleError
+            If ``status`` is not a known status.
+        """
+        if status not in ACTIVITY_STATUSES:
+            raise ProvenanceRuleError(f"unknown status {status!r} for activity {activity_id}")
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(schema.activities)
+                .where(schema.activities.c.id == activity_id)
+                .values(status=status, ended_at=ended_at or utc_now())
+            )
+            if result.rowcount != 1:
+                raise NotFoundError(f"no activity {activity_id} in catalog {self.url_for_display}")
+
+    def record_step(
+        self,
+        activity: Activity,
+        generated: Sequence[Entity] = (),
+        used: Iterable[str] = (),
+        derived: Iterable[Edge] = (),
+        agents: Sequence[str] = (),
+    ) -> set[str]:
+        """Store one finished step atomically: its activity, what it used and generated.
+
+        An entity that is already stored (same content, same id) is not generated again:
+        the activity is recorded as having used it.
+
+        Parameters
+        ----------
+        activity
+            The step's activity.
+        generated
+            Entities the step produced.
+        used
+            Ids of stored entities the step read.
+        derived
+            Extra edges, typically ``wasDerivedFrom`` between entities.
+        agents
+            Agent ids the activity was associated with.
+
+        Returns
+        -------
+        set of str
+            Ids of the entities that were new to the catalog.
+
+        Raises
+        ------
+        ProvenanceRuleError
+            If an edge breaks the rules table or names a node that is not stored.
+        """
+        edges = list(derived)
+        for edge in edges:
+            if edge.relation not in RELATIONS:
+                raise ProvenanceRuleError(f"unknown relation {edge.relation!r} in {edge}")
+        by_id = {entity.id: entity for entity in generated}
+        try:
+            with self.engine.begin() as conn:
+                self._insert_activity(conn, activity)
+                existing = self._existing_entity_ids(conn, list(by_id))
+                new = [entity for eid, entity in by_id.items() if eid not in existing]
+                self._insert_entities(conn, new)
+                step_edges = [Edge("wasGeneratedBy", e.id, activity.id) for e in new]
+                step_edges += [Edge("used", activity.id, eid) for eid in existing]
+                step_edges += [Edge("used", activity.id, eid) for eid in used]
+                step_edges += [Edge("wasAssociatedWith", activity.id, a) for a in agents]
+                self._insert_edges(conn, step_edges + edges)
+        except IntegrityError as exc:
+            raise ProvenanceRuleError(
+                f"step {activity.name} ({activity.id}) breaks the catalog's rules: {exc.orig}"
+            ) from exc
+        return {entity.id for entity in new}
+
+    def _insert_activity(self, conn: Connection, activity: Activity) -> None:
+        conn.execute(insert(schema.nodes), [{"id": activity.id, "node_type": "activity"}])
+        conn.execute(
+            insert(schema.activities),
+            [
+                {
+                    "id": activity.id,
+                    "kind": activity.kind,
+                    "name": activity.name,
+                    "prefect_run_id": activity.prefect_run_id,
+                    "parent_id": activity.parent_id,
+                    "parameters": canonical_json(activity.parameters),
+                    "started_at": activity.started_at,
+                    "ended_at": activity.ended_at,
+                    "status": activity.status,
+                    "host": activity.host,
+                    "software": canonical_json(activity.software),
+                    "git_commit": activity.git_commit,
+                }
+            ],
+        )
+
+    def _existing_entity_ids(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = conn.execute(select(schema.entities.c.id).where(schema.entities.c.id.in_(chunk)))
+            found.update(row[0] for row in rows)
+        return found
+
+    def _insert_entities(self, conn: Connection, new: Sequence[Entity]) -> None:
+        if not new:
+            return
+        now = utc_now()
+        conn.execute(
+            self._insert_ignore(schema.nodes), [{"id": e.id, "node_type": "entity"} for e in new]
+        )
+        conn.execute(
+            self._insert_ignore(schema.entities),
+            [
+                {
+                    "id": e.id,
+                    "kind": e.kind,
+                    "name": e.name,
+                    "attributes": canonical_json(e.attributes),
+                    "created_at": now,
+                }
+                for e in new
+            ],
+        )
+
+    def _insert_edges(self, conn: Connection, edges: Sequence[Edge]) -> None:
+        if not edges:
+            return
+        ids = {e.subject_id for e in edges} | {e.object_id for e in edges}
+        types = self._node_types(conn, sorted(ids))
+        rows = []
+        now = utc_now()
+        for edge in edges:
+            subject_type, object_type = RELATIONS[edge.relation]
+            for node_id, wanted in ((edge.subject_id, subject_type), (edge.object_id, object_type)):
+                actual = types.get(node_id)
+                if actual is None:
+                    raise ProvenanceRuleError(f"{edge.relation}: node {node_id} is not stored")
+                if actual != wanted:
+                    raise ProvenanceRuleError(
+                        f"{edge.relation} needs {subject_type} -> {object_type}, "
+                        f"but {node_id} is an {actual}"
+                    )
+            rows.append(
+                {
+                    "relation": edge.relation,
+                    "subject_id": edge.subject_id,
+                    "subject_type": subject_type,
+                    "object_id": edge.object_id,
+                    "object_type": object_type,
+                    "recorded_at": now,
+                }
+            )
+        conn.execute(self._insert_ignore(schema.edges), rows)
+
+    def _node_types(self, conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            rows = conn.execute(
+                select(schema.nodes.c.id, schema.nodes.c.node_type).where(
+                    schema.nodes.c.id.in_(chunk)
+                )
+            )
+            found.update({row[0]: row[1] for row in rows})
+        return found
+
+    # -- reads ----------------------------------------------------------------------------
+    def get_entity(self, entity_id: str) -> Entity:
+        """Return the entity with this id (or a unique id prefix of at least 8 characters).
+
+        Raises
+        ------
+        NotFoundError
+            If no entity, or more than one, matches.
+        """
+        table = schema.entities
+        with self.engine.connect() as conn:
+            if len(entity_id) == 64:
+                rows = conn.execute(select(table).where(table.c.id == entity_id)).all()
+            elif len(entity_id) >= 8:
+                rows = conn.execute(
+                    select(table).where(table.c.id.like(f"{entity_id}%")).limit(2)
+                ).all()
+            else:
+                rows = []
+        if len(rows) != 1:
+            what = "no" if not rows else "more than one"
+            raise NotFoundError(f"{what} entity with id {entity_id!r} in {self.url_for_display}")
+        return _entity_from_row(rows[0])
+
+    def get_entities(self, ids: Sequence[str]) -> list[Entity]:
+        """Return the stored entities among ``ids`` (in no particular order)."""
+        table = schema.entities
+        found: list[Entity] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                found += [
+                    _entity_from_row(row)
+                    for row in conn.execute(select(table).where(table.c.id.in_(chunk)))
+                ]
+        return found
+
+    def find_entities(
+        self, kind: str, name: str | None = None, name_like: str | None = None
+    ) -> list[Entity]:
+        """Return entities of ``kind``, optionally with an exact name or a SQL LIKE pattern."""
+        table = schema.entities
+        query = select(table).where(table.c.kind == kind)
+        if name is not None:
+            query = query.where(table.c.name == name)
+        if name_like is not None:
+            query = query.where(table.c.name.like(name_like))
+        with self.engine.connect() as conn:
+            return [_entity_from_row(row) for row in conn.execute(query.order_by(table.c.name))]
+
+    def get_activity(self, activity_id: str) -> Activity:
+        """Return the activity with this id.
+
+        Raises
+        ------
+        NotFoundError
+            If no activity has this id.
+        """
+        table = schema.activities
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.id == activity_id)).first()
+        if row is None:
+            raise NotFoundError(f"no activity {activity_id} in {self.url_for_display}")
+        return _activity_from_row(row)
+
+    def activities(self, parent_id: str | None = None, kind: str | None = None) -> list[Activity]:
+        """Return activities, optionally the children of ``parent_id`` or of one ``kind``."""
+        table = schema.activities
+        query = select(table)
+        if parent_id is not None:
+            query = query.where(table.c.parent_id == parent_id)
+        if kind is not None:
+            query = query.where(table.c.kind == kind)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(table.c.started_at)).all()
+        return [_activity_from_row(row) for row in rows]
+
+    def edges(
+        self,
+        relation: str | None = None,
+        subject_id: str | None = None,
+        object_id: str | None = None,
+    ) -> list[Edge]:
+        """Return stored edges matching every given filter."""
+        table = schema.edges
+        query = select(table.c.relation, table.c.subject_id, table.c.object_id)
+        if relation is not None:
+            query = query.where(table.c.relation == relation)
+        if subject_id is not None:
+            query = query.where(table.c.subject_id == subject_id)
+        if object_id is not None:
+            query = query.where(table.c.object_id == object_id)
+        with self.engine.connect() as conn:
+            return [Edge(*row) for row in conn.execute(query.order_by(table.c.id))]
+
+
+def _entity_from_row(row: Any) -> Entity:
+    return Entity(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        attributes=json.loads(row.attributes),
+        created_at=row.created_at,
+    )
+
+
+def _activity_from_row(row: Any) -> Activity:
+    return Activity(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        status=row.status,
+        prefect_run_id=row.prefect_run_id,
+        parent_id=row.parent_id,
+        parameters=json.loads(row.parameters),
+        host=row.host,
+        software=json.loads(row.software),
+        git_commit=row.git_commit,
+    )

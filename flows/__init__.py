@@ -1,0 +1,1 @@
+"""Prefect flows of matscreen and the ``matscreen`` command line that runs them."""

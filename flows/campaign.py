@@ -1,0 +1,178 @@
+"""The screening campaign flow: ingest, split, featurize, train, rank, report."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.runtime import flow_run
+
+from matscreen.catalog import ArtifactStore, Catalog
+from matscreen.catalog.recorder import CampaignRecorder
+from matscreen.flows.runtime import git_commit, software_versions
+from matscreen.flows.settings import Settings
+from matscreen.tasks.dataset import batches, candidate_arrays, labels_of, training_arrays
+from matscreen.tasks.featurize import citations, describe, join_batches, preset_config
+from matscreen.tasks.models import regression_metrics
+from matscreen.tasks.rank import candidate_frame, screening_summary
+from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
+from matscreen.tasks.report.outputs import write_outputs
+from matscreen.tasks.runinfo import StepTimer, traced
+from matscreen.tasks.spec import load_spec
+from matscreen.tasks.steps import (
+    choose_split_task,
+    featurize_batch_task,
+    fit_and_predict_task,
+    ingest_csv_cif,
+    rank_candidates_task,
+)
+
+
+@flow(name="screen-candidates")
+def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str, Any]:
+    """Run a screening campaign end to end and record every step in the catalog.
+
+    Parameters
+    ----------
+    spec_path
+        The campaign spec (YAML).
+    output_dir
+        Where to write shortlist.csv, ranking.csv, metrics.json and report.html; default
+        ``runs/<run id>``.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``output_dir``, ``files``, ``metrics`` (the metrics document) and
+        ``step_seconds``.
+    """
+    settings = Settings()
+    loaded = traced(load_spec)(Path(spec_path), settings.data_dir)
+    spec = loaded.value
+    run_id = str(flow_run.id)
+    out = Path(output_dir) if output_dir else Path("runs") / run_id
+    timer = StepTimer()
+    software = software_versions()
+    preset = spec.featurization.preset
+
+    with Catalog(settings.catalog_url) as catalog:
+        recorder = CampaignRecorder(
+            catalog,
+            ArtifactStore(settings.artifact_dir),
+            run_id,
+            "screen-candidates",
+            {"spec_path": str(Path(spec_path).resolve()), "output_dir": str(out.resolve())},
+            software,
+            git_commit(),
+            getpass.getuser(),
+            socket.gethostname(),
+        )
+        with recorder.running():
+            recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
+
+            with timer.step("ingest"):
+                ingests = [ingest_csv_cif(source) for source in spec.sources]
+                recorded = [recorder.ingest(i.value, i.run) for i in ingests]
+            snapshot_ids = [snapshot_id for snapshot_id, _ in recorded]
+            record_ids = {k: v for _, ids in recorded for k, v in ids.items()}
+            records = [r for i in ingests for r in i.value.records]
+
+            with timer.step("split"):
+                split = choose_split_task([r.id for r in records], spec.split)
+                split_id = recorder.split(split.value, split.run, snapshot_ids)
+            train_ids, test_ids = split.value.train_ids, split.value.test_ids
+
+            with timer.step("featurize"):
+                futures = featurize_batch_task.map(
+                    batches(records, spec.featurization.batch_size), unmapped(preset)
+                )
+                results = [future.result() for future in futures]
+                table = join_batches([result.value for result in results])
+                features_id = recorder.features(
+                    table,
+                    [r.run for r in results],
+                    preset_config(preset),
+                    citations(preset),
+                    record_ids,
+                )
+            columns = list(table.frame.columns)
+
+            with timer.step("train"):
+                labels = {m.target: labels_of(records, m.target) for m in spec.models}
+                futures = [
+                    fit_and_predict_task.submit(
+                        model,
+                        columns,
+                        training_arrays(table.frame, labels[model.target], train_ids),
+                        candidate_arrays(table.frame, labels[model.target], test_ids),
+                        spec.split.seed,
+                    )
+                    for model in spec.models
+                ]
+                fits = [future.result() for future in futures]
+                metrics = {f.value[0].target: regression_metrics(f.value[1]) for f in fits}
+                stored = [
+                    recorder.model(
+                        f.value[0],
+                        f.value[1],
+                        metrics[f.value[0].target],
+                        f.run,
+                        split_id,
+                        features_id,
+                    )
+                    for f in fits
+                ]
+            held_out = {f.value[1].target: f.value[1] for f in fits}
+
+            with timer.step("rank"):
+                ids = held_out[spec.models[0].target].ids
+                formulas = {r.id: r.formula for r in records}
+                candidates = candidate_frame(
+                    ids, [formulas[i] for i in ids], {t: p.y_pred for t, p in held_out.items()}
+                )
+                ranked = rank_candidates_task(candidates, list(spec.criteria))
+                ranking_id = recorder.ranking(
+                    ranked.value,
+                    ranked.run,
+                    [c.model_dump() for c in spec.criteria],
+                    [prediction_id for _, prediction_id in stored],
+                    record_ids,
+                )
+
+            with timer.step("report"):
+                screening = screening_summary(
+                    ranked.value, labels, list(spec.criteria), spec.shortlist_size
+                )
+                results = [i.value for i in ingests]
+                counts = run_counts(results, table, split.value, ranked.value)
+                document = metrics_document(
+                    run_id, spec, metrics, spec.units(), screening, counts, timer.seconds
+                )
+                html = campaign_report(
+                    spec,
+                    document,
+                    results,
+                    records,
+                    table,
+                    held_out,
+                    ranked.value,
+                    describe(preset, len(columns)),
+                    software,
+                )
+                written = traced(write_outputs)(
+                    out, ranked.value, spec.shortlist_size, document, html
+                )
+                recorder.report(
+                    written.value, written.run, ranking_id, [model_id for model_id, _ in stored]
+                )
+
+    return {
+        "run_id": run_id,
+        "output_dir": str(out.resolve()),
+        "files": written.value,
+        "metrics": document,
+        "step_seconds": dict(timer.seconds),
+    }

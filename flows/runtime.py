@@ -1,0 +1,117 @@
+"""The run-time around a flow: Prefect API, Dask cluster, software versions, git commit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from matscreen.flows.settings import REPOSITORY_ROOT, Settings
+
+#: Packages whose versions every activity records.
+RECORDED_PACKAGES = (
+    "matscreen",
+    "prefect",
+    "prefect-dask",
+    "dask",
+    "distributed",
+    "pymatgen",
+    "matminer",
+    "scikit-learn",
+    "xgboost",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "sqlalchemy",
+)
+
+
+def software_versions() -> dict[str, str]:
+    """Return the installed versions of the packages a run's results depend on."""
+    found = {}
+    for package in RECORDED_PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit() -> str | None:
+    """Return the commit of the matscreen checkout, or None when it is not a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(REPOSITORY_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and len(commit) == 40 else None
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """Use the configured Prefect API, or serve a local one while the block runs.
+
+    Without ``PREFECT_API_URL``, Prefect would start a temporary server in every process
+    that runs a task, Dask workers included. This starts one on loopback and hands its
+    address to the driver and, through the environment, to worker processes started later.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    server = SubprocessASGIServer()
+    server.start()
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        _flush_prefect_logs()
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        server.stop()
+
+
+def _flush_prefect_logs() -> None:
+    """Send the log lines Prefect still holds to the API before that API goes away."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
+
+
+@contextmanager
+def dask_scheduler(settings: Settings) -> Iterator[str]:
+    """Yield the address of the Dask scheduler to use, starting a LocalCluster if none is set.
+
+    The LocalCluster has one single-threaded worker process per core (featurizers and
+    xgboost fits are CPU-bound Python) and is closed when the block ends.
+    """
+    if settings.dask_address:
+        yield settings.dask_address
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=settings.worker_count,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=settings.dask_memory_limit,
+        dashboard_address=":0",
+        host="127.0.0.1",
+    ) as cluster:
+        yield cluster.scheduler_address

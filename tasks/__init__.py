@@ -1,0 +1,1 @@
+"""The work of a screening campaign: plain functions over plain data, wrapped as Prefect tasks."""

@@ -1,0 +1,56 @@
+"""Assemble model inputs from the feature table, the records' labels and the split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from matscreen.tasks.sources.records import StructureRecord
+
+
+def labels_of(records: list[StructureRecord], target: str) -> dict[str, float | None]:
+    """Return each record's reported value of ``target`` (None where it has none)."""
+    return {record.id: record.properties.get(target) for record in records}
+
+
+def _has_label(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def training_arrays(
+    features: pd.DataFrame, labels: dict[str, float | None], ids: list[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Rows of ``ids`` that have both features and a finite label, as arrays.
+
+    Returns
+    -------
+    (ids, X, y)
+        Record ids kept (in the order given), their feature matrix and labels.
+    """
+    kept = [i for i in ids if i in features.index and _has_label(labels.get(i))]
+    x = features.loc[kept].to_numpy(dtype=np.float64)
+    y = np.array([labels[i] for i in kept], dtype=np.float64)
+    return kept, x, y
+
+
+def candidate_arrays(
+    features: pd.DataFrame, labels: dict[str, float | None], ids: list[str]
+) -> tuple[list[str], np.ndarray, list[float | None]]:
+    """Rows of ``ids`` that have features (labels may be missing), as arrays.
+
+    Returns
+    -------
+    (ids, X, labels)
+        Record ids kept (in the order given), their feature matrix and labels or None.
+    """
+    kept = [i for i in ids if i in features.index]
+    x = features.loc[kept].to_numpy(dtype=np.float64)
+    return kept, x, [labels.get(i) if _has_label(labels.get(i)) else None for i in kept]
+
+
+def batches(records: list[StructureRecord], size: int) -> list[list[tuple[str, dict]]]:
+    """Split records into featurization batches of ``(id, structure dict)`` pairs."""
+    items = [(record.id, record.structure) for record in records]
+    return [items[start : start + size] for start in range(0, len(items), size)]

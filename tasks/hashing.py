@@ -1,0 +1,78 @@
+"""Canonical serialization and content hashes.
+
+Entities, feature rows and artifacts are addressed by the sha256 of a canonical form, so
+equal content always gets the same id, on any machine and in any run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def _normalize(value: Any) -> Any:
+    """Turn numpy scalars, tuples, sets and paths into plain JSON types, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _normalize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalize(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_normalize(v) for v in value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _normalize(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Serialize ``value`` as canonical JSON: sorted keys, no whitespace, NaN as null.
+
+    Parameters
+    ----------
+    value
+        Any combination of dicts, lists, strings, numbers, booleans, None and numpy scalars.
+
+    Returns
+    -------
+    str
+        The canonical JSON text.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` holds an object JSON cannot represent.
+    """
+    return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    """Return the hex sha256 of a UTF-8 string."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_hash(value: Any) -> str:
+    """Return the hex sha256 of the canonical JSON of ``value``."""
+    return sha256_text(canonical_json(value))
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file's bytes, read in chunks.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

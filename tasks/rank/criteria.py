@@ -1,0 +1,129 @@
+"""Rank candidates by how safely their predictions meet every criterion.
+
+A criterion's margin is the distance (in the property's unit) from the predicted value to
+the nearest bound, positive inside the allowed range and negative outside. A candidate's
+margin is its smallest margin over all criteria: it meets the campaign exactly when that is
+>= 0, and a larger margin means it would take a larger prediction error to fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from matscreen.tasks.errors import ModelError
+from matscreen.tasks.spec import CriterionSpec
+
+
+def prediction_column(prop: str) -> str:
+    """Name of the column holding the predictions of ``prop``."""
+    return f"pred_{prop}"
+
+
+def candidate_frame(
+    ids: list[str], formulas: list[str], predictions: dict[str, list[float]]
+) -> pd.DataFrame:
+    """Table of candidates to rank: ``id``, ``formula`` and ``pred_<property>`` columns."""
+    columns = {prediction_column(prop): values for prop, values in predictions.items()}
+    return pd.DataFrame({"id": ids, "formula": formulas, **columns})
+
+
+def criterion_margin(values: np.ndarray, criterion: CriterionSpec) -> np.ndarray:
+    """Return the signed distance of each value to the nearest bound of ``criterion``."""
+    margins = []
+    if criterion.min is not None:
+        margins.append(values - criterion.min)
+    if criterion.max is not None:
+        margins.append(criterion.max - values)
+    return np.minimum.reduce(margins)
+
+
+def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> pd.DataFrame:
+    """Rank candidates by their smallest criterion margin.
+
+    Parameters
+    ----------
+    candidates
+        One row per candidate: columns ``id``, ``formula`` and ``pred_<property>`` for
+        every property the criteria name.
+    criteria
+        The campaign's criteria.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The candidates with one ``margin_<property>`` column per criterion, ``margin``,
+        ``meets_criteria`` and ``rank`` (1 = best), sorted by rank. Ties in margin are
+        broken by id, so the order is deterministic.
+
+    Raises
+    ------
+    ModelError
+        If a criterion's prediction column is missing.
+    """
+    ranked = candidates.copy()
+    per_criterion = []
+    for criterion in criteria:
+        column = prediction_column(criterion.property)
+        if column not in ranked.columns:
+            raise ModelError(f"ranking: no predictions for {criterion.property!r} ({column})")
+        margin = criterion_margin(ranked[column].to_numpy(dtype=float), criterion)
+        ranked[f"margin_{criterion.property}"] = margin
+        per_criterion.append(margin)
+    ranked["margin"] = np.minimum.reduce(per_criterion) if per_criterion else 0.0
+    ranked["meets_criteria"] = ranked["margin"] >= 0
+    ranked = ranked.sort_values(["margin", "id"], ascending=[False, True], kind="mergesort")
+    ranked["rank"] = np.arange(1, len(ranked) + 1)
+    return ranked.reset_index(drop=True)
+
+
+def meets_all(values: dict[str, np.ndarray], criteria: list[CriterionSpec]) -> np.ndarray:
+    """Whether each row's values (one array per property) satisfy every criterion."""
+    ok = np.ones(len(next(iter(values.values()))), dtype=bool) if values else np.array([])
+    for criterion in criteria:
+        ok &= criterion_margin(values[criterion.property], criterion) >= 0
+    return ok
+
+
+def screening_summary(
+    ranking: pd.DataFrame,
+    reported: dict[str, dict[str, float | None]],
+    criteria: list[CriterionSpec],
+    shortlist_size: int,
+) -> dict[str, int | float | None]:
+    """Compare a ranking with the reported (true) values of the held-out candidates.
+
+    Parameters
+    ----------
+    ranking
+        Output of :func:`rank_candidates`.
+    reported
+        For each property a criterion names: ``{record id: reported value or None}``.
+
+    Returns
+    -------
+    dict
+        ``n_candidates``, ``n_predicted_hits``, ``n_true_hits`` (candidates whose reported
+        values meet every criterion; candidates lacking a value are not hits),
+        ``true_hits_in_shortlist`` and ``shortlist_size``.
+    """
+    ids = list(ranking["id"])
+    values = {
+        c.property: np.array(
+            [
+                np.nan if reported[c.property].get(i) is None else reported[c.property][i]
+                for i in ids
+            ],
+            dtype=float,
+        )
+        for c in criteria
+    }
+    true_hit = meets_all(values, criteria) if ids else np.zeros(0, dtype=bool)
+    size = min(shortlist_size, len(ids))
+    return {
+        "n_candidates": len(ids),
+        "n_predicted_hits": int(ranking["meets_criteria"].sum()),
+        "n_true_hits": int(true_hit.sum()),
+        "shortlist_size": size,
+        "true_hits_in_shortlist": int(true_hit[:size].sum()),
+    }

@@ -1,0 +1,173 @@
+"""Render the campaign report as one self-contained HTML file (plots embedded as PNG)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """Everything the report shows; plain data only."""
+
+    campaign: str
+    description: str
+    run_id: str
+    spec_sha256: str
+    finished_at: str
+    sources: list[dict[str, Any]]
+    counts: dict[str, int]
+    split: dict[str, Any]
+    featurization: dict[str, Any]
+    metrics: dict[str, dict[str, float | int]]
+    units: dict[str, str]
+    criteria: list[dict[str, Any]]
+    funnel: list[tuple[str, int]]
+    shortlist: list[dict[str, Any]]
+    step_seconds: dict[str, float]
+    software: dict[str, str]
+    parity_png: dict[str, bytes] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit: str) -> bytes:
+    """Draw predicted against reported values on the held-out set; return PNG bytes."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=110)
+    ax.scatter(y_true, y_pred, s=9, alpha=0.55, edgecolors="none")
+    values = list(y_true) + list(y_pred)
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = 0.05 * (high - low or 1.0)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], color="black", lw=0.8)
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel(f"reported {target} ({unit})")
+    ax.set_ylabel(f"predicted {target} ({unit})")
+    ax.set_title(f"{target}: held-out parity")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_ENVIRONMENT.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+_TEMPLATE = _ENVIRONMENT.from_string(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>matscreen report: {{ c.campaign }} ({{ c.run_id }})</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}
+th{background:#f2f2f2}
+td.l,th.l{text-align:left}
+.ok{color:#176d2a;font-weight:600}
+code{font-size:0.9em}
+figure{display:inline-block;margin:0 1em 1em 0}
+</style></head><body>
+<h1>{{ c.campaign }}</h1>
+<p>{{ c.description }}</p>
+<p>Run <code>{{ c.run_id }}</code>, finished {{ c.finished_at }}; spec sha256
+<code>{{ c.spec_sha256 }}</code>.</p>
+
+<h2>Summary</h2>
+<table>
+<tr><th class="l">records read</th><td>{{ c.counts.records }}</td></tr>
+<tr><th class="l">records that failed to read</th><td>{{ c.counts.ingest_failures }}</td></tr>
+<tr><th class="l">structures that failed to featurize</th>
+<td>{{ c.counts.feature_failures }}</td></tr>
+<tr><th class="l">training / held-out records</th>
+<td>{{ c.split.n_train }} / {{ c.split.n_test }}</td></tr>
+<tr><th class="l">candidates ranked</th><td>{{ c.counts.candidates }}</td></tr>
+<tr><th class="l">candidates meeting every criterion</th><td>{{ c.counts.hits }}</td></tr>
+</table>
+
+<h2>Data sources</h2>
+<table>
+<tr><th class="l">source</th><th class="l">file</th><th class="l">sha256</th><th>rows</th>
+<th class="l">licence</th><th class="l">cite</th></tr>
+{% for s in c.sources %}
+<tr><td class="l">{{ s.source }}</td><td class="l"><code>{{ s.location }}</code></td>
+<td class="l"><code>{{ s.sha256[:16] }}…</code></td><td>{{ s.n_rows }}</td>
+<td class="l">{{ s.licence }}</td><td class="l">{{ s.citation | join("; ") }}</td></tr>
+{% endfor %}
+</table>
+
+<h2>Held-out split</h2>
+<p>{{ c.split.method }} split chosen before any fitting: {{ c.split.n_test }} of
+{{ c.split.n_train + c.split.n_test }} records held out (fraction {{ c.split.test_fraction }},
+seed {{ c.split.seed }}).</p>
+
+<h2>Features</h2>
+<p>Preset <code>{{ c.featurization.preset }}</code>: {{ c.featurization.n_features }} features
+from {{ c.featurization.featurizers | join(", ") }} (configuration sha256
+<code>{{ c.featurization.config_sha256[:16] }}…</code>).</p>
+
+<h2>Surrogate models (held-out set)</h2>
+<table>
+<tr><th class="l">target</th><th>MAE</th><th>RMSE</th><th>R²</th><th>dummy MAE</th>
+<th>n train</th><th>n test</th></tr>
+{% for target, m in c.metrics.items() %}
+<tr><td class="l">{{ target }} ({{ c.units[target] }})</td><td>{{ "%.4f" % m.mae }}</td>
+<td>{{ "%.4f" % m.rmse }}</td><td>{{ "%.3f" % m.r2 }}</td><td>{{ "%.4f" % m.dummy_mae }}</td>
+<td>{{ m.n_train }}</td><td>{{ m.n_test }}</td></tr>
+{% endfor %}
+</table>
+{% for target, png in c.parity_png.items() %}
+<figure><img alt="parity plot of {{ target }}" src="data:image/png;base64,{{ png | b64 }}">
+</figure>
+{% endfor %}
+
+<h2>Criteria and funnel</h2>
+<table>
+<tr><th class="l">criterion</th><th>candidates passing</th></tr>
+{% for label, count in c.funnel %}<tr><td class="l">{{ label }}</td><td>{{ count }}</td></tr>
+{% endfor %}
+</table>
+
+<h2>Shortlist</h2>
+<table>
+<tr><th>rank</th><th class="l">id</th><th class="l">formula</th>
+{% for cr in c.criteria %}<th>predicted {{ cr.property }} ({{ cr.unit }})</th>{% endfor %}
+<th>margin</th><th class="l">meets criteria</th></tr>
+{% for row in c.shortlist %}
+<tr><td>{{ row.rank }}</td><td class="l">{{ row.id }}</td><td class="l">{{ row.formula }}</td>
+{% for cr in c.criteria %}<td>{{ "%.3f" % row["pred_" ~ cr.property] }}</td>{% endfor %}
+<td>{{ "%.3f" % row.margin }}</td>
+<td class="l">{% if row.meets_criteria %}<span class="ok">yes</span>
+{% else %}no{% endif %}</td></tr>
+{% endfor %}
+</table>
+
+{% if c.failures %}
+<h2>Records that failed</h2>
+<table><tr><th class="l">record</th><th class="l">stage</th><th class="l">message</th></tr>
+{% for f in c.failures %}<tr><td class="l">{{ f.id }}</td><td class="l">{{ f.stage }}</td>
+<td class="l">{{ f.message }}</td></tr>{% endfor %}
+</table>
+{% endif %}
+
+<h2>Run</h2>
+<table><tr><th class="l">step</th><th>seconds</th></tr>
+{% for step, seconds in c.step_seconds.items() %}
+<tr><td class="l">{{ step }}</td><td>{{ "%.1f" % seconds }}</td></tr>{% endfor %}
+</table>
+<p>Software: {% for name, v in c.software.items() %}{{ name }} {{ v }}{% if not loop.last %},
+{% endif %}{% endfor %}.</p>
+</body></html>
+"""
+)
+
+
+def render_report(context: ReportContext) -> str:
+    """Return the report's HTML text."""
+    return _TEMPLATE.render(c=context)

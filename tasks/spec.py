@@ -1,0 +1,239 @@
+"""The campaign spec: a YAML file validated into typed, frozen pydantic models.
+
+A spec is checked completely before any work starts: unknown keys, wrong types and files
+that do not exist are reported with the key path at fault (``sources.0.path``). Strings may
+name ``${data_dir}``, replaced by the configured data folder; relative paths are taken
+relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from matscreen.tasks.errors import SpecError
+from matscreen.tasks.hashing import content_hash
+
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PropertySpec(_Strict):
+    """Where a normalized property comes from in a source, and its unit."""
+
+    column: str | None = None
+    max_of: list[str] | None = Field(default=None, min_length=2)
+    unit: str
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> PropertySpec:
+        if (self.column is None) == (self.max_of is None):
+            raise ValueError("give exactly one of 'column' or 'max_of'")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The source columns this property reads."""
+        return [self.column] if self.column is not None else list(self.max_of or [])
+
+
+class CsvCifSourceSpec(_Strict):
+    """A CSV file with one structure per row as CIF text, plus id and property columns."""
+
+    kind: Literal["csv_cif"]
+    name: str = Field(pattern=_NAME)
+    path: Path
+    id_column: str
+    cif_column: str = "cif"
+    properties: dict[str, PropertySpec] = Field(default_factory=dict)
+    licence: str
+    citation: list[str] = Field(min_length=1)
+    description: str = ""
+    limit: int | None = Field(default=None, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _existing_file(cls, value: Path, info: ValidationInfo) -> Path:
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = value if value.is_absolute() else base / value
+        if not path.is_file():
+            raise ValueError(f"file not found: {path}")
+        return path.resolve()
+
+
+class SplitSpec(_Strict):
+    """How the held-out test set is chosen, before any fitting."""
+
+    method: Literal["random"] = "random"
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class FeaturizationSpec(_Strict):
+    """Which featurizer preset to run and how many structures go in one task."""
+
+    preset: Literal["fast"] = "fast"
+    batch_size: int = Field(default=250, ge=1)
+
+
+class ModelSpec(_Strict):
+    """One surrogate model: the property it predicts and how it is fitted."""
+
+    target: str
+    algorithm: Literal["xgboost"] = "xgboost"
+    params: dict[str, int | float | str] = Field(default_factory=dict)
+    clip_min: float | None = None
+
+
+class CriterionSpec(_Strict):
+    """A range a candidate's predicted property must fall in."""
+
+    property: str
+    min: float | None = None
+    max: float | None = None
+    unit: str
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CriterionSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"'min' ({self.min}) must be below 'max' ({self.max})")
+        return self
+
+
+class CampaignSpec(_Strict):
+    """A screening campaign: sources, split, featurization, models, criteria, shortlist."""
+
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    sources: list[CsvCifSourceSpec] = Field(min_length=1)
+    split: SplitSpec = SplitSpec()
+    featurization: FeaturizationSpec = FeaturizationSpec()
+    models: list[ModelSpec] = Field(min_length=1)
+    criteria: list[CriterionSpec] = Field(min_length=1)
+    shortlist_size: int = Field(default=50, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CampaignSpec:
+        names = [source.name for source in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        properties = {p for source in self.sources for p in source.properties}
+        targets = [model.target for model in self.models]
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"each target may have one model, got {targets}")
+        for i, target in enumerate(targets):
+            if target not in properties:
+                raise ValueError(
+                    f"models.{i}.target: {target!r} is not a property of any source "
+                    f"(known: {sorted(properties)})"
+                )
+        for i, criterion in enumerate(self.criteria):
+            if criterion.property not in targets:
+                raise ValueError(
+                    f"criteria.{i}.property: {criterion.property!r} has no model "
+                    f"(targets: {targets})"
+                )
+        return self
+
+    def units(self) -> dict[str, str]:
+        """Unit of every property the sources define."""
+        return {name: prop.unit for s in self.sources for name, prop in s.properties.items()}
+
+    def fingerprint(self) -> str:
+        """Return the sha256 of the spec's canonical content (paths as resolved)."""
+        return content_hash(self.model_dump(mode="json"))
+
+
+def _substitute(value: Any, variables: dict[str, str], where: str) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _substitute(v, variables, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_substitute(v, variables, f"{where}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in variables:
+                raise SpecError(
+                    f"{where}: unknown variable ${{{name}}} (known: {sorted(variables)})"
+                )
+            return variables[name]
+
+        return _VARIABLE.sub(replace, value)
+    return value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    if error["type"] == "value_error":
+        return f"{where}: {message}" if where else message
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"{where}: {message} (got {shown})"
+
+
+def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
+    """Read, substitute and validate a campaign spec file.
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+    data_dir
+        Folder that ``${data_dir}`` in the spec stands for.
+
+    Returns
+    -------
+    CampaignSpec
+        The validated spec, with every file path resolved and checked.
+
+    Raises
+    ------
+    SpecError
+        If the file is missing or not YAML, or the spec is invalid; the message names the
+        file and every key at fault.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError(f"campaign spec not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"campaign spec {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"campaign spec {path} must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        data = _substitute(raw, {"data_dir": str(Path(data_dir).resolve())}, "")
+    except SpecError as exc:
+        raise SpecError(f"campaign spec {path}: {exc}") from exc
+    try:
+        return CampaignSpec.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise SpecError(f"campaign spec {path}: {problems}") from exc

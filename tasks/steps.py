@@ -1,0 +1,24 @@
+"""The campaign's Prefect tasks.
+
+Each is a plain function from this package wrapped by :func:`traced` (so it also reports
+its run for provenance) and by ``@task`` (name, retries, cache policy). matscreen caches by
+content hash itself, so Prefect's input-hash caching is off.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from matscreen.tasks.featurize.batch import featurize_batch
+from matscreen.tasks.models.xgb import fit_and_predict
+from matscreen.tasks.rank.criteria import rank_candidates
+from matscreen.tasks.runinfo import traced
+from matscreen.tasks.sources.csv_cif import read_csv_cif
+from matscreen.tasks.split import choose_split
+
+ingest_csv_cif = task(name="ingest-csv-cif", cache_policy=NO_CACHE)(traced(read_csv_cif))
+choose_split_task = task(name="choose-split", cache_policy=NO_CACHE)(traced(choose_split))
+featurize_batch_task = task(name="featurize-batch", cache_policy=NO_CACHE)(traced(featurize_batch))
+fit_and_predict_task = task(name="fit-and-predict", cache_policy=NO_CACHE)(traced(fit_and_predict))
+rank_candidates_task = task(name="rank-candidates", cache_policy=NO_CACHE)(traced(rank_candidates))
