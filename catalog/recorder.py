@@ -95,12 +95,12 @@ class CampaignRecorder:
         self,
         run: RunInfo,
         parameters: dict[str, Any] | None = None,
-        kind: str = "task_run",
         parent_id: str | None = None,
     ) -> Activity:
+        # A Prefect task run keeps its Prefect id; work the driver did itself is a step.
         return Activity(
             id=run.task_run_id or str(uuid.uuid4()),
-            kind=kind,
+            kind="task_run" if run.task_run_id else "step",
             name=run.name,
             started_at=run.started_at,
             ended_at=run.ended_at,
@@ -131,12 +131,17 @@ class CampaignRecorder:
         -------
         (snapshot id, {record id: entity id})
         """
-        snapshot = Entity.new("source_snapshot", result.snapshot.source, asdict(result.snapshot))
+        # A snapshot is identified by what was read (location, content hash, query), not by
+        # when: reading the same bytes again reuses it, and the time of each read is kept
+        # on the reading activity.
+        attributes = asdict(result.snapshot)
+        retrieved_at = attributes.pop("retrieved_at")
+        snapshot = Entity.new("source_snapshot", result.snapshot.source, attributes)
         records = [Entity.new("structure_record", r.id, asdict(r)) for r in result.records]
         failures = [Entity.new("record_error", f.id, asdict(f)) for f in result.failures]
         derived = [Edge("wasDerivedFrom", e.id, snapshot.id) for e in records + failures]
         self.catalog.record_step(
-            self._activity(run, {"source": result.snapshot.source}),
+            self._activity(run, {"source": result.snapshot.source, "retrieved_at": retrieved_at}),
             [snapshot, *records, *failures],
             derived=derived,
         )
@@ -212,7 +217,7 @@ class CampaignRecorder:
         derived += [Edge("wasDerivedFrom", f.id, record_ids[f.name]) for f in failures]
         self.catalog.record_step(step, [entity, *failures], derived=derived)
         for run in runs:
-            self.catalog.record_step(self._activity(run, kind="task_run", parent_id=step.id))
+            self.catalog.record_step(self._activity(run, parent_id=step.id))
         return entity.id
 
     def model(

@@ -53,8 +53,8 @@ def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> 
     -------
     pandas.DataFrame
         The candidates with one ``margin_<property>`` column per criterion, ``margin``,
-        ``meets_criteria`` and ``rank`` (1 = best), sorted by rank. Ties in margin are
-        broken by id, so the order is deterministic.
+        ``meets_criteria`` and ``rank`` (1 = best), sorted by rank. Margins that agree to
+        1e-9 are ties, broken by id, so the order is deterministic.
 
     Raises
     ------
@@ -72,7 +72,10 @@ def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> 
         per_criterion.append(margin)
     ranked["margin"] = np.minimum.reduce(per_criterion) if per_criterion else 0.0
     ranked["meets_criteria"] = ranked["margin"] >= 0
-    ranked = ranked.sort_values(["margin", "id"], ascending=[False, True], kind="mergesort")
+    # Margins that agree to 1e-9 (in the property's unit) are ties, so floating-point
+    # noise does not decide the order; ties go by id.
+    order = pd.DataFrame({"key": ranked["margin"].round(9), "id": ranked["id"]})
+    ranked = ranked.loc[order.sort_values(["key", "id"], ascending=[False, True]).index]
     ranked["rank"] = np.arange(1, len(ranked) + 1)
     return ranked.reset_index(drop=True)
 

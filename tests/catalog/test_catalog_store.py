@@ -1,0 +1,135 @@
+"""The catalog: content addressing, immutability, PROV rules in code and in the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DatabaseError, IntegrityError
+
+from matscreen.catalog import Activity, ArtifactStore, Catalog, Edge, Entity
+from matscreen.catalog.rules import RELATIONS
+from matscreen.tasks.errors import ArtifactError, NotFoundError, ProvenanceRuleError
+from matscreen.tasks.runinfo import utc_now
+
+
+@pytest.fixture()
+def catalog(tmp_path: Path):
+    with Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}") as opened:
+        yield opened
+
+
+def _activity(name: str, activity_id: str | None = None) -> Activity:
+    return Activity(
+        id=activity_id or f"act-{name}",
+        kind="task_run",
+        name=name,
+        started_at=utc_now(),
+        ended_at=utc_now(),
+        status="completed",
+    )
+
+
+def test_same_content_same_id_and_reuse_is_recorded_as_used(catalog: Catalog) -> None:
+    snapshot = Entity.new("source_snapshot", "cmr", {"sha256": "ab" * 32, "licence": "MIT"})
+    again = Entity.new("source_snapshot", "cmr", {"licence": "MIT", "sha256": "ab" * 32})
+    other = Entity.new("source_snapshot", "cmr", {"sha256": "cd" * 32, "licence": "MIT"})
+    assert snapshot.id == again.id != other.id
+
+    assert catalog.record_step(_activity("first"), [snapshot]) == {snapshot.id}
+    assert catalog.record_step(_activity("second"), [again]) == set()
+    assert catalog.edges(relation="wasGeneratedBy", subject_id=snapshot.id) == [
+        Edge("wasGeneratedBy", snapshot.id, "act-first")
+    ]
+    assert catalog.edges(relation="used", object_id=snapshot.id) == [
+        Edge("used", "act-second", snapshot.id)
+    ]
+    assert catalog.get_entity(snapshot.id[:10]).attributes == {
+        "licence": "MIT",
+        "sha256": "ab" * 32,
+    }
+
+
+def test_entities_and_edges_cannot_be_changed(catalog: Catalog) -> None:
+    entity = Entity.new("structure_record", "cmr:1", {"formula": "SrTiO3"})
+    catalog.record_step(_activity("ingest"), [entity])
+    with catalog.engine.begin() as conn, pytest.raises(DatabaseError, match="immutable"):
+        conn.execute(text("UPDATE entities SET name = 'cmr:2'"))
+    with catalog.engine.begin() as conn, pytest.raises(DatabaseError, match="immutable"):
+        conn.execute(text("DELETE FROM edges"))
+    assert catalog.get_entity(entity.id).name == "cmr:1"
+
+
+def test_rules_table_refuses_edges_of_the_wrong_shape(catalog: Catalog) -> None:
+    entity = Entity.new("model", "m", {"target": "band_gap"})
+    catalog.record_step(_activity("fit"), [entity])
+    with pytest.raises(ProvenanceRuleError, match="wasDerivedFrom needs entity -> entity"):
+        catalog.record_step(
+            _activity("bad"), derived=[Edge("wasDerivedFrom", entity.id, "act-fit")]
+        )
+    with pytest.raises(ProvenanceRuleError, match="is not stored"):
+        catalog.record_step(
+            _activity("bad2"), derived=[Edge("wasDerivedFrom", entity.id, "f" * 64)]
+        )
+    with pytest.raises(ProvenanceRuleError, match="unknown relation 'wasInformedBy'"):
+        catalog.record_step(_activity("bad3"), derived=[Edge("wasInformedBy", "a", "b")])
+    with pytest.raises(ProvenanceRuleError, match="unknown entity kind 'molecule'"):
+        Entity.new("molecule", "x", {})
+    # A refused step leaves nothing behind: not even its activity.
+    with pytest.raises(NotFoundError):
+        catalog.get_activity("act-bad")
+
+
+def test_database_itself_enforces_the_relation_shapes(catalog: Catalog) -> None:
+    entity = Entity.new("model", "m", {"target": "band_gap"})
+    catalog.record_step(_activity("fit"), [entity])
+    insert = text(
+        "INSERT INTO edges (relation, subject_id, subject_type, object_id, object_type, "
+        "recorded_at) VALUES (:r, :s, :st, :o, :ot, 'now')"
+    )
+    # 'used' must go activity -> entity: the CHECK constraint refuses entity -> activity.
+    with catalog.engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(
+            insert, {"r": "used", "s": entity.id, "st": "entity", "o": "act-fit", "ot": "activity"}
+        )
+    # Types that lie about the node: the composite foreign key refuses them.
+    with catalog.engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(
+            insert, {"r": "used", "s": entity.id, "st": "activity", "o": "act-fit", "ot": "entity"}
+        )
+    assert set(RELATIONS) == {
+        "used",
+        "wasGeneratedBy",
+        "wasDerivedFrom",
+        "wasAssociatedWith",
+        "wasAttributedTo",
+    }
+
+
+def test_activity_lifecycle_and_agents(catalog: Catalog) -> None:
+    agent = catalog.ensure_agent("software", "matscreen 0.1.0", {"matscreen": "0.1.0"})
+    assert agent == catalog.ensure_agent("software", "matscreen 0.1.0", {"matscreen": "0.1.0"})
+    run = Activity(id="run-1", kind="flow_run", name="screen-candidates", started_at=utc_now())
+    catalog.start_activity(run, agents=[agent])
+    assert catalog.get_activity("run-1").status == "running"
+    catalog.finish_activity("run-1", "completed")
+    finished = catalog.get_activity("run-1")
+    assert finished.status == "completed" and finished.ended_at is not None
+    assert catalog.edges(relation="wasAssociatedWith") == [
+        Edge("wasAssociatedWith", "run-1", agent)
+    ]
+    with pytest.raises(NotFoundError):
+        catalog.finish_activity("run-2", "completed")
+
+
+def test_artifacts_are_verified_on_read(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    sha = store.put_bytes(b"feature table bytes")
+    assert store.put_bytes(b"feature table bytes") == sha
+    assert store.get_bytes(sha) == b"feature table bytes"
+    store.path_for(sha).write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match=f"is corrupt: its sha256 is .*, expected {sha}"):
+        store.get_bytes(sha)
+    with pytest.raises(ArtifactError, match="missing"):
+        store.get_bytes("0" * 64)

@@ -1,0 +1,90 @@
+"""Shared fixtures: the real data folder and small subsets built from it at test time."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from matscreen.flows.settings import Settings
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+#: A CIF text that no reader can turn into a structure.
+BROKEN_CIF = "data_broken\n_cell_length_a 4.0\nloop_\n _atom_site_label\n Xx\n"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real-data folder (``MATSCREEN_DATA_DIR`` or ``../shared/data``)."""
+    path = Settings().data_dir
+    if not (path / "perovskites_cmr" / "cubic_perovskites.csv").is_file():
+        pytest.fail(f"the shared data folder is missing: {path} (set MATSCREEN_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def perovskite_csv(data_dir: Path) -> Path:
+    """The real CMR cubic perovskites file, read where it lies."""
+    return data_dir / "perovskites_cmr" / "cubic_perovskites.csv"
+
+
+def write_subset(source: Path, target: Path, n_rows: int, broken_row: int | None = None) -> Path:
+    """Copy the header and the first ``n_rows`` rows of ``source`` into ``target``.
+
+    If ``broken_row`` (1-based) is given, that row's CIF is replaced by unreadable text.
+    """
+    with open(source, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        rows = [row for _, row in zip(range(n_rows), reader, strict=False)]
+    if broken_row is not None:
+        rows[broken_row - 1][header.index("cif")] = BROKEN_CIF
+    with open(target, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return target
+
+
+@pytest.fixture(scope="session")
+def perovskite_subset(perovskite_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 241 real perovskites, row 7 with an unreadable CIF."""
+    folder = tmp_path_factory.mktemp("subset")
+    return write_subset(perovskite_csv, folder / "perovskites_241.csv", 241, broken_row=7)
+
+
+SUBSET_SPEC = """
+name: perovskite-subset
+description: Castelli's water-splitting screen on a subset of the CMR perovskites.
+sources:
+  - name: cmr_perovskites
+    kind: csv_cif
+    path: {path}
+    id_column: material_id
+    cif_column: cif
+    properties:
+      heat_of_formation: {{column: heat_ref, unit: eV}}
+      band_gap: {{max_of: [dir_gap, ind_gap], unit: eV}}
+    licence: "MIT (CDVAE split of the CMR data)"
+    citation: ["Castelli et al., Energy Environ. Sci. 5, 9034 (2012)"]
+split: {{method: random, test_fraction: 0.2, seed: 7}}
+featurization: {{preset: fast, batch_size: 40}}
+models:
+  - {{target: heat_of_formation, params: {{n_estimators: 150}}}}
+  - {{target: band_gap, params: {{n_estimators: 150}}, clip_min: 0.0}}
+criteria:
+  - {{property: heat_of_formation, max: 0.21, unit: eV}}
+  - {{property: band_gap, min: 1.4, max: 3.1, unit: eV}}
+shortlist_size: 10
+"""
+
+
+@pytest.fixture()
+def subset_spec(perovskite_subset: Path, tmp_path: Path) -> Path:
+    """A campaign spec over :func:`perovskite_subset`."""
+    spec = tmp_path / "subset.yaml"
+    spec.write_text(SUBSET_SPEC.format(path=perovskite_subset))
+    return spec

@@ -1,0 +1,91 @@
+"""Reading CSV files of CIF rows: real perovskites, a broken row, bad columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from matscreen.tasks.errors import SourceError
+from matscreen.tasks.hashing import file_sha256
+from matscreen.tasks.sources.csv_cif import read_csv_cif
+from matscreen.tasks.spec import CsvCifSourceSpec, PropertySpec
+
+
+def _spec(path: Path, **overrides) -> CsvCifSourceSpec:
+    fields = {
+        "kind": "csv_cif",
+        "name": "cmr",
+        "path": path,
+        "id_column": "material_id",
+        "properties": {
+            "heat_of_formation": PropertySpec(column="heat_ref", unit="eV"),
+            "band_gap": PropertySpec(max_of=["dir_gap", "ind_gap"], unit="eV"),
+        },
+        "licence": "MIT",
+        "citation": ["Castelli et al. (2012)"],
+    }
+    fields.update(overrides)
+    return CsvCifSourceSpec(**fields)
+
+
+def test_reads_real_rows_and_records_the_broken_one(perovskite_subset: Path) -> None:
+    result = read_csv_cif(_spec(perovskite_subset))
+    frame = pd.read_csv(perovskite_subset, dtype={"material_id": str})
+
+    assert len(result.records) == 240
+    assert len(result.failures) == 1
+    failure = result.failures[0]
+    assert failure.row == 7 and failure.stage == "ingest"
+    assert failure.source_id == frame.material_id[6]
+    assert f"row 7 (id {frame.material_id[6]})" in failure.message
+
+    snapshot = result.snapshot
+    assert snapshot.sha256 == file_sha256(perovskite_subset)
+    assert snapshot.n_rows == 241 and snapshot.licence == "MIT"
+
+    first = result.records[0]
+    assert first.id == f"cmr:{frame.material_id[0]}"
+    assert first.properties["heat_of_formation"] == pytest.approx(frame.heat_ref[0])
+    assert first.properties["band_gap"] == max(frame.dir_gap[0], frame.ind_gap[0])
+    assert first.units == {"heat_of_formation": "eV", "band_gap": "eV"}
+    assert len(first.structure["sites"]) == 5  # five-atom ABX3 cells
+
+
+def test_band_gap_is_the_larger_of_direct_and_indirect(perovskite_csv: Path) -> None:
+    result = read_csv_cif(_spec(perovskite_csv, limit=600))
+    frame = pd.read_csv(perovskite_csv, nrows=600, dtype={"material_id": str})
+    expected = frame.set_index("material_id")[["dir_gap", "ind_gap"]].max(axis=1)
+    gaps = {r.source_id: r.properties["band_gap"] for r in result.records}
+    assert gaps == pytest.approx(expected.to_dict())
+    assert any(frame.dir_gap != frame.ind_gap)  # the rule matters on this data
+
+
+def test_non_numeric_property_fails_that_row_only(tmp_path: Path, perovskite_subset: Path) -> None:
+    frame = pd.read_csv(perovskite_subset, nrows=5)
+    frame["heat_ref"] = frame["heat_ref"].astype(object)
+    frame.loc[2, "heat_ref"] = "n/a eV"
+    path = tmp_path / "five.csv"
+    frame.to_csv(path, index=False)
+    result = read_csv_cif(_spec(path))
+    assert len(result.records) == 4
+    assert "column 'heat_ref' (heat_of_formation) is not a number: 'n/a eV'" in (
+        result.failures[0].message
+    )
+
+
+def test_duplicate_id_fails_the_second_row(tmp_path: Path, perovskite_subset: Path) -> None:
+    frame = pd.read_csv(perovskite_subset, nrows=4)
+    frame.loc[3, "material_id"] = frame.loc[0, "material_id"]
+    path = tmp_path / "dup.csv"
+    frame.to_csv(path, index=False)
+    result = read_csv_cif(_spec(path))
+    assert len(result.records) == 3
+    assert result.failures[0].row == 4 and "duplicate id" in result.failures[0].message
+
+
+def test_missing_column_names_file_and_column(perovskite_subset: Path) -> None:
+    spec = _spec(perovskite_subset, id_column="mp_id")
+    with pytest.raises(SourceError, match=r"perovskites_241\.csv lacks column\(s\) \['mp_id'\]"):
+        read_csv_cif(spec)

@@ -1,0 +1,97 @@
+"""Featurization: same numbers as matminer's own featurize_dataframe; failures isolated."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import DummySpecies, Lattice, Structure
+
+from matscreen.tasks.featurize import (
+    FeatureTable,
+    featurize_batch,
+    join_batches,
+    preset_config,
+    preset_hash,
+)
+from matscreen.tasks.sources.csv_cif import parse_cif
+
+
+@pytest.fixture(scope="module")
+def structures(perovskite_csv: Path) -> list[Structure]:
+    frame = pd.read_csv(perovskite_csv, nrows=40)
+    return [parse_cif(cif, f"row {i}") for i, cif in enumerate(frame.cif, start=1)]
+
+
+def _matminer_reference(structures: list[Structure]) -> pd.DataFrame:
+    """The fast preset computed by matminer's own featurize_dataframe, featurizer by featurizer."""
+    frame = pd.DataFrame(
+        {"structure": structures, "composition": [s.composition for s in structures]}
+    )
+    columns = []
+    for config in preset_config("fast")["featurizers"]:
+        module, _, name = config["cls"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        featurizer = (
+            cls.from_preset(config["from_preset"], **config["kwargs"])
+            if config["from_preset"]
+            else cls(**config["kwargs"])
+        )
+        featurizer.set_n_jobs(1)
+        out = featurizer.featurize_dataframe(
+            frame[[config["input"]]].copy(), config["input"], pbar=False
+        )
+        columns.append(out.drop(columns=[config["input"]]))
+    return pd.concat(columns, axis=1).astype(float)
+
+
+def test_values_equal_matminers_featurize_dataframe(structures: list[Structure]) -> None:
+    items = [(f"cmr:{i}", s.as_dict()) for i, s in enumerate(structures)]
+    batch = featurize_batch(items, "fast")
+    reference = _matminer_reference(structures)
+
+    assert batch.failures == {}
+    assert batch.labels == list(reference.columns)
+    assert batch.values.shape == (40, reference.shape[1])
+    np.testing.assert_allclose(batch.values, reference.to_numpy(), rtol=1e-12, equal_nan=True)
+
+
+def test_a_structure_that_breaks_a_featurizer_becomes_an_error_row(structures) -> None:
+    dummy = Structure(Lattice.cubic(4.0), [DummySpecies("X"), "O"], [[0, 0, 0], [0.5] * 3])
+    items = [
+        ("a:1", structures[0].as_dict()),
+        ("a:2", dummy.as_dict()),
+        ("a:3", structures[1].as_dict()),
+        ("a:4", {"not": "a structure"}),
+    ]
+    batch = featurize_batch(items, "fast")
+    assert batch.ids == ["a:1", "a:3"]
+    assert set(batch.failures) == {"a:2", "a:4"}
+    assert batch.failures["a:2"].startswith("a:2: ElementProperty failed: KeyError")
+    assert "not a structure" in batch.failures["a:4"]
+    assert not np.isnan(batch.values).all(axis=1).any()
+
+
+def test_joined_table_round_trips_through_parquet(structures) -> None:
+    items = [(f"cmr:{i}", s.as_dict()) for i, s in enumerate(structures[:12])]
+    table = join_batches([featurize_batch(items[6:], "fast"), featurize_batch(items[:6], "fast")])
+    assert list(table.frame.index) == sorted(i for i, _ in items)
+    back = FeatureTable.from_parquet_bytes(table.to_parquet_bytes())
+    pd.testing.assert_frame_equal(back.frame, table.frame)
+
+
+def test_preset_description_is_hashed_with_versions() -> None:
+    config = preset_config("fast")
+    assert set(config["versions"]) == {"matminer", "pymatgen", "numpy"}
+    assert [f["cls"].rsplit(".", 1)[1] for f in config["featurizers"]] == [
+        "ElementProperty",
+        "Stoichiometry",
+        "ValenceOrbital",
+        "IonProperty",
+        "DensityFeatures",
+        "GlobalSymmetryFeatures",
+    ]
+    assert preset_hash("fast") == preset_hash("fast") and len(preset_hash("fast")) == 64
