@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
-from matscreen.catalog.recorder import parquet_to_frame
 from matscreen.catalog.rules import UPSTREAM_RELATIONS
 from matscreen.catalog.store import Activity, Catalog, Entity
 from matscreen.tasks.errors import NotFoundError
+from matscreen.tasks.tables import parquet_to_frame
 
 #: Entity kinds of which a campaign holds one per record; the walk keeps only the candidate's.
 PER_RECORD_KINDS = ("structure_record", "record_error")

@@ -6,7 +6,6 @@ artifacts hold their bulk; the flow's driver calls it with the plain results of 
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,18 +18,7 @@ from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.runinfo import RunInfo, utc_now
-
-
-def frame_to_parquet(frame: pd.DataFrame) -> bytes:
-    """Serialize a table as Parquet bytes (for the artifact store)."""
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, engine="pyarrow", index=True)
-    return buffer.getvalue()
-
-
-def parquet_to_frame(data: bytes) -> pd.DataFrame:
-    """Read Parquet bytes written by :func:`frame_to_parquet`."""
-    return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+from matscreen.tasks.tables import frame_to_parquet
 
 
 class CampaignRecorder:

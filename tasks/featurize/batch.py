@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError
 from matscreen.tasks.featurize.presets import build_featurizers, feature_labels
+from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 
 # spglib's C library prints a line for every cell whose exact symmetry search falls back to
 # a looser tolerance, which distorted perovskite cells do by the hundred; the featurizer
@@ -45,14 +45,12 @@ class FeatureTable:
 
     def to_parquet_bytes(self) -> bytes:
         """Serialize the feature matrix as Parquet (id index, one column per feature)."""
-        buffer = io.BytesIO()
-        self.frame.to_parquet(buffer, engine="pyarrow", index=True)
-        return buffer.getvalue()
+        return frame_to_parquet(self.frame)
 
     @classmethod
     def from_parquet_bytes(cls, data: bytes) -> FeatureTable:
         """Read a feature matrix written by :meth:`to_parquet_bytes`."""
-        return cls(frame=pd.read_parquet(io.BytesIO(data), engine="pyarrow"), failures={})
+        return cls(frame=parquet_to_frame(data), failures={})
 
 
 def _as_number(value: Any) -> float:

@@ -20,6 +20,7 @@ from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.lineage import lineage
 from matscreen.flows.cli import main
 from matscreen.flows.settings import Settings
+from matscreen.tasks.errors import NotFoundError
 from matscreen.tasks.featurize import FeatureTable
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.models.xgb import TrainedModel, predict
@@ -131,6 +132,12 @@ def test_campaign_end_to_end(
         ][0]
         assert len(catalog.edges(relation="used", subject_id=second_ingest.id)) == 242
         assert catalog.edges(relation="wasGeneratedBy", object_id=second_ingest.id) == []
+        # The second run reused the first run's ranking; lineage finds it through either run.
+        artifacts = ArtifactStore(settings.artifact_dir)
+        for run in runs:
+            assert lineage(catalog, artifacts, first, run_id=run.id).row["rank"] == 1
+        with pytest.raises(NotFoundError, match=f"candidate {first} is in no ranking in run x"):
+            lineage(catalog, artifacts, first, run_id="x")
 
 
 def _reduced(cif: str) -> str:
