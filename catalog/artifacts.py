@@ -8,11 +8,10 @@ every read verifies the hash.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from matscreen.tasks.errors import ArtifactError
+from matscreen.tasks.files import write_atomically
 
 
 class ArtifactStore:
@@ -39,18 +38,7 @@ class ArtifactStore:
         if target.exists():
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        stored = False
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-            stored = True
-        finally:
-            if not stored:
-                Path(tmp).unlink(missing_ok=True)
+        write_atomically(target, data)
         return digest
 
     def get_bytes(self, sha256: str) -> bytes:

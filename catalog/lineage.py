@@ -2,8 +2,8 @@
 
 The walk is one recursive SQL query over the edges (``wasDerivedFrom``, ``wasGeneratedBy``,
 ``used``) from the ranking upward. Per-record entities other than the candidate's own are
-pruned during the walk, so its cost grows with the depth of the chain, not with the number
-of records the campaign read.
+not followed: the query reads the per-record edges of the ranking and of the feature table
+once, but never walks on from the other records, so the result stays one chain.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ KIND_ORDER = (
 _UPSTREAM = text(
     """
     WITH RECURSIVE up(id) AS (
-        SELECT :start
+        SELECT CAST(:start AS VARCHAR(64))
         UNION
         SELECT e.object_id
         FROM edges e
@@ -93,7 +93,7 @@ def resolve_record(catalog: Catalog, candidate: str) -> Entity:
     """
     found = catalog.find_entities("structure_record", name=candidate)
     if not found:
-        found = catalog.find_entities("structure_record", name_like=f"%:{candidate}")
+        found = catalog.find_entities("structure_record", name_endswith=f":{candidate}")
     names = sorted({e.name for e in found})
     if not names:
         raise NotFoundError(f"no structure record with id {candidate!r} in the catalog")

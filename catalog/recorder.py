@@ -152,17 +152,20 @@ class CampaignRecorder:
         config: dict[str, Any],
         citations: list[str],
         record_ids: dict[str, str],
+        failures: Sequence[Any] = (),
+        reused: int = 0,
     ) -> str:
         """Record the featurize step, its batch task runs and the feature table.
 
         The table's bulk goes to the artifact store as Parquet; structures that failed to
-        featurize become ``record_error`` entities derived from their records.
+        featurize (``failures``, RecordFailure-like) become ``record_error`` entities
+        derived from their records.
         """
         sha = self._store_frame(table.frame)
         config_sha = content_hash(config)
         entity = Entity.new(
             "feature_table",
-            f"{config['preset']}:{sha[:12]}",
+            f"{config['preset'] or 'custom'}:{sha[:12]}",
             {
                 "preset": config["preset"],
                 "config": config,
@@ -175,18 +178,9 @@ class CampaignRecorder:
                 "citations": citations,
             },
         )
-        failures = [
-            Entity.new(
-                "record_error",
-                record_id,
-                {
-                    "record": record_id,
-                    "stage": "featurize",
-                    "message": message,
-                    "config_sha256": config_sha,
-                },
-            )
-            for record_id, message in sorted(table.failures.items())
+        errors = [
+            Entity.new("record_error", f.id, {**asdict(f), "config_sha256": config_sha})
+            for f in failures
         ]
         step = Activity(
             id=str(uuid.uuid4()),
@@ -196,16 +190,23 @@ class CampaignRecorder:
             ended_at=utc_now(),
             status="completed",
             parent_id=self.run_id,
-            parameters={"preset": config["preset"], "batches": len(runs)},
+            parameters={
+                "preset": config["preset"],
+                "batches": len(runs),
+                "structures_from_store": reused,
+            },
             host=self.host,
             software=self.software,
             git_commit=self.git_commit,
         )
         derived = [Edge("wasDerivedFrom", entity.id, record_ids[i]) for i in table.frame.index]
-        derived += [Edge("wasDerivedFrom", f.id, record_ids[f.name]) for f in failures]
-        self.catalog.record_step(step, [entity, *failures], derived=derived)
-        for run in runs:
-            self.catalog.record_step(self._activity(run, parent_id=step.id))
+        derived += [Edge("wasDerivedFrom", e.id, record_ids[e.name]) for e in errors]
+        self.catalog.record_step(
+            step,
+            [entity, *errors],
+            derived=derived,
+            children=[self._activity(run, parent_id=step.id) for run in runs],
+        )
         return entity.id
 
     def model(

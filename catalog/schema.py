@@ -119,35 +119,36 @@ edges = Table(
     Index("ix_edges_object", "object_id", "relation"),
 )
 
-_APPEND_ONLY = ("entities", "edges")
+_APPEND_ONLY = (entities, edges)
 
+# The triggers are attached to the tables' own creation, so they run once, when the
+# catalog is created, not on every open.
 for _table in _APPEND_ONLY:
     for _op in ("UPDATE", "DELETE"):
         event.listen(
-            metadata,
+            _table,
             "after_create",
             DDL(
-                f"CREATE TRIGGER IF NOT EXISTS {_table}_no_{_op.lower()} "
-                f"BEFORE {_op} ON {_table} BEGIN "
-                f"SELECT RAISE(ABORT, '{_table} are immutable: record a new one instead'); END"
+                f"CREATE TRIGGER {_table.name}_no_{_op.lower()} "
+                f"BEFORE {_op} ON {_table.name} BEGIN "
+                f"SELECT RAISE(ABORT, '{_table.name} are immutable: record a new one instead'); "
+                "END"
             ).execute_if(dialect="sqlite"),
         )
-
-event.listen(
-    metadata,
-    "after_create",
-    DDL(
-        "CREATE OR REPLACE FUNCTION matscreen_refuse_change() RETURNS trigger AS $$ "
-        "BEGIN RAISE EXCEPTION '% are immutable: record a new one instead', TG_TABLE_NAME; END; "
-        "$$ LANGUAGE plpgsql"
-    ).execute_if(dialect="postgresql"),
-)
-for _table in _APPEND_ONLY:
     event.listen(
-        metadata,
+        _table,
         "after_create",
         DDL(
-            f"CREATE OR REPLACE TRIGGER {_table}_immutable BEFORE UPDATE OR DELETE ON {_table} "
+            "CREATE OR REPLACE FUNCTION matscreen_refuse_change() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION '%% are immutable: record a new one instead', TG_TABLE_NAME; "
+            "END; $$ LANGUAGE plpgsql"
+        ).execute_if(dialect="postgresql"),
+    )
+    event.listen(
+        _table,
+        "after_create",
+        DDL(
+            f"CREATE TRIGGER {_table.name}_immutable BEFORE UPDATE OR DELETE ON {_table.name} "
             "FOR EACH ROW EXECUTE FUNCTION matscreen_refuse_change()"
         ).execute_if(dialect="postgresql"),
     )

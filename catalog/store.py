@@ -111,7 +111,7 @@ class Catalog:
             schema.enable_sqlite_foreign_keys(self.engine)
             schema.metadata.create_all(self.engine)
             self._check_version()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, ImportError) as exc:
             raise CatalogError(
                 f"cannot open catalog at {parsed.render_as_string(hide_password=True)}: {exc}"
             ) from exc
@@ -193,9 +193,16 @@ class Catalog:
         CatalogError
             If an activity with this id exists already.
         """
-        with self.engine.begin() as conn:
-            self._insert_activity(conn, activity)
-            self._insert_edges(conn, [Edge("wasAssociatedWith", activity.id, a) for a in agents])
+        try:
+            with self.engine.begin() as conn:
+                self._insert_activity(conn, activity)
+                self._insert_edges(
+                    conn, [Edge("wasAssociatedWith", activity.id, a) for a in agents]
+                )
+        except IntegrityError as exc:
+            raise CatalogError(
+                f"activity {activity.name} ({activity.id}) cannot be stored: {exc.orig}"
+            ) from exc
 
     def finish_activity(self, activity_id: str, status: str, ended_at: str | None = None) -> None:
         """Set the end time and final status of a running activity.
@@ -225,11 +232,13 @@ class Catalog:
         used: Iterable[str] = (),
         derived: Iterable[Edge] = (),
         agents: Sequence[str] = (),
+        children: Sequence[Activity] = (),
     ) -> set[str]:
         """Store one finished step atomically: its activity, what it used and generated.
 
         An entity that is already stored (same content, same id) is not generated again:
-        the activity is recorded as having used it.
+        the catalog keeps one generation per entity, and the activity that arrived at the
+        same content is recorded as having used the stored entity.
 
         Parameters
         ----------
@@ -243,6 +252,8 @@ class Catalog:
             Extra edges, typically ``wasDerivedFrom`` between entities.
         agents
             Agent ids the activity was associated with.
+        children
+            Activities that ran inside this one (e.g. the task runs a step mapped).
 
         Returns
         -------
@@ -262,6 +273,8 @@ class Catalog:
         try:
             with self.engine.begin() as conn:
                 self._insert_activity(conn, activity)
+                for child in children:
+                    self._insert_activity(conn, child)
                 existing = self._existing_entity_ids(conn, list(by_id))
                 new = [entity for eid, entity in by_id.items() if eid not in existing]
                 self._insert_entities(conn, new)
@@ -407,15 +420,15 @@ class Catalog:
         return found
 
     def find_entities(
-        self, kind: str, name: str | None = None, name_like: str | None = None
+        self, kind: str, name: str | None = None, name_endswith: str | None = None
     ) -> list[Entity]:
-        """Return entities of ``kind``, optionally with an exact name or a SQL LIKE pattern."""
+        """Return entities of ``kind``, optionally with an exact name or a name ending."""
         table = schema.entities
         query = select(table).where(table.c.kind == kind)
         if name is not None:
             query = query.where(table.c.name == name)
-        if name_like is not None:
-            query = query.where(table.c.name.like(name_like))
+        if name_endswith is not None:
+            query = query.where(table.c.name.endswith(name_endswith, autoescape=True))
         with self.engine.connect() as conn:
             return [_entity_from_row(row) for row in conn.execute(query.order_by(table.c.name))]
 

@@ -8,14 +8,25 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from matscreen.catalog import ArtifactStore, Catalog
+from matscreen.catalog.features import FeatureStore, structure_hash
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
-from matscreen.tasks.dataset import batches, candidate_arrays, labels_of, training_arrays
-from matscreen.tasks.featurize import citations, describe, join_batches, preset_config
+from matscreen.tasks.dataset import (
+    batches,
+    candidate_arrays,
+    feature_failures,
+    labels_of,
+    mean_sites,
+    training_arrays,
+    unique_structures,
+)
+from matscreen.tasks.featurize import batch_size_for, citations, describe, featurization_config
+from matscreen.tasks.featurize.batch import batch_frame, table_for_records
 from matscreen.tasks.models import regression_metrics
 from matscreen.tasks.rank import candidate_frame, screening_summary
 from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
@@ -56,7 +67,8 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
     out = Path(output_dir) if output_dir else Path("runs") / run_id
     timer = StepTimer()
     software = software_versions()
-    preset = spec.featurization.preset
+    featurization = spec.featurization
+    config = featurization_config(featurization)
 
     with Catalog(settings.catalog_url) as catalog:
         recorder = CampaignRecorder(
@@ -86,17 +98,29 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
             train_ids, test_ids = split.value.train_ids, split.value.test_ids
 
             with timer.step("featurize"):
+                store = FeatureStore(settings.feature_dir, config)
+                keys = {r.id: structure_hash(r.structure) for r in records}
+                cached = store.lookup(keys.values())
+                todo = unique_structures(records, keys, set(cached.index))
+                size = featurization.batch_size or batch_size_for(config, mean_sites(records))
                 futures = featurize_batch_task.map(
-                    batches(records, spec.featurization.batch_size), unmapped(preset)
+                    batches(todo, size), unmapped(config), unmapped(featurization.time_limit_s)
                 )
-                results = [future.result() for future in futures]
-                table = join_batches([result.value for result in results])
+                runs = []
+                for future in as_completed(futures):  # stored as they finish: a crash keeps them
+                    batch = future.result()
+                    store.add(batch_frame(batch.value), batch.value.failures)
+                    runs.append(batch.run)
+                store.compact()
+                table = table_for_records(keys, store.lookup(keys.values()))
                 features_id = recorder.features(
                     table,
-                    [r.run for r in results],
-                    preset_config(preset),
-                    citations(preset),
+                    runs,
+                    config,
+                    citations(config),
                     record_ids,
+                    failures=feature_failures(records, table),
+                    reused=len(set(keys.values())) - len(todo),
                 )
             columns = list(table.frame.columns)
 
@@ -159,7 +183,7 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                     table,
                     held_out,
                     ranked.value,
-                    describe(preset, len(columns)),
+                    describe(config, len(columns)),
                     software,
                 )
                 written = traced(write_outputs)(

@@ -17,6 +17,7 @@ DEFAULT_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-spli
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
     from prefect_dask import DaskTaskRunner
 
     from matscreen.flows.campaign import screen_candidates
@@ -26,7 +27,13 @@ def _run_campaign(args: argparse.Namespace) -> int:
     settings = Settings()
     spec = load_spec(Path(args.spec), settings.data_dir)  # fails here, before any work
     print(f"campaign {spec.name}: spec {args.spec}")
-    print(f"catalog {settings.catalog_url}, data {settings.data_dir}")
+    print(f"catalog {settings.catalog_url_for_display}, data {settings.data_dir}")
+    if settings.dask_address and not PREFECT_API_URL.value():
+        raise MatscreenError(
+            f"MATSCREEN_DASK_ADDRESS is set ({settings.dask_address}) but PREFECT_API_URL is "
+            "not: workers of an existing Dask cluster cannot reach the Prefect API this "
+            "command would serve on loopback; start a Prefect server and set PREFECT_API_URL"
+        )
     started = time.perf_counter()
     with prefect_api() as api_url, dask_scheduler(settings) as address:
         startup = time.perf_counter() - started
@@ -41,6 +48,11 @@ def _run_campaign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(value: float | None, digits: int) -> str:
+    """A metric for printing: None or NaN (no labels, constant labels) shows as n/a."""
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
 def _print_summary(result: dict[str, Any], startup: float, total: float) -> None:
     document = result["metrics"]
     print(f"\nrun {result['run_id']}")
@@ -52,8 +64,9 @@ def _print_summary(result: dict[str, Any], startup: float, total: float) -> None
     print("held-out metrics:")
     print(f"  {'target':<20}{'MAE':>9}{'RMSE':>9}{'R2':>8}{'dummy MAE':>11}{'train':>7}{'test':>6}")
     for target, m in document["targets"].items():
+        mae, rmse, r2, dummy = (_number(m[k], 4) for k in ("mae", "rmse", "r2", "dummy_mae"))
         print(
-            f"  {target:<20}{m['mae']:9.4f}{m['rmse']:9.4f}{m['r2']:8.3f}{m['dummy_mae']:11.4f}"
+            f"  {target:<20}{mae:>9}{rmse:>9}{r2:>8}{dummy:>11}"
             f"{m['n_train']:7d}{m['n_test']:6d}  ({m['unit']})"
         )
     s = document["screening"]
@@ -78,7 +91,7 @@ def _describe(entity: Any) -> str:
             m = a["metrics"]
             return (
                 f"{a['target']} {a['algorithm']} ({a['n_features']} features): held-out "
-                f"MAE {m['mae']:.4f} vs dummy {m['dummy_mae']:.4f}; artifact "
+                f"MAE {_number(m['mae'], 4)} vs dummy {_number(m['dummy_mae'], 4)}; artifact "
                 f"{a['artifact_sha256'][:12]}"
             )
         case "training_set":

@@ -52,9 +52,21 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def catalog_url_for_display(self) -> str:
+        """The catalog URL with any password masked, for messages and logs."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.catalog_url).render_as_string(hide_password=True)
+
+    @property
     def artifact_dir(self) -> Path:
         """Folder of the content-addressed artifact store."""
         return self.home / "artifacts"
+
+    @property
+    def feature_dir(self) -> Path:
+        """Folder of the feature store (cached feature rows)."""
+        return self.home / "features"
 
     @property
     def worker_count(self) -> int:

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from matscreen.tasks.sources.records import StructureRecord
+from matscreen.tasks.featurize.batch import FeatureTable
+from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 
 
 def labels_of(records: list[StructureRecord], target: str) -> dict[str, float | None]:
@@ -50,7 +51,32 @@ def candidate_arrays(
     return kept, x, [labels.get(i) if _has_label(labels.get(i)) else None for i in kept]
 
 
-def batches(records: list[StructureRecord], size: int) -> list[list[tuple[str, dict]]]:
-    """Split records into featurization batches of ``(id, structure dict)`` pairs."""
-    items = [(record.id, record.structure) for record in records]
+def unique_structures(
+    records: list[StructureRecord], keys: dict[str, str], skip: set[str]
+) -> list[tuple[str, dict]]:
+    """One ``(structure hash, structure dict)`` per distinct structure not in ``skip``."""
+    todo: dict[str, dict] = {}
+    for record in records:
+        key = keys[record.id]
+        if key not in skip and key not in todo:
+            todo[key] = record.structure
+    return list(todo.items())
+
+
+def batches(items: list[tuple[str, dict]], size: int) -> list[list[tuple[str, dict]]]:
+    """Split featurization items into batches of ``size``."""
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def mean_sites(records: list[StructureRecord]) -> float:
+    """Average number of sites per structure."""
+    return sum(len(r.structure["sites"]) for r in records) / max(len(records), 1)
+
+
+def feature_failures(records: list[StructureRecord], table: FeatureTable) -> list[RecordFailure]:
+    """The records that failed to featurize, as failures of stage ``featurize``."""
+    by_id = {r.id: r for r in records}
+    return [
+        RecordFailure(by_id[i].source, by_id[i].source_id, by_id[i].row, "featurize", message)
+        for i, message in sorted(table.failures.items())
+    ]

@@ -8,6 +8,7 @@ relative to the spec file.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -85,11 +86,59 @@ class SplitSpec(_Strict):
     seed: int = 0
 
 
-class FeaturizationSpec(_Strict):
-    """Which featurizer preset to run and how many structures go in one task."""
+#: Modules a spec may name featurizer classes from.
+FEATURIZER_MODULES = ("matminer.featurizers.", "matscreen.tasks.featurize.")
 
-    preset: Literal["fast"] = "fast"
-    batch_size: int = Field(default=250, ge=1)
+
+class FeaturizerSpec(_Strict):
+    """One matminer-contract featurizer: what it reads, its class and how it is built."""
+
+    input: Literal["composition", "structure"]
+    cls: str
+    from_preset: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cls")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        if not value.startswith(FEATURIZER_MODULES):
+            raise ValueError(f"{value!r} is not in {' or '.join(FEATURIZER_MODULES)}")
+        module_name, _, class_name = value.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import {value}: {exc}") from exc
+        if not callable(getattr(found, "featurize", None)):
+            raise ValueError(f"{value} has no featurize method")
+        return value
+
+
+class FeaturizationSpec(_Strict):
+    """Which featurizers run, how structures are batched, and how long one may take.
+
+    The preset's featurizers come first, then ``featurizers`` (so a spec can extend a
+    preset, or give ``preset: null`` and a list of its own).
+    """
+
+    preset: str | None = "fast"
+    featurizers: list[FeaturizerSpec] = Field(default_factory=list)
+    batch_size: int | None = Field(default=None, ge=1)
+    time_limit_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        from matscreen.tasks.featurize.presets import PRESETS
+
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r} (known: {sorted(PRESETS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> FeaturizationSpec:
+        if self.preset is None and not self.featurizers:
+            raise ValueError("give a 'preset', 'featurizers' or both")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -135,7 +184,15 @@ class CampaignSpec(_Strict):
         names = [source.name for source in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}")
-        properties = {p for source in self.sources for p in source.properties}
+        units: dict[str, str] = {}
+        for i, source in enumerate(self.sources):
+            for name, prop in source.properties.items():
+                if units.setdefault(name, prop.unit) != prop.unit:
+                    raise ValueError(
+                        f"sources.{i}.properties.{name}.unit: {prop.unit!r}, but another "
+                        f"source gives {name} in {units[name]!r}"
+                    )
+        properties = set(units)
         targets = [model.target for model in self.models]
         if len(set(targets)) != len(targets):
             raise ValueError(f"each target may have one model, got {targets}")
@@ -150,6 +207,11 @@ class CampaignSpec(_Strict):
                 raise ValueError(
                     f"criteria.{i}.property: {criterion.property!r} has no model "
                     f"(targets: {targets})"
+                )
+            if criterion.unit != units[criterion.property]:
+                raise ValueError(
+                    f"criteria.{i}.unit: {criterion.unit!r}, but {criterion.property} is in "
+                    f"{units[criterion.property]!r}"
                 )
         return self
 

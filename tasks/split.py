@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from dataclasses import dataclass
-
-import numpy as np
 
 from matscreen.tasks.errors import ModelError
 from matscreen.tasks.spec import SplitSpec
@@ -21,25 +21,37 @@ class DataSplit:
     test_ids: list[str]
 
 
-def choose_split(ids: list[str], spec: SplitSpec) -> DataSplit:
-    """Split record ids at random into training and held-out parts.
+def holdout_score(record_id: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the record id and the seed alone."""
+    digest = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
-    The result depends only on the set of ids and the spec (seed, fraction), not on the
-    order the ids come in.
+
+def choose_split(ids: list[str], spec: SplitSpec) -> DataSplit:
+    """Split record ids into training and held-out parts.
+
+    A record is held out when the hash of (seed, id) falls below the test fraction. The
+    choice depends on nothing but the record's own id and the seed: adding or removing
+    other records (a new database release) never moves a record between the parts, so
+    held-out metrics of successive runs stay comparable. The held-out share is the test
+    fraction on average.
 
     Raises
     ------
     ModelError
-        If there are fewer than two ids or the ids repeat.
+        If there are fewer than two ids, the ids repeat, or one part would be empty.
     """
     unique = sorted(set(ids))
     if len(unique) != len(ids):
-        raise ModelError(f"split: {len(ids) - len(unique)} record ids repeat")
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise ModelError(f"split: record ids repeat: {repeated[:10]}")
     if len(unique) < 2:
         raise ModelError(f"split: need at least 2 records, got {len(unique)}")
-    rng = np.random.default_rng(spec.seed)
-    order = rng.permutation(len(unique))
-    n_test = min(max(1, round(spec.test_fraction * len(unique))), len(unique) - 1)
-    test = sorted(unique[i] for i in order[:n_test])
-    train = sorted(unique[i] for i in order[n_test:])
+    test = [i for i in unique if holdout_score(i, spec.seed) < spec.test_fraction]
+    train = [i for i in unique if holdout_score(i, spec.seed) >= spec.test_fraction]
+    if not test or not train:
+        raise ModelError(
+            f"split: {len(unique)} records at test fraction {spec.test_fraction} leave "
+            f"{len(train)} for training and {len(test)} held out; both must be non-empty"
+        )
     return DataSplit(spec.method, spec.seed, spec.test_fraction, train, test)

@@ -71,7 +71,12 @@ sources:
     licence: "MIT (CDVAE split of the CMR data)"
     citation: ["Castelli et al., Energy Environ. Sci. 5, 9034 (2012)"]
 split: {{method: random, test_fraction: 0.2, seed: 7}}
-featurization: {{preset: fast, batch_size: 40}}
+featurization:
+  preset: fast
+  featurizers:
+    - {{input: structure, cls: matscreen.tasks.featurize.site_resolved.CoordinationElementProperty}}
+  batch_size: 40
+  time_limit_s: 60
 models:
   - {{target: heat_of_formation, params: {{n_estimators: 150}}}}
   - {{target: band_gap, params: {{n_estimators: 150}}, clip_min: 0.0}}

@@ -1,4 +1,4 @@
-"""Featurization: matminer featurizer presets applied to batches of structures."""
+"""Featurization: matminer featurizers applied to batches of structures."""
 
 from matscreen.tasks.featurize.batch import (
     FeatureBatch,
@@ -8,10 +8,13 @@ from matscreen.tasks.featurize.batch import (
 )
 from matscreen.tasks.featurize.presets import (
     PRESETS,
+    batch_size_for,
     build_featurizers,
     citations,
+    config_hash,
     describe,
     feature_labels,
+    featurization_config,
     preset_config,
     preset_hash,
 )
@@ -20,10 +23,13 @@ __all__ = [
     "FeatureBatch",
     "FeatureTable",
     "PRESETS",
+    "batch_size_for",
     "build_featurizers",
     "citations",
+    "config_hash",
     "describe",
     "feature_labels",
+    "featurization_config",
     "featurize_batch",
     "join_batches",
     "preset_config",

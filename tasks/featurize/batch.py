@@ -12,6 +12,7 @@ import pandas as pd
 from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError
+from matscreen.tasks.featurize.isolated import child_featurizer
 from matscreen.tasks.featurize.presets import build_featurizers, feature_labels
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 
@@ -19,6 +20,9 @@ from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 # a looser tolerance, which distorted perovskite cells do by the hundred; the featurizer
 # still gets its answer. Users who want the lines can set SPGLIB_WARNING themselves.
 os.environ.setdefault("SPGLIB_WARNING", "OFF")
+
+#: Column of a cached feature row that holds the error message of a failed structure.
+ERROR_COLUMN = "_error"
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ def _as_number(value: Any) -> float:
     return float(value)
 
 
-def featurize_one(structure: Structure, preset: str) -> list[float]:
-    """Compute every feature of ``preset`` for one structure.
+def featurize_one(structure: Structure, config: dict[str, Any]) -> list[float]:
+    """Compute every feature of a featurization for one structure, in this process.
 
     Raises
     ------
@@ -71,7 +75,7 @@ def featurize_one(structure: Structure, preset: str) -> list[float]:
     """
     row: list[float] = []
     composition = structure.composition
-    for kind, featurizer in build_featurizers(preset):
+    for kind, featurizer in build_featurizers(config):
         # matminer featurizers raise assorted exception types on unusual structures; each
         # becomes this structure's error row, never a failed batch.
         try:
@@ -84,41 +88,57 @@ def featurize_one(structure: Structure, preset: str) -> list[float]:
     return row
 
 
-def featurize_batch(items: list[tuple[str, dict[str, Any]]], preset: str) -> FeatureBatch:
-    """Featurize a batch of structures with a preset.
+def _in_process(structure_dict: dict[str, Any], config: dict[str, Any]) -> list[float]:
+    try:
+        structure = Structure.from_dict(structure_dict)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RecordError(f"not a structure: {exc}") from exc
+    return featurize_one(structure, config)
+
+
+def featurize_batch(
+    items: list[tuple[str, dict[str, Any]]],
+    config: dict[str, Any],
+    time_limit_s: float | None = None,
+) -> FeatureBatch:
+    """Featurize a batch of structures.
 
     Parameters
     ----------
     items
-        ``(record id, Structure.as_dict())`` pairs.
-    preset
-        Name of the featurizer preset.
+        ``(key, Structure.as_dict())`` pairs; the key names the row (a record id or a
+        structure hash).
+    config
+        The featurization description (:func:`featurization_config`).
+    time_limit_s
+        Seconds one structure may take; the structures then run in a child process that
+        is killed on overrun. None runs them in this process without a limit.
 
     Returns
     -------
     FeatureBatch
-        One row per structure that featurized; every other structure's id maps to the
-        error message in ``failures``.
+        One row per structure that featurized; every other key maps to its error message
+        in ``failures``.
     """
-    labels = feature_labels(preset)
+    labels = feature_labels(config)
+    compute = (
+        (lambda d: child_featurizer(config, time_limit_s).featurize(d))
+        if time_limit_s is not None
+        else (lambda d: _in_process(d, config))
+    )
     ids: list[str] = []
     rows: list[list[float]] = []
     failures: dict[str, str] = {}
-    for record_id, structure_dict in items:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key, structure_dict in items:
             try:
-                structure = Structure.from_dict(structure_dict)
-            except (KeyError, ValueError, TypeError) as exc:
-                failures[record_id] = f"{record_id}: not a structure: {exc}"
-                continue
-            try:
-                row = featurize_one(structure, preset)
+                row = compute(structure_dict)
             except RecordError as exc:
-                failures[record_id] = f"{record_id}: {exc}"
+                failures[key] = f"{key}: {exc}"
                 continue
-        ids.append(record_id)
-        rows.append(row)
+            ids.append(key)
+            rows.append(row)
     values = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))
     return FeatureBatch(ids=ids, labels=labels, values=values, failures=failures)
 
@@ -134,3 +154,29 @@ def join_batches(batches: list[FeatureBatch]) -> FeatureTable:
     for batch in batches:
         failures.update(batch.failures)
     return FeatureTable(frame=frame.sort_index(), failures=failures)
+
+
+def batch_frame(batch: FeatureBatch) -> pd.DataFrame:
+    """The featurized rows of a batch as a table indexed by key."""
+    return pd.DataFrame(batch.values, index=pd.Index(batch.ids, name="key"), columns=batch.labels)
+
+
+def table_for_records(keys: dict[str, str], rows: pd.DataFrame) -> FeatureTable:
+    """Build a campaign's feature table from rows keyed by structure hash.
+
+    Parameters
+    ----------
+    keys
+        Record id -> structure hash.
+    rows
+        Feature rows by structure hash, with the error message (or None) in ``_error``.
+    """
+    if ERROR_COLUMN not in rows.columns:  # nothing stored at all (no records)
+        rows = rows.assign(**{ERROR_COLUMN: pd.Series(dtype=object)})
+    failed = rows[ERROR_COLUMN].notna()
+    good = rows.loc[~failed].drop(columns=[ERROR_COLUMN])
+    messages = rows.loc[failed, ERROR_COLUMN].to_dict()
+    ids = sorted(i for i, key in keys.items() if key in good.index)
+    frame = good.loc[[keys[i] for i in ids]].set_axis(pd.Index(ids, name="id"))
+    failures = {i: messages[key] for i, key in sorted(keys.items()) if key in messages}
+    return FeatureTable(frame=frame, failures=failures)

@@ -1,150 +1,197 @@
-"""Featurizer presets: named lists of matminer featurizers, described as plain data.
+"""Featurizer presets and the plain-data description of a featurization.
 
-A preset's description (classes, parameters, package versions) is what the feature store
-and the catalog hash, so two runs share features exactly when they would compute the same
-numbers.
+A featurization is described by its featurizers (class, how built, what they read) and the
+versions of the packages that compute them. That description's hash keys the feature
+store: two runs share cached features exactly when they would compute the same numbers.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from dataclasses import asdict, dataclass, field
+import json
+import math
 from importlib.metadata import version
-from typing import Any, Literal
+from typing import Any
 
 from matminer.featurizers.base import BaseFeaturizer
 
 from matscreen.tasks.errors import FeaturizationError
-from matscreen.tasks.hashing import content_hash
+from matscreen.tasks.hashing import canonical_json, content_hash
+from matscreen.tasks.spec import FeaturizationSpec, FeaturizerSpec
 
+_M = "matminer.featurizers."
+_SITE = "matscreen.tasks.featurize.site_resolved.CoordinationElementProperty"
 
-@dataclass(frozen=True)
-class FeaturizerConfig:
-    """One matminer featurizer: what it reads, its class, and how it is built."""
-
-    input: Literal["composition", "structure"]
-    cls: str
-    from_preset: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-PRESETS: dict[str, tuple[FeaturizerConfig, ...]] = {
-    # Composition descriptors (Magpie statistics, stoichiometry, valence orbitals, ionic
-    # character) plus cheap structure descriptors (density, symmetry): about 150 columns,
-    # hundreds of structures per second per core.
-    "fast": (
-        FeaturizerConfig(
-            "composition", "matminer.featurizers.composition.ElementProperty", "magpie"
-        ),
-        FeaturizerConfig("composition", "matminer.featurizers.composition.Stoichiometry"),
-        FeaturizerConfig("composition", "matminer.featurizers.composition.ValenceOrbital"),
-        FeaturizerConfig(
-            "composition", "matminer.featurizers.composition.IonProperty", kwargs={"fast": True}
-        ),
-        FeaturizerConfig("structure", "matminer.featurizers.structure.DensityFeatures"),
-        FeaturizerConfig(
-            "structure",
-            "matminer.featurizers.structure.GlobalSymmetryFeatures",
-            kwargs={
-                "desired_features": [
-                    "spacegroup_num",
-                    "crystal_system_int",
-                    "is_centrosymmetric",
-                    "n_symmetry_ops",
-                ]
-            },
-        ),
+_FAST = (
+    FeaturizerSpec(
+        input="composition", cls=_M + "composition.ElementProperty", from_preset="magpie"
     ),
+    FeaturizerSpec(input="composition", cls=_M + "composition.Stoichiometry"),
+    FeaturizerSpec(input="composition", cls=_M + "composition.ValenceOrbital"),
+    FeaturizerSpec(input="composition", cls=_M + "composition.IonProperty", kwargs={"fast": True}),
+    FeaturizerSpec(input="structure", cls=_M + "structure.DensityFeatures"),
+    FeaturizerSpec(
+        input="structure",
+        cls=_M + "structure.GlobalSymmetryFeatures",
+        kwargs={
+            "desired_features": [
+                "spacegroup_num",
+                "crystal_system_int",
+                "is_centrosymmetric",
+                "n_symmetry_ops",
+            ]
+        },
+    ),
+)
+
+PRESETS: dict[str, tuple[FeaturizerSpec, ...]] = {
+    # Composition descriptors (Magpie statistics, stoichiometry, valence orbitals, ionic
+    # character) and cheap structure descriptors (density, symmetry): about 150 columns,
+    # a few hundred structures per second per core.
+    "fast": _FAST,
+    # fast plus local-environment descriptors: CrystalNN site fingerprints, structural
+    # heterogeneity, chemical ordering, packing efficiency, and which element sits on
+    # which kind of site. A few structures per second per core.
+    "structure": _FAST
+    + (
+        FeaturizerSpec(
+            input="structure",
+            cls=_M + "structure.SiteStatsFingerprint",
+            from_preset="CrystalNNFingerprint_ops",
+        ),
+        FeaturizerSpec(input="structure", cls=_M + "structure.StructuralHeterogeneity"),
+        FeaturizerSpec(input="structure", cls=_M + "structure.ChemicalOrdering"),
+        FeaturizerSpec(input="structure", cls=_M + "structure.MaximumPackingEfficiency"),
+        FeaturizerSpec(input="structure", cls=_SITE),
+    ),
+}
+
+#: Rough cost of each featurizer, seconds per site, measured on one core on 5-atom cells;
+#: used only to size batches. Classes not listed are taken as 10 ms per site.
+COST_PER_SITE_S: dict[str, float] = {
+    "ElementProperty": 3e-4,
+    "Stoichiometry": 1e-5,
+    "ValenceOrbital": 2e-5,
+    "IonProperty": 4e-5,
+    "DensityFeatures": 1e-4,
+    "GlobalSymmetryFeatures": 4e-4,
+    "CoordinationElementProperty": 7e-3,
+    "SiteStatsFingerprint": 1.6e-2,
+    "StructuralHeterogeneity": 1.8e-2,
+    "ChemicalOrdering": 3e-2,
+    "MaximumPackingEfficiency": 4e-2,
 }
 
 _VERSIONED_PACKAGES = ("matminer", "pymatgen", "numpy")
 
 
-def _configs(name: str) -> tuple[FeaturizerConfig, ...]:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise FeaturizationError(
-            f"unknown featurizer preset {name!r} (known: {sorted(PRESETS)})"
-        ) from None
+def featurization_config(spec: FeaturizationSpec) -> dict[str, Any]:
+    """Describe a featurization as plain data: featurizers in order and package versions."""
+    featurizers = list(PRESETS[spec.preset]) if spec.preset else []
+    featurizers += spec.featurizers
+    return {
+        "preset": spec.preset,
+        "featurizers": [f.model_dump() for f in featurizers],
+        "versions": {package: version(package) for package in _VERSIONED_PACKAGES},
+    }
 
 
 def preset_config(name: str) -> dict[str, Any]:
-    """Describe a preset as plain data: featurizers, parameters and package versions.
+    """The featurization description of a preset on its own.
 
     Raises
     ------
     FeaturizationError
         If ``name`` is not a known preset.
     """
-    return {
-        "preset": name,
-        "featurizers": [asdict(config) for config in _configs(name)],
-        "versions": {package: version(package) for package in _VERSIONED_PACKAGES},
-    }
+    if name not in PRESETS:
+        raise FeaturizationError(f"unknown featurizer preset {name!r} (known: {sorted(PRESETS)})")
+    return featurization_config(FeaturizationSpec(preset=name))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """The sha256 of a featurization description (the feature store's key)."""
+    return content_hash(config)
 
 
 def preset_hash(name: str) -> str:
-    """Return the sha256 of a preset's description (the feature cache key's second half)."""
-    return content_hash(preset_config(name))
+    """The sha256 of a preset's description."""
+    return config_hash(preset_config(name))
 
 
 @functools.lru_cache(maxsize=8)
-def build_featurizers(name: str) -> tuple[tuple[str, BaseFeaturizer], ...]:
-    """Instantiate a preset's featurizers, once per process.
+def _build(config_json: str) -> tuple[tuple[str, BaseFeaturizer], ...]:
+    config = json.loads(config_json)
+    built = []
+    for item in config["featurizers"]:
+        module_name, _, class_name = item["cls"].rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise FeaturizationError(f"cannot import featurizer {item['cls']}: {exc}") from exc
+        featurizer = (
+            cls.from_preset(item["from_preset"], **item["kwargs"])
+            if item["from_preset"]
+            else cls(**item["kwargs"])
+        )
+        built.append((item["input"], featurizer))
+    labels = [label for _, f in built for label in f.feature_labels()]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise FeaturizationError(f"feature labels repeat across featurizers: {duplicated}")
+    return tuple(built)
+
+
+def build_featurizers(config: dict[str, Any]) -> tuple[tuple[str, BaseFeaturizer], ...]:
+    """Instantiate a featurization's featurizers, once per process and description.
 
     Returns
     -------
     tuple of (input, featurizer)
-        Each featurizer with the kind of object it reads ("composition" or "structure").
+        Each featurizer with what it reads ("composition" or "structure").
 
     Raises
     ------
     FeaturizationError
-        If the preset is unknown, a class cannot be imported, or two featurizers share a
-        feature label.
+        If a class cannot be imported or two featurizers share a feature label.
     """
-    built = []
-    for config in _configs(name):
-        module_name, _, class_name = config.cls.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
-            raise FeaturizationError(f"preset {name}: cannot import {config.cls}: {exc}") from exc
-        featurizer = (
-            cls.from_preset(config.from_preset, **config.kwargs)
-            if config.from_preset
-            else cls(**config.kwargs)
-        )
-        built.append((config.input, featurizer))
-    labels = [label for _, f in built for label in f.feature_labels()]
-    duplicated = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicated:
-        raise FeaturizationError(f"preset {name}: feature labels repeat: {duplicated}")
-    return tuple(built)
+    return _build(canonical_json(config))
 
 
-def feature_labels(name: str) -> list[str]:
-    """Return the column labels a preset produces, in order."""
-    return [label for _, f in build_featurizers(name) for label in f.feature_labels()]
+def feature_labels(config: dict[str, Any]) -> list[str]:
+    """The column labels a featurization produces, in order."""
+    return [label for _, f in build_featurizers(config) for label in f.feature_labels()]
 
 
-def citations(name: str) -> list[str]:
-    """Return the BibTeX citations of a preset's featurizers, without repeats."""
+def citations(config: dict[str, Any]) -> list[str]:
+    """The BibTeX citations of a featurization's featurizers, without repeats."""
     seen: list[str] = []
-    for _, featurizer in build_featurizers(name):
+    for _, featurizer in build_featurizers(config):
         for citation in featurizer.citations():
             if citation not in seen:
                 seen.append(citation)
     return seen
 
 
-def describe(name: str, n_features: int) -> dict[str, Any]:
-    """Short description of a preset for reports: classes, feature count, config hash."""
+def cost_per_site(config: dict[str, Any]) -> float:
+    """Estimated seconds one site costs with this featurization (for batch sizing)."""
+    return sum(
+        COST_PER_SITE_S.get(item["cls"].rsplit(".", 1)[1], 1e-2) for item in config["featurizers"]
+    )
+
+
+def batch_size_for(config: dict[str, Any], mean_sites: float, target_s: float = 15.0) -> int:
+    """Structures per batch so that one batch takes about ``target_s`` seconds."""
+    per_structure = cost_per_site(config) * max(mean_sites, 1.0)
+    return max(1, min(2000, math.floor(target_s / per_structure)))
+
+
+def describe(config: dict[str, Any], n_features: int) -> dict[str, Any]:
+    """Short description of a featurization for reports: classes, feature count, hash."""
     return {
-        "preset": name,
+        "preset": config["preset"] or "custom",
         "n_features": n_features,
-        "featurizers": [config.cls.rsplit(".", 1)[1] for config in _configs(name)],
-        "config_sha256": preset_hash(name),
+        "featurizers": [item["cls"].rsplit(".", 1)[1] for item in config["featurizers"]],
+        "config_sha256": config_hash(config),
     }

@@ -57,7 +57,9 @@ class PredictionRecord:
     n_train: int
 
 
-def _check_training_data(target: str, x: np.ndarray, y: np.ndarray, labels: list[str]) -> None:
+def _check_training_data(
+    target: str, ids: list[str], x: np.ndarray, y: np.ndarray, labels: list[str]
+) -> None:
     if x.ndim != 2 or x.shape[1] != len(labels):
         raise ModelError(
             f"{target}: feature matrix has shape {x.shape}, expected (n, {len(labels)})"
@@ -68,8 +70,11 @@ def _check_training_data(target: str, x: np.ndarray, y: np.ndarray, labels: list
         raise ModelError(
             f"{target}: {len(y)} training rows with labels; at least {MIN_TRAINING_ROWS} needed"
         )
-    if not np.all(np.isfinite(y)):
-        raise ModelError(f"{target}: training labels contain NaN or infinite values")
+    bad = [ids[i] for i in np.flatnonzero(~np.isfinite(y))]
+    if bad:
+        raise ModelError(
+            f"{target}: {len(bad)} training labels are NaN or infinite, e.g. {bad[:5]}"
+        )
 
 
 def load_regressor(model: TrainedModel) -> xgboost.XGBRegressor:
@@ -131,7 +136,7 @@ def fit_and_predict(
     """
     train_ids, x_train, y_train = train
     test_ids, x_test, y_test = test
-    _check_training_data(spec.target, x_train, y_train, labels)
+    _check_training_data(spec.target, train_ids, x_train, y_train, labels)
     params = {**DEFAULT_XGBOOST_PARAMS, **spec.params, "random_state": seed}
     regressor = xgboost.XGBRegressor(**params)
     regressor.fit(x_train, y_train)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from matscreen.tasks.dataset import feature_failures
 from matscreen.tasks.featurize.batch import FeatureTable
 from matscreen.tasks.models.xgb import PredictionRecord
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
@@ -79,13 +80,7 @@ def all_failures(
     ingests: list[IngestResult], records: list[StructureRecord], table: FeatureTable
 ) -> list[RecordFailure]:
     """Every record that failed, at ingest or at featurization."""
-    by_id = {r.id: r for r in records}
-    failures = [f for i in ingests for f in i.failures]
-    failures += [
-        RecordFailure(by_id[i].source, by_id[i].source_id, by_id[i].row, "featurize", message)
-        for i, message in sorted(table.failures.items())
-    ]
-    return failures
+    return [f for i in ingests for f in i.failures] + feature_failures(records, table)
 
 
 def campaign_report(

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from matscreen.tasks.hashing import file_sha256
+from matscreen.tasks.files import write_atomically
+from matscreen.tasks.hashing import canonical_json, file_sha256
 
 SHORTLIST_COLUMNS = ("rank", "id", "formula")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    written = False
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-        written = True
-    finally:
-        if not written:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def shortlist_frame(ranking: pd.DataFrame, size: int) -> pd.DataFrame:
@@ -57,13 +43,14 @@ def write_outputs(
             index=False, float_format="%.6g"
         ),
         "ranking.csv": ranking.to_csv(index=False, float_format="%.6g"),
-        "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
+        # NaN (e.g. R² of constant labels) is not JSON: it is written as null.
+        "metrics.json": json.dumps(json.loads(canonical_json(metrics)), indent=2) + "\n",
         "report.html": report_html,
     }
     written: dict[str, dict[str, Any]] = {}
     for name, text in texts.items():
         path = output_dir / name
-        _write_atomically(path, text)
+        write_atomically(path, text.encode("utf-8"))
         written[name] = {
             "path": str(path.resolve()),
             "sha256": file_sha256(path),

@@ -48,6 +48,7 @@ def _truth(subset: Path) -> pd.DataFrame:
     return frame.set_index("id")
 
 
+@pytest.mark.slow
 def test_campaign_end_to_end(
     prefect_server, settings, subset_spec, perovskite_subset, tmp_path, capsys
 ) -> None:
@@ -62,29 +63,29 @@ def test_campaign_end_to_end(
     ranking = pd.read_csv(out / "ranking.csv")
     shortlist = pd.read_csv(out / "shortlist.csv")
 
-    # 241 rows, one unreadable: 240 records, 48 held out (20 %), all of them ranked.
-    assert metrics["counts"]["records"] == 240 and metrics["counts"]["ingest_failures"] == 1
-    assert metrics["counts"]["test"] == 48 and metrics["counts"]["train"] == 192
-    assert len(ranking) == 48 and len(shortlist) == 10
+    # 241 rows, one unreadable: 240 records, about a fifth held out, all of them ranked.
+    counts = metrics["counts"]
+    assert counts["records"] == 240 and counts["ingest_failures"] == 1
+    n_test, n_train = counts["test"], counts["train"]
+    assert n_test + n_train == 240 and 30 < n_test < 70
+    assert len(ranking) == n_test and len(shortlist) == 10
     assert list(shortlist["rank"]) == list(range(1, 11))
     pd.testing.assert_frame_equal(shortlist, ranking[shortlist.columns].head(10))
     assert (np.diff(ranking["margin"]) <= 1e-9).all()
     assert list(ranking["meets_criteria"]) == list(ranking["margin"] >= 0)
-    assert list(ranking["formula"]) == [
-        truth.loc[i, "formula"] and _reduced(truth.loc[i, "cif"]) for i in ranking["id"]
-    ]
+    assert list(ranking["formula"]) == [_reduced(truth.loc[i, "cif"]) for i in ranking["id"]]
 
     # Held-out metrics recomputed from the written predictions and the source file.
     for target, column in (("heat_of_formation", "heat_ref"), ("band_gap", "band_gap")):
         m = metrics["targets"][target]
-        assert m["n_train"] == 192 and m["n_test"] == 48 and m["unit"] == "eV"
+        assert m["n_train"] == n_train and m["n_test"] == n_test and m["unit"] == "eV"
         reported = truth.loc[ranking["id"], column].to_numpy()
         predicted = ranking[f"pred_{target}"].to_numpy()
         assert m["mae"] == pytest.approx(np.mean(np.abs(reported - predicted)), abs=1e-4)
         train = truth.drop([*ranking["id"], truth.index[6]])  # row 7 is unreadable
         baseline = train[column].mean()
         assert m["dummy_mae"] == pytest.approx(np.mean(np.abs(reported - baseline)), abs=1e-9)
-    # Heats of formation are learnable from 192 rows; mostly-zero band gaps are not yet.
+    # Heats of formation are learnable from ~190 rows; mostly-zero band gaps are not yet.
     hof = metrics["targets"]["heat_of_formation"]
     assert hof["mae"] < hof["dummy_mae"]
     assert ranking["pred_band_gap"].min() >= 0.0
@@ -132,6 +133,12 @@ def test_campaign_end_to_end(
         ][0]
         assert len(catalog.edges(relation="used", subject_id=second_ingest.id)) == 242
         assert catalog.edges(relation="wasGeneratedBy", object_id=second_ingest.id) == []
+        # Every feature row came from the feature store: no featurize task ran.
+        (second_featurize,) = [
+            a for a in catalog.activities(parent_id=runs[1].id) if a.name == "featurize"
+        ]
+        assert second_featurize.parameters["structures_from_store"] == 240
+        assert catalog.activities(parent_id=second_featurize.id) == []
         # The second run reused the first run's ranking; lineage finds it through either run.
         artifacts = ArtifactStore(settings.artifact_dir)
         for run in runs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def _matminer_reference(structures: list[Structure]) -> pd.DataFrame:
 
 def test_values_equal_matminers_featurize_dataframe(structures: list[Structure]) -> None:
     items = [(f"cmr:{i}", s.as_dict()) for i, s in enumerate(structures)]
-    batch = featurize_batch(items, "fast")
+    batch = featurize_batch(items, preset_config("fast"))
     reference = _matminer_reference(structures)
 
     assert batch.failures == {}
@@ -67,7 +68,7 @@ def test_a_structure_that_breaks_a_featurizer_becomes_an_error_row(structures) -
         ("a:3", structures[1].as_dict()),
         ("a:4", {"not": "a structure"}),
     ]
-    batch = featurize_batch(items, "fast")
+    batch = featurize_batch(items, preset_config("fast"))
     assert batch.ids == ["a:1", "a:3"]
     assert set(batch.failures) == {"a:2", "a:4"}
     assert batch.failures["a:2"].startswith("a:2: ElementProperty failed: KeyError")
@@ -77,7 +78,12 @@ def test_a_structure_that_breaks_a_featurizer_becomes_an_error_row(structures) -
 
 def test_joined_table_round_trips_through_parquet(structures) -> None:
     items = [(f"cmr:{i}", s.as_dict()) for i, s in enumerate(structures[:12])]
-    table = join_batches([featurize_batch(items[6:], "fast"), featurize_batch(items[:6], "fast")])
+    table = join_batches(
+        [
+            featurize_batch(items[6:], preset_config("fast")),
+            featurize_batch(items[:6], preset_config("fast")),
+        ]
+    )
     assert list(table.frame.index) == sorted(i for i, _ in items)
     back = FeatureTable.from_parquet_bytes(table.to_parquet_bytes())
     pd.testing.assert_frame_equal(back.frame, table.frame)
@@ -95,3 +101,47 @@ def test_preset_description_is_hashed_with_versions() -> None:
         "GlobalSymmetryFeatures",
     ]
     assert preset_hash("fast") == preset_hash("fast") and len(preset_hash("fast")) == 64
+
+
+def _slow_config() -> dict:
+    """Only MaximumPackingEfficiency: about 40 ms per site, so big cells take seconds."""
+    config = preset_config("fast")
+    config["featurizers"] = [
+        {
+            "input": "structure",
+            "cls": "matminer.featurizers.structure.MaximumPackingEfficiency",
+            "from_preset": None,
+            "kwargs": {},
+        }
+    ]
+    return config
+
+
+def test_time_limit_stops_one_structure_and_the_batch_goes_on(structures) -> None:
+    big = structures[0].copy()
+    big.make_supercell([4, 4, 4])  # 320 sites: many seconds of Voronoi tessellation
+    items = [
+        ("small-1", structures[1].as_dict()),
+        ("big", big.as_dict()),
+        ("small-2", structures[2].as_dict()),
+    ]
+    started = time.perf_counter()
+    batch = featurize_batch(items, _slow_config(), time_limit_s=2.0)
+    elapsed = time.perf_counter() - started
+
+    assert batch.ids == ["small-1", "small-2"]
+    assert batch.failures == {"big": "big: time limit of 2 s exceeded"}
+    # Two child starts (the second after the kill) and two small cells, but not the big one.
+    assert elapsed < 60
+    in_process = featurize_batch([items[0], items[2]], _slow_config())
+    np.testing.assert_array_equal(batch.values, in_process.values)
+
+
+def test_child_process_gives_the_same_values_and_errors(structures) -> None:
+    dummy = Structure(Lattice.cubic(4.0), [DummySpecies("X"), "O"], [[0, 0, 0], [0.5] * 3])
+    items = [("a", structures[3].as_dict()), ("b", dummy.as_dict()), ("c", {"no": 1})]
+    child = featurize_batch(items, preset_config("fast"), time_limit_s=60)
+    local = featurize_batch(items, preset_config("fast"))
+    assert child.ids == local.ids == ["a"]
+    assert child.failures == local.failures
+    np.testing.assert_array_equal(child.values, local.values)

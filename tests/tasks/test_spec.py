@@ -94,3 +94,31 @@ def test_missing_spec_file_and_bad_yaml(tmp_path, data_dir) -> None:
     bad.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(bad, data_dir)
+
+
+def test_criterion_unit_must_match_the_property(tmp_path, data_dir, demo_data) -> None:
+    demo_data["criteria"][1]["unit"] = "meV"
+    with pytest.raises(SpecError, match=r"criteria\.1\.unit: 'meV', but band_gap is in 'eV'"):
+        load_spec(_write(tmp_path, demo_data), data_dir)
+
+
+def test_featurizers_come_from_matminer_or_matscreen(tmp_path, data_dir, demo_data) -> None:
+    demo_data["featurization"]["featurizers"] = [{"input": "structure", "cls": "os.system"}]
+    with pytest.raises(SpecError, match=r"featurization\.featurizers\.0\.cls: 'os\.system' is not"):
+        load_spec(_write(tmp_path, demo_data), data_dir)
+    demo_data["featurization"]["featurizers"] = [
+        {"input": "structure", "cls": "matminer.featurizers.structure.NoSuchFeaturizer"}
+    ]
+    with pytest.raises(SpecError, match=r"featurizers\.0\.cls: cannot import"):
+        load_spec(_write(tmp_path, demo_data), data_dir)
+    demo_data["featurization"] = {"preset": "fastest"}
+    with pytest.raises(SpecError, match=r"featurization\.preset: unknown preset 'fastest'"):
+        load_spec(_write(tmp_path, demo_data), data_dir)
+
+
+def test_demo_spec_extends_the_fast_preset_with_site_resolved_features(data_dir) -> None:
+    from matscreen.tasks.featurize import featurization_config
+
+    config = featurization_config(load_spec(DEFAULT_SPEC, data_dir).featurization)
+    classes = [f["cls"].rsplit(".", 1)[1] for f in config["featurizers"]]
+    assert classes[-1] == "CoordinationElementProperty" and classes[0] == "ElementProperty"

@@ -1,0 +1,102 @@
+"""The feature store: hits, misses, partial hits, cached failures, concurrent writers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from matscreen.catalog.features import COMPACT_AFTER_PARTS, FeatureStore, structure_hash
+from matscreen.tasks.featurize import preset_config
+
+CONFIG = preset_config("fast")
+
+
+def _rows(keys: list[str], width: int = 3, offset: float = 0.0) -> pd.DataFrame:
+    values = np.arange(len(keys) * width, dtype=float).reshape(len(keys), width) + offset
+    return pd.DataFrame(
+        values, index=pd.Index(keys, name="key"), columns=[f"f{i}" for i in range(width)]
+    )
+
+
+def test_miss_then_hit_then_partial(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path, CONFIG)
+    assert store.lookup(["a", "b"]).empty  # miss: nothing stored yet
+    store.add(_rows(["a", "b"]), {"c": "c: ElementProperty failed: KeyError: 'X'"})
+
+    hit = store.lookup(["b", "a"])
+    assert sorted(hit.index) == ["a", "b"]
+    assert hit.loc["b", "f1"] == 4.0 and hit["_error"].isna().all()
+
+    partial = store.lookup(["a", "c", "d"])
+    assert sorted(partial.index) == ["a", "c"]  # d must be computed
+    assert partial.loc["c", "_error"].endswith("KeyError: 'X'")
+    assert np.isnan(partial.loc["c", "f0"])
+
+
+def test_a_new_featurization_or_version_is_a_new_store(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path, CONFIG)
+    store.add(_rows(["a"]), {})
+    other = dict(CONFIG, versions={**CONFIG["versions"], "matminer": "0.0.1"})
+    assert FeatureStore(tmp_path, other).lookup(["a"]).empty
+    assert FeatureStore(tmp_path, CONFIG).lookup(["a"]).index.tolist() == ["a"]
+
+
+def test_concurrent_writers_and_compaction_lose_nothing(tmp_path: Path) -> None:
+    def write(start: int) -> None:
+        store = FeatureStore(tmp_path, CONFIG)
+        for i in range(start, start + 10):
+            store.add(_rows([f"k{i}"], offset=i), {})
+
+    threads = [threading.Thread(target=write, args=(start,)) for start in (0, 10, 20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = FeatureStore(tmp_path, CONFIG)
+    assert len(store._parts()) == 30 > COMPACT_AFTER_PARTS
+    store.compact()
+    assert len(store._parts()) == 1
+    rows = store.lookup([f"k{i}" for i in range(30)])
+    assert len(rows) == 30
+    assert rows.loc["k17", "f0"] == 17.0  # each row kept its own values
+
+
+def test_structure_hash_is_the_crystal_not_its_labels() -> None:
+    lattice = Lattice.cubic(3.905)
+    coords = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    a = Structure(lattice, ["Sr", "Ti", "O", "O", "O"], coords)
+    b = Structure(
+        lattice,
+        ["Sr", "Ti", "O", "O", "O"],
+        coords,
+        labels=["A", "B", "X", "X", "X"],
+        site_properties={"magmom": [0, 0, 0, 0, 0]},
+    )
+    swapped = Structure(lattice, ["Ti", "Sr", "O", "O", "O"], coords)
+    assert structure_hash(a.as_dict()) == structure_hash(b.as_dict())
+    assert structure_hash(a.as_dict()) != structure_hash(swapped.as_dict())
+    moved = a.copy()
+    moved.translate_sites([0], [1e-4, 0, 0])
+    assert structure_hash(moved.as_dict()) != structure_hash(a.as_dict())
+
+
+def test_written_parts_are_readable_by_the_group(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        part = FeatureStore(tmp_path, CONFIG).add(_rows(["a"]), {})
+    finally:
+        os.umask(previous)
+    assert part is not None and part.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("failures", [{}, {"x": "x: failed"}])
+def test_empty_writes(tmp_path: Path, failures: dict) -> None:
+    store = FeatureStore(tmp_path, CONFIG)
+    written = store.add(_rows([]), failures)
+    assert (written is None) == (not failures)
