@@ -7,26 +7,22 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, unmapped
-from prefect.futures import as_completed
+from prefect import flow
 from prefect.runtime import flow_run
 
 from matscreen.catalog import ArtifactStore, Catalog
-from matscreen.catalog.features import FeatureStore, structure_hash
+from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import CampaignRecorder
+from matscreen.flows.featurize import featurize_records
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import (
-    batches,
     candidate_arrays,
     feature_failures,
     labels_of,
-    mean_sites,
     training_arrays,
-    unique_structures,
 )
-from matscreen.tasks.featurize import batch_size_for, citations, describe, featurization_config
-from matscreen.tasks.featurize.batch import batch_frame, table_for_records
+from matscreen.tasks.featurize import citations, describe, featurization_config
 from matscreen.tasks.models import regression_metrics
 from matscreen.tasks.rank import candidate_frame, screening_summary
 from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
@@ -35,7 +31,6 @@ from matscreen.tasks.runinfo import StepTimer, traced
 from matscreen.tasks.spec import load_spec
 from matscreen.tasks.steps import (
     choose_split_task,
-    featurize_batch_task,
     fit_and_predict_task,
     ingest_csv_cif,
     rank_candidates_task,
@@ -99,20 +94,9 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
 
             with timer.step("featurize"):
                 store = FeatureStore(settings.feature_dir, config)
-                keys = {r.id: structure_hash(r.structure) for r in records}
-                cached = store.lookup(keys.values())
-                todo = unique_structures(records, keys, set(cached.index))
-                size = featurization.batch_size or batch_size_for(config, mean_sites(records))
-                futures = featurize_batch_task.map(
-                    batches(todo, size), unmapped(config), unmapped(featurization.time_limit_s)
+                table, runs, reused = featurize_records(
+                    records, featurization, store, settings.worker_count
                 )
-                runs = []
-                for future in as_completed(futures):  # stored as they finish: a crash keeps them
-                    batch = future.result()
-                    store.add(batch_frame(batch.value), batch.value.failures)
-                    runs.append(batch.run)
-                store.compact()
-                table = table_for_records(keys, store.lookup(keys.values()))
                 features_id = recorder.features(
                     table,
                     runs,
@@ -120,7 +104,7 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                     citations(config),
                     record_ids,
                     failures=feature_failures(records, table),
-                    reused=len(set(keys.values())) - len(todo),
+                    reused=reused,
                 )
             columns = list(table.frame.columns)
 

@@ -1,8 +1,8 @@
 """The campaign's Prefect tasks.
 
 Each is a plain function from this package wrapped by :func:`traced` (so it also reports
-its run for provenance) and by ``@task`` (name, retries, cache policy). matscreen caches by
-content hash itself, so Prefect's input-hash caching is off.
+its run for provenance) and by ``@task`` (name, cache policy). matscreen keeps computed
+features in its own store keyed by content hash, so Prefect's input-hash caching is off.
 """
 
 from __future__ import annotations

@@ -181,10 +181,19 @@ def cost_per_site(config: dict[str, Any]) -> float:
     )
 
 
-def batch_size_for(config: dict[str, Any], mean_sites: float, target_s: float = 15.0) -> int:
-    """Structures per batch so that one batch takes about ``target_s`` seconds."""
+def batch_size_for(
+    config: dict[str, Any],
+    mean_sites: float,
+    n_structures: int,
+    workers: int,
+    target_s: float = 15.0,
+) -> int:
+    """Structures per batch: about ``target_s`` seconds each, and at least four batches
+    per worker, so that every worker has work and results reach the store as they come."""
     per_structure = cost_per_site(config) * max(mean_sites, 1.0)
-    return max(1, min(2000, math.floor(target_s / per_structure)))
+    by_cost = math.floor(target_s / per_structure)
+    by_balance = math.ceil(n_structures / (4 * max(workers, 1)))
+    return max(1, min(2000, by_cost, by_balance))
 
 
 def describe(config: dict[str, Any], n_features: int) -> dict[str, Any]:

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
-from matscreen.catalog import Activity, ArtifactStore, Catalog, Edge, Entity
+from matscreen.catalog import Activity, ArtifactStore, Catalog, Edge, Entity, schema
 from matscreen.catalog.rules import RELATIONS
 from matscreen.tasks.errors import ArtifactError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.runinfo import utc_now
 
 
-@pytest.fixture()
-def catalog(tmp_path: Path):
-    with Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}") as opened:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh catalog on SQLite, and on PostgreSQL when MATSCREEN_TEST_POSTGRES_URL names
+    an empty database to use (its tables are dropped afterwards)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    else:
+        url = os.environ.get("MATSCREEN_TEST_POSTGRES_URL", "")
+        if not url:
+            pytest.skip("MATSCREEN_TEST_POSTGRES_URL is not set")
+    with Catalog(url) as opened:
         yield opened
+        if request.param == "postgresql":
+            schema.metadata.drop_all(opened.engine)
 
 
 def _activity(name: str, activity_id: str | None = None) -> Activity:

@@ -1,0 +1,203 @@
+"""Featurization speed: matscreen on a Dask LocalCluster against matminer's own
+featurize_dataframe, on real structures (CMR perovskites plus Materials Project records).
+
+Usage: ``python benchmarks/featurize.py [--perovskites N] [--repeats R] [--preset fast]``
+
+Prints medians over R runs of: matminer (MultipleFeaturizer.featurize_dataframe, n_jobs=2),
+matscreen cold (empty feature store, freshly restarted workers), matscreen warm (the same
+structures again, all rows in the store), matscreen cold on one worker; the ratios; and the
+peak memory above idle of the whole process tree (driver, workers, featurizer children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import psutil
+from distributed import Client, LocalCluster
+from matminer.featurizers.base import MultipleFeaturizer
+from prefect import flow
+from prefect_dask import DaskTaskRunner
+from pymatgen.core import Structure
+
+from matscreen.catalog.features import FeatureStore
+from matscreen.flows.featurize import featurize_records
+from matscreen.flows.runtime import prefect_api
+from matscreen.flows.settings import Settings
+from matscreen.tasks.featurize import build_featurizers, featurization_config
+from matscreen.tasks.sources import StructureRecord
+from matscreen.tasks.sources.csv_cif import parse_cif
+from matscreen.tasks.spec import FeaturizationSpec
+
+
+def load_structures(data_dir: Path, n_perovskites: int) -> list[StructureRecord]:
+    """The first N CMR perovskites and every structure of the two MP files."""
+    frame = pd.read_csv(data_dir / "perovskites_cmr" / "cubic_perovskites.csv", nrows=n_perovskites)
+    structures = [
+        (f"cmr:{i}", parse_cif(c, f"row {i}"))
+        for i, c in zip(frame.material_id, frame.cif, strict=True)
+    ]
+    mp = data_dir / "materials_project"
+    for n, line in enumerate((mp / "summary_200.jsonl").read_text().splitlines()):
+        structures.append((f"mp_summary:{n}", Structure.from_dict(json.loads(line)["structure"])))
+    for line in (mp / "mp2018_subset_100.jsonl").read_text().splitlines():
+        doc = json.loads(line)
+        structures.append((f"mp2018:{doc['id']}", Structure.from_dict(doc["structure"])))
+    return [
+        StructureRecord("bench", i, n, s.composition.reduced_formula, s.as_dict(), {}, {})
+        for n, (i, s) in enumerate(structures, start=1)
+    ]
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and all its descendants."""
+
+    def __init__(self, exclude: set[int]) -> None:
+        self.exclude = exclude
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _total(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            if proc.pid in self.exclude:
+                continue
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def __enter__(self) -> PeakMemory:
+        self.baseline = self._total()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self._total())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def above_idle_mb(self) -> float:
+        return max(self.peak - self.baseline, 0) / 2**20
+
+
+def measured(fn: Callable[[], object], exclude: set[int]) -> tuple[float, float]:
+    with PeakMemory(exclude) as memory:
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return seconds, memory.above_idle_mb
+
+
+def run_matminer(records: list[StructureRecord], config: dict, n_jobs: int) -> None:
+    """What a matminer user runs: one MultipleFeaturizer per input type, n_jobs workers."""
+    frame = pd.DataFrame({"structure": [Structure.from_dict(r.structure) for r in records]})
+    frame["composition"] = [s.composition for s in frame["structure"]]
+    built = build_featurizers(config)
+    for kind in ("composition", "structure"):
+        featurizers = [f for k, f in built if k == kind]
+        if featurizers:
+            multiple = MultipleFeaturizer(featurizers)
+            multiple.set_n_jobs(n_jobs)
+            multiple.featurize_dataframe(frame[[kind]].copy(), kind, pbar=False, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--perovskites", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--preset", default="fast")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    records = load_structures(Settings().data_dir, args.perovskites)
+    featurization = FeaturizationSpec(preset=args.preset, time_limit_s=120)
+    config = featurization_config(featurization)
+    print(f"{len(records)} structures, preset {args.preset}, {os.cpu_count()} cores")
+
+    times: dict[str, list[float]] = {}
+    memory: dict[str, list[float]] = {}
+
+    def note(name: str, result: tuple[float, float]) -> None:
+        times.setdefault(name, []).append(result[0])
+        memory.setdefault(name, []).append(result[1])
+
+    with prefect_api(), tempfile.TemporaryDirectory() as scratch:
+        server = {p.pid for p in psutil.Process().children(recursive=True)}
+        clusters = {
+            n: LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                host="127.0.0.1",
+            )
+            for n in (1, 2)
+        }
+        clients = {n: Client(c) for n, c in clusters.items()}
+
+        def matscreen(workers: int, store_dir: Path) -> None:
+            @flow(
+                name="benchmark-featurize",
+                task_runner=DaskTaskRunner(address=clusters[workers].scheduler_address),
+            )
+            def bench() -> None:
+                featurize_records(records, featurization, FeatureStore(store_dir, config), workers)
+
+            bench()
+
+        for repeat in range(args.repeats):
+            note("matminer n_jobs=2", measured(lambda: run_matminer(records, config, 2), server))
+            for workers in (2, 1):
+                clients[workers].restart()  # fresh workers: no featurizer children alive
+                store_dir = Path(scratch) / f"store-{repeat}-{workers}"
+                label = f"matscreen cold, {workers} worker{'s' if workers > 1 else ''}"
+                run = functools.partial(matscreen, workers, store_dir)
+                note(label, measured(run, server))
+                if workers == 2:
+                    note("matscreen warm, 2 workers", measured(run, server))
+            print(f"run {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
+        for client in clients.values():
+            client.close()
+        for cluster in clusters.values():
+            cluster.close()
+
+    median = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"\n{'':<28}{'median s':>10}{'peak MB':>10}   ({args.repeats} runs, "
+        f"{len(records)} structures, {os.cpu_count()} cores)"
+    )
+    for name, seconds in median.items():
+        print(f"{name:<28}{seconds:10.2f}{statistics.median(memory[name]):10.0f}")
+    print(
+        f"cold ratio (matminer / matscreen cold): "
+        f"{median['matminer n_jobs=2'] / median['matscreen cold, 2 workers']:.2f}"
+    )
+    print(
+        f"warm ratio (matscreen cold / warm):     "
+        f"{median['matscreen cold, 2 workers'] / median['matscreen warm, 2 workers']:.1f}"
+    )
+    efficiency = median["matscreen cold, 1 worker"] / (2 * median["matscreen cold, 2 workers"])
+    print(f"1 -> 2 workers efficiency:              {efficiency:.0%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Featurization inside a flow: reuse stored rows, map tasks over the rest on Dask."""
+
+from __future__ import annotations
+
+from prefect import unmapped
+from prefect.futures import as_completed
+
+from matscreen.catalog.features import FeatureStore, structure_hash
+from matscreen.tasks.dataset import batches, mean_sites, unique_structures
+from matscreen.tasks.featurize import batch_size_for, featurization_config
+from matscreen.tasks.featurize.batch import FeatureTable, batch_frame, table_for_records
+from matscreen.tasks.runinfo import RunInfo
+from matscreen.tasks.sources import StructureRecord
+from matscreen.tasks.spec import FeaturizationSpec
+from matscreen.tasks.steps import featurize_batch_task
+
+
+def featurize_records(
+    records: list[StructureRecord],
+    featurization: FeaturizationSpec,
+    store: FeatureStore,
+    workers: int,
+) -> tuple[FeatureTable, list[RunInfo], int]:
+    """Features of every record, computing only the structures the store lacks.
+
+    Must run inside a flow: the missing structures are featurized by Prefect tasks mapped
+    over batches on the flow's task runner (sized for ``workers`` workers), and each batch
+    is stored as soon as it finishes, so an interrupted run keeps what it computed.
+
+    Returns
+    -------
+    (FeatureTable, batch runs, structures taken from the store)
+    """
+    config = featurization_config(featurization)
+    keys = {r.id: structure_hash(r.structure) for r in records}
+    stored = store.lookup(keys.values())
+    todo = unique_structures(records, keys, set(stored.index))
+    size = featurization.batch_size or batch_size_for(
+        config, mean_sites(records), len(todo), workers
+    )
+    futures = featurize_batch_task.map(
+        batches(todo, size), unmapped(config), unmapped(featurization.time_limit_s)
+    )
+    runs = []
+    for future in as_completed(futures):
+        batch = future.result()
+        store.add(batch_frame(batch.value), batch.value.failures)
+        runs.append(batch.run)
+    store.compact()
+    table = table_for_records(keys, store.lookup(keys.values()))
+    return table, runs, len(set(keys.values())) - len(todo)
