@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-from distributed import Client, LocalCluster
+from distributed import Client
 from matminer.featurizers.base import MultipleFeaturizer
 from prefect import flow
 from prefect_dask import DaskTaskRunner
@@ -33,7 +33,7 @@ from pymatgen.core import Structure
 
 from matscreen.catalog.features import FeatureStore
 from matscreen.flows.featurize import featurize_records
-from matscreen.flows.runtime import prefect_api
+from matscreen.flows.runtime import local_cluster, prefect_api
 from matscreen.flows.settings import Settings
 from matscreen.tasks.featurize import build_featurizers, featurization_config
 from matscreen.tasks.sources import StructureRecord
@@ -142,16 +142,7 @@ def main() -> None:
 
     with prefect_api(), tempfile.TemporaryDirectory() as scratch:
         server = {p.pid for p in psutil.Process().children(recursive=True)}
-        clusters = {
-            n: LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                host="127.0.0.1",
-            )
-            for n in (1, 2)
-        }
+        clusters = {n: local_cluster(n) for n in (1, 2)}
         clients = {n: Client(c) for n, c in clusters.items()}
 
         def matscreen(workers: int, store_dir: Path) -> None:

@@ -8,7 +8,12 @@ from prefect.futures import as_completed
 from matscreen.catalog.features import FeatureStore, structure_hash
 from matscreen.tasks.dataset import batches, mean_sites, unique_structures
 from matscreen.tasks.featurize import batch_size_for, featurization_config
-from matscreen.tasks.featurize.batch import FeatureTable, batch_frame, table_for_records
+from matscreen.tasks.featurize.batch import (
+    FeatureTable,
+    batch_frame,
+    pack_items,
+    table_for_records,
+)
 from matscreen.tasks.runinfo import RunInfo
 from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec
@@ -39,7 +44,9 @@ def featurize_records(
         config, mean_sites(records), len(todo), workers
     )
     futures = featurize_batch_task.map(
-        batches(todo, size), unmapped(config), unmapped(featurization.time_limit_s)
+        [pack_items(batch) for batch in batches(todo, size)],
+        unmapped(config),
+        unmapped(featurization.time_limit_s),
     )
     runs = []
     for future in as_completed(futures):

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from matscreen.flows.settings import REPOSITORY_ROOT, Settings
 
@@ -94,24 +95,31 @@ def _flush_prefect_logs() -> None:
     APILogWorker.drain_all(timeout=5)
 
 
+def local_cluster(workers: int, memory_limit: str = "auto") -> Any:
+    """A Dask LocalCluster as matscreen runs it: one single-threaded worker process per
+    core (featurizers and xgboost fits are CPU-bound Python), loopback only, and each
+    worker starting a featurizer child process ahead of need."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=memory_limit,
+        dashboard_address=":0",
+        host="127.0.0.1",
+        preload=["matscreen.flows.dask_preload"],
+    )
+
+
 @contextmanager
 def dask_scheduler(settings: Settings) -> Iterator[str]:
     """Yield the address of the Dask scheduler to use, starting a LocalCluster if none is set.
 
-    The LocalCluster has one single-threaded worker process per core (featurizers and
-    xgboost fits are CPU-bound Python) and is closed when the block ends.
+    The LocalCluster (see :func:`local_cluster`) is closed when the block ends.
     """
     if settings.dask_address:
         yield settings.dask_address
         return
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=settings.worker_count,
-        threads_per_worker=1,
-        processes=True,
-        memory_limit=settings.dask_memory_limit,
-        dashboard_address=":0",
-        host="127.0.0.1",
-    ) as cluster:
+    with local_cluster(settings.worker_count, settings.dask_memory_limit) as cluster:
         yield cluster.scheduler_address

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -64,8 +65,22 @@ def unique_structures(
 
 
 def batches(items: list[tuple[str, dict]], size: int) -> list[list[tuple[str, dict]]]:
-    """Split featurization items into batches of ``size``."""
-    return [items[start : start + size] for start in range(0, len(items), size)]
+    """Split featurization items into batches of at most about ``size`` with equal cost.
+
+    Structure featurizers cost in proportion to the number of sites, so the largest
+    structures are dealt first, each to the batch with the fewest sites so far; batches
+    then take about the same time and no worker waits on one heavy tail batch.
+    """
+    if not items:
+        return []
+    count = math.ceil(len(items) / size)
+    heap = [(0, i) for i in range(count)]
+    out: list[list[tuple[str, dict]]] = [[] for _ in range(count)]
+    for item in sorted(items, key=lambda it: (-len(it[1]["sites"]), it[0])):
+        load, index = heapq.heappop(heap)
+        out[index].append(item)
+        heapq.heappush(heap, (load + len(item[1]["sites"]), index))
+    return out
 
 
 def mean_sites(records: list[StructureRecord]) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from matscreen.tasks.featurize.batch import featurize_batch
+from matscreen.tasks.featurize.batch import featurize_packed
 from matscreen.tasks.models.xgb import fit_and_predict
 from matscreen.tasks.rank.criteria import rank_candidates
 from matscreen.tasks.runinfo import traced
@@ -19,6 +19,6 @@ from matscreen.tasks.split import choose_split
 
 ingest_csv_cif = task(name="ingest-csv-cif", cache_policy=NO_CACHE)(traced(read_csv_cif))
 choose_split_task = task(name="choose-split", cache_policy=NO_CACHE)(traced(choose_split))
-featurize_batch_task = task(name="featurize-batch", cache_policy=NO_CACHE)(traced(featurize_batch))
+featurize_batch_task = task(name="featurize-batch", cache_policy=NO_CACHE)(traced(featurize_packed))
 fit_and_predict_task = task(name="fit-and-predict", cache_policy=NO_CACHE)(traced(fit_and_predict))
 rank_candidates_task = task(name="rank-candidates", cache_policy=NO_CACHE)(traced(rank_candidates))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,24 @@ import pytest
 from matscreen.flows.settings import Settings
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database: MATSCREEN_TEST_POSTGRES_URL if set, else a server this test
+    run starts on loopback (Debian's postgresql package) and stops at the end."""
+    from pg_server import postgres_server, server_binaries
+
+    if os.environ.get("MATSCREEN_TEST_POSTGRES_URL"):
+        yield os.environ["MATSCREEN_TEST_POSTGRES_URL"]
+        return
+    if server_binaries() is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    with tempfile.TemporaryDirectory(prefix="matscreen-pg-") as folder:
+        os.chmod(folder, 0o755)
+        with postgres_server(Path(folder)) as url:
+            yield url
+
 
 #: A CIF text that no reader can turn into a structure.
 BROKEN_CIF = "data_broken\n_cell_length_a 4.0\nloop_\n _atom_site_label\n Xx\n"

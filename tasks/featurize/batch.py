@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError
 from matscreen.tasks.featurize.isolated import child_featurizer
 from matscreen.tasks.featurize.presets import build_featurizers, feature_labels
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
+
+if TYPE_CHECKING:  # pymatgen and matminer load only where structures are featurized
+    from pymatgen.core import Structure
 
 # spglib's C library prints a line for every cell whose exact symmetry search falls back to
 # a looser tolerance, which distorted perovskite cells do by the hundred; the featurizer
@@ -89,6 +93,8 @@ def featurize_one(structure: Structure, config: dict[str, Any]) -> list[float]:
 
 
 def _in_process(structure_dict: dict[str, Any], config: dict[str, Any]) -> list[float]:
+    from pymatgen.core import Structure
+
     try:
         structure = Structure.from_dict(structure_dict)
     except (KeyError, ValueError, TypeError) as exc:
@@ -120,12 +126,13 @@ def featurize_batch(
         One row per structure that featurized; every other key maps to its error message
         in ``failures``.
     """
-    labels = feature_labels(config)
-    compute = (
-        (lambda d: child_featurizer(config, time_limit_s).featurize(d))
-        if time_limit_s is not None
-        else (lambda d: _in_process(d, config))
-    )
+    if time_limit_s is not None:
+        child = child_featurizer(config, time_limit_s)
+        labels = child.labels()
+        compute = child.featurize
+    else:
+        labels = feature_labels(config)
+        compute = functools.partial(_in_process, config=config)
     ids: list[str] = []
     rows: list[list[float]] = []
     failures: dict[str, str] = {}
@@ -141,6 +148,22 @@ def featurize_batch(
             rows.append(row)
     values = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))
     return FeatureBatch(ids=ids, labels=labels, values=values, failures=failures)
+
+
+def pack_items(items: list[tuple[str, dict[str, Any]]]) -> bytes:
+    """A batch's items as one opaque blob.
+
+    Prefect walks every task argument looking for futures; handed as one blob, a batch of
+    structure dicts costs the driver one object to walk instead of tens of thousands.
+    """
+    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def featurize_packed(
+    packed: bytes, config: dict[str, Any], time_limit_s: float | None = None
+) -> FeatureBatch:
+    """:func:`featurize_batch` on items packed by :func:`pack_items`."""
+    return featurize_batch(pickle.loads(packed), config, time_limit_s)
 
 
 def join_batches(batches: list[FeatureBatch]) -> FeatureTable:

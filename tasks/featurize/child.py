@@ -20,20 +20,24 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     warnings.simplefilter("ignore")
-    stdin = sys.stdin.buffer.fileno()
-    config = receive(stdin, 60.0)
-
+    # Import before waiting: a child started ahead of need is ready when work arrives.
     from pymatgen.core import Structure
 
     from matscreen.tasks.featurize.batch import featurize_one
-    from matscreen.tasks.featurize.presets import build_featurizers
+    from matscreen.tasks.featurize.presets import feature_labels
+
+    stdin = sys.stdin.buffer.fileno()
+    try:
+        config = receive(stdin, 1e9)
+    except EOFError:
+        return
 
     try:
-        build_featurizers(config)
+        labels = feature_labels(config)
     except Exception as exc:  # anything that stops set-up is reported, then the child ends
         send(protocol, ("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    send(protocol, ("ready", None))
+    send(protocol, ("ready", labels))
     while True:
         try:
             structure = receive(stdin, 1e9)

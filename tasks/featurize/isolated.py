@@ -66,6 +66,37 @@ def receive(fd: int, timeout_s: float) -> Any:
     return pickle.loads(body)
 
 
+def spawn() -> subprocess.Popen[bytes]:
+    """Start a featurizer child; it imports its libraries, then waits for a featurization."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "matscreen.tasks.featurize.child"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
+#: A child started ahead of need (see :func:`prewarm`), not yet given a featurization.
+_SPARE: list[subprocess.Popen[bytes]] = []
+#: The process the children above belong to. A forked copy of this process must not talk
+#: to its parent's children over the inherited pipes: it starts its own.
+_OWNER = os.getpid()
+
+
+def _forget_inherited_children() -> None:
+    global _OWNER
+    if os.getpid() != _OWNER:
+        _CHILDREN.clear()
+        _SPARE.clear()
+        _OWNER = os.getpid()
+
+
+def prewarm() -> None:
+    """Start one child now, so that its imports overlap other work (e.g. at worker start)."""
+    _forget_inherited_children()
+    if not _SPARE:
+        _SPARE.append(spawn())
+
+
 class ChildFeaturizer:
     """A child process that featurizes one structure at a time, with a time limit each.
 
@@ -81,13 +112,17 @@ class ChildFeaturizer:
         self.config = config
         self.time_limit_s = time_limit_s
         self._process: subprocess.Popen[bytes] | None = None
+        self._labels: list[str] | None = None
+
+    def labels(self) -> list[str]:
+        """The feature labels, as the child's featurizers give them (starts the child)."""
+        if self._process is None:
+            self._process = self._start()
+        assert self._labels is not None
+        return self._labels
 
     def _start(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "matscreen.tasks.featurize.child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        process = _SPARE.pop() if _SPARE else spawn()
         assert process.stdin is not None and process.stdout is not None
         send(process.stdin, self.config)
         try:
@@ -98,6 +133,7 @@ class ChildFeaturizer:
             self._kill(process)
             message = "did not start in time" if isinstance(reply, TimeoutError) else reply[1]
             raise FeaturizationError(f"featurizer process: {message}")
+        self._labels = list(reply[1])
         return process
 
     @staticmethod
@@ -151,6 +187,7 @@ _CHILDREN: dict[tuple[str, float], ChildFeaturizer] = {}
 
 def child_featurizer(config: dict[str, Any], time_limit_s: float) -> ChildFeaturizer:
     """The child process of this worker for a featurization, started on first use."""
+    _forget_inherited_children()
     key = (canonical_json(config), time_limit_s)
     if key not in _CHILDREN:
         _CHILDREN[key] = ChildFeaturizer(config, time_limit_s)
@@ -162,3 +199,6 @@ def _close_children() -> None:
     for child in _CHILDREN.values():
         child.close()
     _CHILDREN.clear()
+    for process in _SPARE:
+        process.kill()
+    _SPARE.clear()

@@ -12,26 +12,38 @@ import importlib
 import json
 import math
 from importlib.metadata import version
-from typing import Any
-
-from matminer.featurizers.base import BaseFeaturizer
+from typing import TYPE_CHECKING, Any
 
 from matscreen.tasks.errors import FeaturizationError
 from matscreen.tasks.hashing import canonical_json, content_hash
 from matscreen.tasks.spec import FeaturizationSpec, FeaturizerSpec
 
+if TYPE_CHECKING:  # matminer is imported where featurizers are built, not before
+    from matminer.featurizers.base import BaseFeaturizer
+
 _M = "matminer.featurizers."
+
+
+def _featurizer(
+    input: str, cls: str, from_preset: str | None = None, kwargs: dict[str, Any] | None = None
+) -> FeaturizerSpec:
+    # Presets are trusted: they are built without the spec's import check, so that loading
+    # this module does not import matminer (worker processes only need it in the child).
+    return FeaturizerSpec.model_validate(
+        {"input": input, "cls": cls, "from_preset": from_preset, "kwargs": kwargs or {}},
+        context={"trusted": True},
+    )
+
+
 _SITE = "matscreen.tasks.featurize.site_resolved.CoordinationElementProperty"
 
 _FAST = (
-    FeaturizerSpec(
-        input="composition", cls=_M + "composition.ElementProperty", from_preset="magpie"
-    ),
-    FeaturizerSpec(input="composition", cls=_M + "composition.Stoichiometry"),
-    FeaturizerSpec(input="composition", cls=_M + "composition.ValenceOrbital"),
-    FeaturizerSpec(input="composition", cls=_M + "composition.IonProperty", kwargs={"fast": True}),
-    FeaturizerSpec(input="structure", cls=_M + "structure.DensityFeatures"),
-    FeaturizerSpec(
+    _featurizer(input="composition", cls=_M + "composition.ElementProperty", from_preset="magpie"),
+    _featurizer(input="composition", cls=_M + "composition.Stoichiometry"),
+    _featurizer(input="composition", cls=_M + "composition.ValenceOrbital"),
+    _featurizer(input="composition", cls=_M + "composition.IonProperty", kwargs={"fast": True}),
+    _featurizer(input="structure", cls=_M + "structure.DensityFeatures"),
+    _featurizer(
         input="structure",
         cls=_M + "structure.GlobalSymmetryFeatures",
         kwargs={
@@ -55,15 +67,15 @@ PRESETS: dict[str, tuple[FeaturizerSpec, ...]] = {
     # which kind of site. A few structures per second per core.
     "structure": _FAST
     + (
-        FeaturizerSpec(
+        _featurizer(
             input="structure",
             cls=_M + "structure.SiteStatsFingerprint",
             from_preset="CrystalNNFingerprint_ops",
         ),
-        FeaturizerSpec(input="structure", cls=_M + "structure.StructuralHeterogeneity"),
-        FeaturizerSpec(input="structure", cls=_M + "structure.ChemicalOrdering"),
-        FeaturizerSpec(input="structure", cls=_M + "structure.MaximumPackingEfficiency"),
-        FeaturizerSpec(input="structure", cls=_SITE),
+        _featurizer(input="structure", cls=_M + "structure.StructuralHeterogeneity"),
+        _featurizer(input="structure", cls=_M + "structure.ChemicalOrdering"),
+        _featurizer(input="structure", cls=_M + "structure.MaximumPackingEfficiency"),
+        _featurizer(input="structure", cls=_SITE),
     ),
 }
 
@@ -188,11 +200,14 @@ def batch_size_for(
     workers: int,
     target_s: float = 15.0,
 ) -> int:
-    """Structures per batch: about ``target_s`` seconds each, and at least four batches
-    per worker, so that every worker has work and results reach the store as they come."""
+    """Structures per batch: about ``target_s`` seconds each, and at least two batches per
+    worker, so that every worker has work and results reach the store as they come.
+
+    A Prefect task on Dask costs the driver about a second of CPU (argument tokenizing,
+    context serialization), so batches much shorter than ``target_s`` waste the cores."""
     per_structure = cost_per_site(config) * max(mean_sites, 1.0)
     by_cost = math.floor(target_s / per_structure)
-    by_balance = math.ceil(n_structures / (4 * max(workers, 1)))
+    by_balance = math.ceil(n_structures / (2 * max(workers, 1)))
     return max(1, min(2000, by_cost, by_balance))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,12 @@ from matscreen.tasks.runinfo import utc_now
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog(request: pytest.FixtureRequest, tmp_path: Path):
-    """A fresh catalog on SQLite, and on PostgreSQL when MATSCREEN_TEST_POSTGRES_URL names
-    an empty database to use (its tables are dropped afterwards)."""
+    """A fresh catalog on a SQLite file, and on a real PostgreSQL server (its tables are
+    dropped afterwards)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     else:
-        url = os.environ.get("MATSCREEN_TEST_POSTGRES_URL", "")
-        if not url:
-            pytest.skip("MATSCREEN_TEST_POSTGRES_URL is not set")
+        url = request.getfixturevalue("postgres_url")
     with Catalog(url) as opened:
         yield opened
         if request.param == "postgresql":

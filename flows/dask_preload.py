@@ -1,0 +1,17 @@
+"""Dask worker preload: start a featurizer child process as each worker starts.
+
+Its imports (pymatgen, matminer) then run while the driver ingests and splits, instead of
+when the first featurization batch arrives. Pass ``--preload matscreen.flows.dask_preload``
+to ``dask worker`` to get the same on an existing cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matscreen.tasks.featurize.isolated import prewarm
+
+
+def dask_setup(worker: Any) -> None:
+    """Called by Dask in every worker process at start."""
+    prewarm()
