@@ -53,6 +53,8 @@ def featurize_records(
         batch = future.result()
         store.add(batch_frame(batch.value), batch.value.failures)
         runs.append(batch.run)
-    store.compact()
-    table = table_for_records(keys, store.lookup(keys.values()))
+    if todo:
+        store.compact()
+        stored = store.lookup(keys.values())
+    table = table_for_records(keys, stored)
     return table, runs, len(set(keys.values())) - len(todo)
