@@ -51,17 +51,32 @@ def perovskite_csv(data_dir: Path) -> Path:
     return data_dir / "perovskites_cmr" / "cubic_perovskites.csv"
 
 
-def write_subset(source: Path, target: Path, n_rows: int, broken_row: int | None = None) -> Path:
+def write_subset(
+    source: Path,
+    target: Path,
+    n_rows: int,
+    broken_row: int | None = None,
+    unknown_element_row: int | None = None,
+) -> Path:
     """Copy the header and the first ``n_rows`` rows of ``source`` into ``target``.
 
-    If ``broken_row`` (1-based) is given, that row's CIF is replaced by unreadable text.
+    If ``broken_row`` (1-based) is given, that row's CIF is replaced by unreadable text. If
+    ``unknown_element_row`` is given, that row's first atom becomes oganesson: the CIF still
+    reads, but featurizers lack data for the element (a structure that fails to featurize).
     """
     with open(source, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
         rows = [row for _, row in zip(range(n_rows), reader, strict=False)]
+    column = header.index("cif")
     if broken_row is not None:
-        rows[broken_row - 1][header.index("cif")] = BROKEN_CIF
+        rows[broken_row - 1][column] = BROKEN_CIF
+    if unknown_element_row is not None:
+        lines = rows[unknown_element_row - 1][column].splitlines()
+        first_atom = lines.index(" _atom_site_occupancy") + 1
+        element, label, *rest = lines[first_atom].split()
+        lines[first_atom] = "  " + "  ".join(["Og", "Og" + label[len(element) :], *rest])
+        rows[unknown_element_row - 1][column] = "\n".join(lines) + "\n"
     with open(target, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -71,9 +86,12 @@ def write_subset(source: Path, target: Path, n_rows: int, broken_row: int | None
 
 @pytest.fixture(scope="session")
 def perovskite_subset(perovskite_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 241 real perovskites, row 7 with an unreadable CIF."""
+    """The first 241 real perovskites; row 7 has an unreadable CIF, row 12 an atom without
+    element data."""
     folder = tmp_path_factory.mktemp("subset")
-    return write_subset(perovskite_csv, folder / "perovskites_241.csv", 241, broken_row=7)
+    return write_subset(
+        perovskite_csv, folder / "perovskites_241.csv", 241, broken_row=7, unknown_element_row=12
+    )
 
 
 SUBSET_SPEC = """

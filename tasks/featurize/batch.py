@@ -81,10 +81,14 @@ def featurize_one(structure: Structure, config: dict[str, Any]) -> list[float]:
     composition = structure.composition
     for kind, featurizer in build_featurizers(config):
         # matminer featurizers raise assorted exception types on unusual structures; each
-        # becomes this structure's error row, never a failed batch.
+        # becomes this structure's error row, never a failed batch. Running out of memory
+        # is not the structure's fault here: it propagates (in a featurizer child process,
+        # the child dies and that structure alone is reported).
         try:
             values = featurizer.featurize(composition if kind == "composition" else structure)
             row.extend(_as_number(v) for v in values)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise RecordError(
                 f"{type(featurizer).__name__} failed: {type(exc).__name__}: {exc}"
@@ -142,7 +146,7 @@ def featurize_batch(
             try:
                 row = compute(structure_dict)
             except RecordError as exc:
-                failures[key] = f"{key}: {exc}"
+                failures[key] = str(exc)
                 continue
             ids.append(key)
             rows.append(row)

@@ -1,6 +1,7 @@
 """End to end: a campaign on real perovskites through a real Prefect server and Dask cluster.
 
-The subset holds 241 real CMR perovskites, one with an unreadable CIF. The test checks the
+The subset holds 241 real CMR perovskites, one with an unreadable CIF and one with an atom
+no featurizer has data for. The test checks the
 output files' values against the source data and the catalog's records, traces a
 shortlisted candidate back to its source, and re-runs the campaign to show that the
 content-addressed catalog reuses what it has and the ranking comes out identical.
@@ -63,12 +64,17 @@ def test_campaign_end_to_end(
     ranking = pd.read_csv(out / "ranking.csv")
     shortlist = pd.read_csv(out / "shortlist.csv")
 
-    # 241 rows, one unreadable: 240 records, about a fifth held out, all of them ranked.
+    # 241 rows, one unreadable: 240 records, about a fifth held out. The record with an
+    # oganesson atom fails to featurize, so it is neither trained on nor ranked.
     counts = metrics["counts"]
     assert counts["records"] == 240 and counts["ingest_failures"] == 1
+    assert counts["featurized"] == 239 and counts["feature_failures"] == 1
+    unfeaturized = truth.index[11]
+    assert unfeaturized not in set(ranking["id"])
     n_test, n_train = counts["test"], counts["train"]
     assert n_test + n_train == 240 and 30 < n_test < 70
-    assert len(ranking) == n_test and len(shortlist) == 10
+    in_test = unfeaturized in _held_out_ids(settings, metrics["run_id"])
+    assert len(ranking) == n_test - in_test and len(shortlist) == 10
     assert list(shortlist["rank"]) == list(range(1, 11))
     pd.testing.assert_frame_equal(shortlist, ranking[shortlist.columns].head(10))
     assert (np.diff(ranking["margin"]) <= 1e-9).all()
@@ -78,11 +84,12 @@ def test_campaign_end_to_end(
     # Held-out metrics recomputed from the written predictions and the source file.
     for target, column in (("heat_of_formation", "heat_ref"), ("band_gap", "band_gap")):
         m = metrics["targets"][target]
-        assert m["n_train"] == n_train and m["n_test"] == n_test and m["unit"] == "eV"
+        assert m["n_train"] == n_train - (not in_test) and m["n_test"] == len(ranking)
+        assert m["unit"] == "eV"
         reported = truth.loc[ranking["id"], column].to_numpy()
         predicted = ranking[f"pred_{target}"].to_numpy()
         assert m["mae"] == pytest.approx(np.mean(np.abs(reported - predicted)), abs=1e-4)
-        train = truth.drop([*ranking["id"], truth.index[6]])  # row 7 is unreadable
+        train = truth.drop([*ranking["id"], truth.index[6], unfeaturized])  # 6: unreadable
         baseline = train[column].mean()
         assert m["dummy_mae"] == pytest.approx(np.mean(np.abs(reported - baseline)), abs=1e-9)
     # Heats of formation are learnable from ~190 rows; mostly-zero band gaps are not yet.
@@ -100,6 +107,7 @@ def test_campaign_end_to_end(
     assert f"{metrics['targets']['heat_of_formation']['mae']:.4f}" in report
     assert file_sha256(perovskite_subset)[:16] in report
     assert report.count("data:image/png;base64,") == 2
+    assert unfeaturized in report and "DensityFeatures failed: TypeError" in report
 
     with Catalog(settings.catalog_url) as catalog:
         _check_catalog(
@@ -118,6 +126,10 @@ def test_campaign_end_to_end(
     traced = capsys.readouterr().out
     assert f"candidate {first}: rank 1" in traced
     assert file_sha256(perovskite_subset) in traced and "licence MIT" in traced
+    assert main(["lineage", first, "--json"]) == 0
+    chain = json.loads(capsys.readouterr().out)
+    assert chain["row"]["rank"] == 1 and chain["record"]["name"] == first
+    assert chain["entities"][-2]["attributes"]["sha256"] == file_sha256(perovskite_subset)
 
     # A second run reuses every stored entity and ranks identically.
     out2 = tmp_path / "run2"
@@ -137,7 +149,7 @@ def test_campaign_end_to_end(
         (second_featurize,) = [
             a for a in catalog.activities(parent_id=runs[1].id) if a.name == "featurize"
         ]
-        assert second_featurize.parameters["structures_from_store"] == 240
+        assert second_featurize.parameters["structures_from_store"] == 240  # failure too
         assert catalog.activities(parent_id=second_featurize.id) == []
         # The second run reused the first run's ranking; lineage finds it through either run.
         artifacts = ArtifactStore(settings.artifact_dir)
@@ -145,6 +157,12 @@ def test_campaign_end_to_end(
             assert lineage(catalog, artifacts, first, run_id=run.id).row["rank"] == 1
         with pytest.raises(NotFoundError, match=f"candidate {first} is in no ranking in run x"):
             lineage(catalog, artifacts, first, run_id="x")
+
+
+def _held_out_ids(settings: Settings, run_id: str) -> set[str]:
+    with Catalog(settings.catalog_url) as catalog:
+        (split,) = catalog.find_entities("data_split")
+        return set(split.attributes["test_ids"])
 
 
 def _reduced(cif: str) -> str:
@@ -164,9 +182,14 @@ def _check_catalog(catalog, artifacts, metrics, ranking, subset, truth, out) -> 
     record = next(r for r in records if r.name == ranking.loc[0, "id"])
     assert record.attributes["properties"]["band_gap"] == truth.loc[record.name, "band_gap"]
 
-    errors = catalog.find_entities("record_error")
-    assert len(errors) == 1 and errors[0].attributes["row"] == 7
-    assert "unreadable CIF" in errors[0].attributes["message"]
+    errors = {e.attributes["stage"]: e for e in catalog.find_entities("record_error")}
+    assert set(errors) == {"ingest", "featurize"}
+    assert errors["ingest"].attributes["row"] == 7
+    assert "unreadable CIF" in errors["ingest"].attributes["message"]
+    assert errors["featurize"].attributes["row"] == 12
+    assert "DensityFeatures failed" in errors["featurize"].attributes["message"]
+    failed_record = next(r for r in records if r.name == errors["featurize"].name)
+    assert catalog.edges("wasDerivedFrom", errors["featurize"].id, failed_record.id)
 
     (snapshot,) = catalog.find_entities("source_snapshot")
     assert snapshot.attributes["sha256"] == file_sha256(subset)
@@ -191,7 +214,7 @@ def _check_catalog(catalog, artifacts, metrics, ranking, subset, truth, out) -> 
     features = FeatureTable.from_parquet_bytes(
         artifacts.get_bytes(table_entity.attributes["artifact_sha256"])
     ).frame
-    assert features.shape == (240, len(table_entity.attributes["labels"]))
+    assert features.shape == (239, len(table_entity.attributes["labels"]))
     for model_entity in catalog.find_entities("model"):
         a = model_entity.attributes
         assert a["metrics"] == {

@@ -71,7 +71,7 @@ def test_a_structure_that_breaks_a_featurizer_becomes_an_error_row(structures) -
     batch = featurize_batch(items, preset_config("fast"))
     assert batch.ids == ["a:1", "a:3"]
     assert set(batch.failures) == {"a:2", "a:4"}
-    assert batch.failures["a:2"].startswith("a:2: ElementProperty failed: KeyError")
+    assert batch.failures["a:2"].startswith("ElementProperty failed: KeyError")
     assert "not a structure" in batch.failures["a:4"]
     assert not np.isnan(batch.values).all(axis=1).any()
 
@@ -130,7 +130,7 @@ def test_time_limit_stops_one_structure_and_the_batch_goes_on(structures) -> Non
     elapsed = time.perf_counter() - started
 
     assert batch.ids == ["small-1", "small-2"]
-    assert batch.failures == {"big": "big: time limit of 2 s exceeded"}
+    assert batch.failures == {"big": "time limit of 2 s exceeded"}
     # Two child starts (the second after the kill) and two small cells, but not the big one.
     assert elapsed < 60
     in_process = featurize_batch([items[0], items[2]], _slow_config())
