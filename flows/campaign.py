@@ -32,7 +32,7 @@ from matscreen.tasks.spec import load_spec
 from matscreen.tasks.steps import (
     choose_split_task,
     fit_and_predict_task,
-    ingest_csv_cif,
+    ingest_source,
     rank_candidates_task,
 )
 
@@ -81,7 +81,7 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
 
             with timer.step("ingest"):
-                ingests = [ingest_csv_cif(source) for source in spec.sources]
+                ingests = [ingest_source(source) for source in spec.sources]
                 recorded = [recorder.ingest(i.value, i.run) for i in ingests]
             snapshot_ids = [snapshot_id for snapshot_id, _ in recorded]
             record_ids = {k: v for _, ids in recorded for k, v in ids.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -54,28 +54,251 @@ class PropertySpec(_Strict):
         return [self.column] if self.column is not None else list(self.max_of or [])
 
 
-class CsvCifSourceSpec(_Strict):
-    """A CSV file with one structure per row as CIF text, plus id and property columns."""
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    return (value if value.is_absolute() else base / value).resolve()
 
-    kind: Literal["csv_cif"]
+
+class RangeSpec(_Strict):
+    """An inclusive range of a numeric field; either end may be open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RangeSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is above 'max' ({self.max})")
+        return self
+
+
+class _SourceSpec(_Strict):
+    """What every source names: a name, its licence and citation, an optional record limit."""
+
     name: str = Field(pattern=_NAME)
-    path: Path
-    id_column: str
-    cif_column: str = "cif"
-    properties: dict[str, PropertySpec] = Field(default_factory=dict)
     licence: str
     citation: list[str] = Field(min_length=1)
     description: str = ""
     limit: int | None = Field(default=None, ge=1)
 
+    def provided_units(self) -> dict[str, str]:
+        """Unit of every normalized property this source reports."""
+        return {}
+
+
+class _MappedSourceSpec(_SourceSpec):
+    """A source whose properties come from named columns or keys, with units given."""
+
+    properties: dict[str, PropertySpec] = Field(default_factory=dict)
+
+    def provided_units(self) -> dict[str, str]:
+        return {name: prop.unit for name, prop in self.properties.items()}
+
+
+class CsvCifSourceSpec(_MappedSourceSpec):
+    """A CSV file with one structure per row as CIF text, plus id and property columns."""
+
+    kind: Literal["csv_cif"]
+    path: Path
+    id_column: str
+    cif_column: str = "cif"
+
     @field_validator("path")
     @classmethod
     def _existing_file(cls, value: Path, info: ValidationInfo) -> Path:
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = value if value.is_absolute() else base / value
+        path = _resolve_path(value, info)
         if not path.is_file():
             raise ValueError(f"file not found: {path}")
-        return path.resolve()
+        return path
+
+
+#: Structure file formats the ``files`` source reads.
+FILE_FORMATS = ("auto", "cif", "poscar", "pymatgen_json", "extxyz", "csv", "jsonl", "aflowlib")
+
+
+class FilesSourceSpec(_MappedSourceSpec):
+    """Local structure files: one file, or every file in a folder matching ``pattern``.
+
+    ``format: auto`` decides by name and content: ``.cif``; ``POSCAR``/``CONTCAR``/``.vasp``;
+    ``.json`` (a pymatgen Structure dict, a list of them, or an aflowlib.json entry);
+    ``.extxyz``/``.xyz``; ``.csv`` (a ``cif`` column); ``.jsonl`` (one JSON object a line
+    with a pymatgen ``structure`` dict); ``aflowlib.out``/``.out`` (AFLOW key=value text).
+    Properties map normalized names to CSV columns, JSON keys or extxyz info keys.
+    """
+
+    kind: Literal["files"]
+    path: Path
+    pattern: str = "*"
+    format: Literal[FILE_FORMATS] = "auto"  # type: ignore[valid-type]
+    id_key: str | None = None
+    structure_key: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _existing_path(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve_path(value, info)
+        if not path.exists():
+            raise ValueError(f"file or folder not found: {path}")
+        return path
+
+
+#: Properties a Materials Project summary document gives under matscreen's normalized names.
+MP_PROPERTIES = (
+    "band_gap",
+    "formation_energy_per_atom",
+    "energy_above_hull",
+    "energy_per_atom",
+    "is_metal",
+    "is_stable",
+    "is_gap_direct",
+)
+
+
+class MPSourceSpec(_SourceSpec):
+    """The Materials Project summary endpoint, through mp-api's MPRester.
+
+    The API key is read from the environment variable ``api_key_env`` (never from the spec);
+    ``endpoint`` defaults to mp-api's (``MP_API_ENDPOINT`` or api.materialsproject.org).
+    Query fields are ANDed; ``ranges`` bound summary fields (``band_gap``,
+    ``energy_above_hull``, ``formation_energy_per_atom``, ``num_sites`` …).
+    """
+
+    kind: Literal["mp"]
+    endpoint: str | None = None
+    api_key_env: str = "MP_API_KEY"
+    material_ids: list[str] | None = None
+    elements: list[str] | None = None
+    exclude_elements: list[str] | None = None
+    chemsys: list[str] | None = None
+    formula: list[str] | None = None
+    ranges: dict[str, RangeSpec] = Field(default_factory=dict)
+    is_stable: bool | None = None
+    is_metal: bool | None = None
+    properties: list[str] = Field(
+        default_factory=lambda: [
+            "band_gap",
+            "formation_energy_per_atom",
+            "energy_above_hull",
+            "is_metal",
+            "is_stable",
+        ]
+    )
+    chunk_size: int = Field(default=1000, ge=1, le=10000)
+    resume: bool = True
+    licence: str = "CC-BY-4.0"
+    citation: list[str] = Field(
+        default_factory=lambda: ["A. Jain et al., APL Materials 1, 011002 (2013)"], min_length=1
+    )
+
+    @field_validator("properties")
+    @classmethod
+    def _known_properties(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(MP_PROPERTIES))
+        if unknown:
+            raise ValueError(f"unknown MP properties {unknown} (known: {list(MP_PROPERTIES)})")
+        return value
+
+    def provided_units(self) -> dict[str, str]:
+        from matscreen.tasks.sources.properties import PROPERTY_UNITS
+
+        return {name: PROPERTY_UNITS[name] for name in self.properties}
+
+
+#: AFLOW keywords and the normalized properties they become.
+AFLOW_PROPERTIES = {
+    "Egap": "band_gap",
+    "enthalpy_formation_atom": "formation_energy_per_atom",
+}
+
+
+class AflowSourceSpec(_SourceSpec):
+    """AFLOW's database through its AFLUX search API.
+
+    ``species`` must all be present; ``nspecies`` fixes their number; ``ranges`` bound
+    AFLOW keywords (``Egap``, ``enthalpy_formation_atom`` …); ``catalog`` restricts to one
+    AFLOW catalogue (ICSD, LIB1 … LIB7). Entries' ``Egap`` and ``enthalpy_formation_atom``
+    become ``band_gap`` (eV) and ``formation_energy_per_atom`` (eV/atom).
+    """
+
+    kind: Literal["aflow"]
+    endpoint: str = "https://aflow.org/API/aflux/"
+    species: list[str] | None = None
+    nspecies: int | None = Field(default=None, ge=1)
+    catalog: str | None = None
+    ranges: dict[str, RangeSpec] = Field(default_factory=dict)
+    page_size: int = Field(default=100, ge=1, le=10000)
+    citation: list[str] = Field(
+        default_factory=lambda: [
+            "S. Curtarolo et al., Comput. Mater. Sci. 58, 227 (2012)",
+            "F. Rose et al., Comput. Mater. Sci. 137, 362 (2017)",
+        ],
+        min_length=1,
+    )
+
+    def provided_units(self) -> dict[str, str]:
+        from matscreen.tasks.sources.properties import PROPERTY_UNITS
+
+        return {name: PROPERTY_UNITS[name] for name in AFLOW_PROPERTIES.values()}
+
+
+class OptimadeFieldSpec(_Strict):
+    """Which OPTIMADE field (often provider-specific, ``_oqmd_band_gap``) gives a property."""
+
+    field: str
+    unit: str
+
+
+class OptimadeSourceSpec(_SourceSpec):
+    """Any OPTIMADE provider's ``structures`` endpoint, with a filter, paged by links.next.
+
+    ``base_url`` is the provider's base (``https://optimade.materialscloud.org/main``) or its
+    versioned base (``…/v1``). ``properties`` maps normalized names to provider fields.
+    """
+
+    kind: Literal["optimade"]
+    base_url: str = Field(pattern=r"^https?://")
+    filter: str = ""
+    page_limit: int = Field(default=100, ge=1, le=10000)
+    properties: dict[str, OptimadeFieldSpec] = Field(default_factory=dict)
+
+    def provided_units(self) -> dict[str, str]:
+        return {name: prop.unit for name, prop in self.properties.items()}
+
+
+class PrototypeSourceSpec(_SourceSpec):
+    """Hypothetical candidates made by putting elements on the sites of a prototype.
+
+    ``prototype`` is a built-in name (``perovskite_ABX3`` …) or a structure file whose
+    species act as site labels; ``sites`` maps each label to the elements it may hold.
+    Combinations are enumerated lazily; with ``charge_neutral`` only those for which common
+    oxidation states sum to zero are kept.
+    """
+
+    kind: Literal["prototypes"]
+    prototype: str
+    sites: dict[str, list[str]] = Field(min_length=1)
+    charge_neutral: bool = True
+    distinct_elements: bool = True
+    licence: str = "CC0-1.0"
+    citation: list[str] = Field(
+        default_factory=lambda: ["hypothetical structures generated by prototype decoration"],
+        min_length=1,
+    )
+
+
+_SOURCE_KINDS = ("csv_cif", "files", "mp", "aflow", "optimade", "prototypes")
+
+SourceSpec = Annotated[
+    CsvCifSourceSpec
+    | FilesSourceSpec
+    | MPSourceSpec
+    | AflowSourceSpec
+    | OptimadeSourceSpec
+    | PrototypeSourceSpec,
+    Field(discriminator="kind"),
+]
 
 
 class SplitSpec(_Strict):
@@ -174,7 +397,7 @@ class CampaignSpec(_Strict):
 
     name: str = Field(pattern=_NAME)
     description: str = ""
-    sources: list[CsvCifSourceSpec] = Field(min_length=1)
+    sources: list[SourceSpec] = Field(min_length=1)
     split: SplitSpec = SplitSpec()
     featurization: FeaturizationSpec = FeaturizationSpec()
     models: list[ModelSpec] = Field(min_length=1)
@@ -188,10 +411,10 @@ class CampaignSpec(_Strict):
             raise ValueError(f"source names must be unique, got {names}")
         units: dict[str, str] = {}
         for i, source in enumerate(self.sources):
-            for name, prop in source.properties.items():
-                if units.setdefault(name, prop.unit) != prop.unit:
+            for name, unit in source.provided_units().items():
+                if units.setdefault(name, unit) != unit:
                     raise ValueError(
-                        f"sources.{i}.properties.{name}.unit: {prop.unit!r}, but another "
+                        f"sources.{i}.properties.{name}.unit: {unit!r}, but another "
                         f"source gives {name} in {units[name]!r}"
                     )
         properties = set(units)
@@ -219,7 +442,7 @@ class CampaignSpec(_Strict):
 
     def units(self) -> dict[str, str]:
         """Unit of every property the sources define."""
-        return {name: prop.unit for s in self.sources for name, prop in s.properties.items()}
+        return {name: unit for s in self.sources for name, unit in s.provided_units().items()}
 
     def fingerprint(self) -> str:
         """Return the sha256 of the spec's canonical content (paths as resolved)."""
@@ -249,7 +472,14 @@ def _substitute(value: Any, variables: dict[str, str], where: str) -> Any:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"])
+    # A tagged union puts the tag (``sources.0.mp.…``) in the path; the user wrote none.
+    loc = error["loc"]
+    parts = [
+        part
+        for i, part in enumerate(loc)
+        if not (i and isinstance(loc[i - 1], int) and part in _SOURCE_KINDS)
+    ]
+    where = ".".join(str(part) for part in parts)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key"

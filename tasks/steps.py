@@ -14,10 +14,10 @@ from matscreen.tasks.featurize.batch import featurize_packed
 from matscreen.tasks.models.xgb import fit_and_predict
 from matscreen.tasks.rank.criteria import rank_candidates
 from matscreen.tasks.runinfo import traced
-from matscreen.tasks.sources.csv_cif import read_csv_cif
+from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.split import choose_split
 
-ingest_csv_cif = task(name="ingest-csv-cif", cache_policy=NO_CACHE)(traced(read_csv_cif))
+ingest_source = task(name="ingest-source", cache_policy=NO_CACHE)(traced(read_source))
 choose_split_task = task(name="choose-split", cache_policy=NO_CACHE)(traced(choose_split))
 featurize_batch_task = task(name="featurize-batch", cache_policy=NO_CACHE)(traced(featurize_packed))
 fit_and_predict_task = task(name="fit-and-predict", cache_policy=NO_CACHE)(traced(fit_and_predict))

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
-from matscreen.tasks.hashing import file_sha256
-from matscreen.tasks.runinfo import utc_now
-from matscreen.tasks.sources.records import (
-    IngestResult,
-    RecordFailure,
-    SourceSnapshot,
-    StructureRecord,
-)
+from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
 from matscreen.tasks.spec import CsvCifSourceSpec, PropertySpec
 
 
@@ -59,21 +53,11 @@ def _property_value(row: pd.Series, name: str, prop: PropertySpec, where: str) -
     return max(values) if values else None
 
 
-def read_csv_cif(spec: CsvCifSourceSpec) -> IngestResult:
-    """Read a CSV-with-CIF source into structure records.
+def iter_csv_cif(spec: CsvCifSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
+    """Read a CSV-with-CIF source into structure records, one row at a time.
 
     A row whose CIF or property values cannot be read becomes a :class:`RecordFailure`;
-    the other rows are still read.
-
-    Parameters
-    ----------
-    spec
-        The source's spec (file, id and CIF columns, property mapping, licence, citation).
-
-    Returns
-    -------
-    IngestResult
-        The snapshot (file, sha256, licence, citation), the records and the failures.
+    the other rows are still read. The snapshot is identified by the file's sha256.
 
     Raises
     ------
@@ -93,30 +77,19 @@ def read_csv_cif(spec: CsvCifSourceSpec) -> IngestResult:
             f"source {spec.name}: {path} lacks column(s) {missing} "
             f"(it has {sorted(map(str, frame.columns))})"
         )
-
-    snapshot = SourceSnapshot(
-        source=spec.name,
-        kind=spec.kind,
-        location=str(path),
-        sha256=file_sha256(path),
-        size_bytes=path.stat().st_size,
-        n_rows=len(frame),
-        retrieved_at=utc_now(),
-        licence=spec.licence,
-        citation=tuple(spec.citation),
-        description=spec.description,
-        query={
+    snapshot.set_file(path)
+    snapshot.query.update(
+        {
             "id_column": spec.id_column,
             "cif_column": spec.cif_column,
             "properties": {k: v.model_dump(exclude_none=True) for k, v in spec.properties.items()},
             "limit": spec.limit,
-        },
+        }
     )
     units = {name: prop.unit for name, prop in spec.properties.items()}
-    records: list[StructureRecord] = []
-    failures: list[RecordFailure] = []
     seen: set[str] = set()
     for position, (_, row) in enumerate(frame.iterrows(), start=1):
+        snapshot.n_documents += 1
         source_id = str(row[spec.id_column]).strip()
         where = f"{path.name} row {position} (id {source_id})"
         try:
@@ -127,19 +100,9 @@ def read_csv_cif(spec: CsvCifSourceSpec) -> IngestResult:
                 name: _property_value(row, name, prop, where)
                 for name, prop in spec.properties.items()
             }
+            record = make_record(spec, source_id, position, structure, properties, units=units)
         except RecordError as exc:
-            failures.append(RecordFailure(spec.name, source_id, position, "ingest", str(exc)))
+            yield failure(spec, source_id, position, str(exc))
             continue
         seen.add(source_id)
-        records.append(
-            StructureRecord(
-                source=spec.name,
-                source_id=source_id,
-                row=position,
-                formula=structure.composition.reduced_formula,
-                structure=structure.as_dict(),
-                properties=properties,
-                units=units,
-            )
-        )
-    return IngestResult(snapshot=snapshot, records=records, failures=failures)
+        yield record

@@ -15,13 +15,18 @@ class SourceSnapshot:
     source
         The source's name in the campaign spec.
     kind
-        Source type (``csv_cif`` …).
+        Source type (``csv_cif``, ``mp``, ``aflow``, ``optimade``, ``files``, ``prototypes``).
     location
         File path or endpoint that was read.
     sha256
-        Hash of the file's bytes (or of the retrieved documents).
+        Hash of the file's bytes, or of the retrieved documents in canonical JSON.
+    n_rows
+        Number of documents (rows, entries, files) read, failed ones included.
     query
-        What was asked of the source (columns, limit, filter).
+        What was asked of the source (columns, filter, fields, limit).
+    database_version
+        The database release the server reported (e.g. Materials Project's ``db_version``),
+        empty for files.
     """
 
     source: str
@@ -35,6 +40,7 @@ class SourceSnapshot:
     citation: tuple[str, ...]
     description: str = ""
     query: dict[str, Any] = field(default_factory=dict)
+    database_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,16 @@ class StructureRecord:
     structure
         The pymatgen ``Structure.as_dict()`` of the structure.
     properties
-        Reported values under normalized names (None when the source has none).
+        Reported values under normalized names (None when the source has none); see
+        :data:`matscreen.tasks.sources.properties.PROPERTY_UNITS`. Flags such as ``is_metal``
+        are stored as 1.0 / 0.0.
     units
         Unit of each property.
+    extra
+        Source metadata that is not a property: space group, AFLOW ``aurl``, MP
+        ``last_updated``, OPTIMADE ``last_modified`` … (JSON types only).
+    duplicate_of
+        Id of an earlier record holding the same structure (set by deduplication).
     """
 
     source: str
@@ -62,6 +75,8 @@ class StructureRecord:
     structure: dict[str, Any]
     properties: dict[str, float | None]
     units: dict[str, str]
+    extra: dict[str, Any] = field(default_factory=dict)
+    duplicate_of: str | None = None
 
     @property
     def id(self) -> str:

@@ -141,7 +141,7 @@ def test_campaign_end_to_end(
         runs = catalog.activities(kind="flow_run")
         assert [r.status for r in runs] == ["completed", "completed"]
         second_ingest = [
-            a for a in catalog.activities(parent_id=runs[1].id) if a.name == "read_csv_cif"
+            a for a in catalog.activities(parent_id=runs[1].id) if a.name == "read_source"
         ][0]
         assert len(catalog.edges(relation="used", subject_id=second_ingest.id)) == 242
         assert catalog.edges(relation="wasGeneratedBy", object_id=second_ingest.id) == []
@@ -200,7 +200,7 @@ def _check_catalog(catalog, artifacts, metrics, ranking, subset, truth, out) -> 
     steps = {a.name: a for a in catalog.activities(parent_id=run_id)}
     assert {
         "load_spec",
-        "read_csv_cif",
+        "read_source",
         "choose_split",
         "featurize",
         "rank_candidates",
@@ -255,7 +255,7 @@ def _check_catalog(catalog, artifacts, metrics, ranking, subset, truth, out) -> 
         "campaign_spec",
     ]
     assert found.record.name == ranking.loc[0, "id"] and found.row["rank"] == 1
-    assert found.generated_by[snapshot.id].name == "read_csv_cif"
+    assert found.generated_by[snapshot.id].name == "read_source"
 
     (report,) = catalog.find_entities("report")
     files = report.attributes["files"]

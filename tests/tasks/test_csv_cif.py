@@ -9,7 +9,7 @@ import pytest
 
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.hashing import file_sha256
-from matscreen.tasks.sources.csv_cif import read_csv_cif
+from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.spec import CsvCifSourceSpec, PropertySpec
 
 
@@ -31,7 +31,7 @@ def _spec(path: Path, **overrides) -> CsvCifSourceSpec:
 
 
 def test_reads_real_rows_and_records_the_broken_one(perovskite_subset: Path) -> None:
-    result = read_csv_cif(_spec(perovskite_subset))
+    result = read_source(_spec(perovskite_subset))
     frame = pd.read_csv(perovskite_subset, dtype={"material_id": str})
 
     assert len(result.records) == 240
@@ -54,7 +54,7 @@ def test_reads_real_rows_and_records_the_broken_one(perovskite_subset: Path) -> 
 
 
 def test_band_gap_is_the_larger_of_direct_and_indirect(perovskite_csv: Path) -> None:
-    result = read_csv_cif(_spec(perovskite_csv, limit=600))
+    result = read_source(_spec(perovskite_csv, limit=600))
     frame = pd.read_csv(perovskite_csv, nrows=600, dtype={"material_id": str})
     expected = frame.set_index("material_id")[["dir_gap", "ind_gap"]].max(axis=1)
     gaps = {r.source_id: r.properties["band_gap"] for r in result.records}
@@ -68,7 +68,7 @@ def test_non_numeric_property_fails_that_row_only(tmp_path: Path, perovskite_sub
     frame.loc[2, "heat_ref"] = "n/a eV"
     path = tmp_path / "five.csv"
     frame.to_csv(path, index=False)
-    result = read_csv_cif(_spec(path))
+    result = read_source(_spec(path))
     assert len(result.records) == 4
     assert "column 'heat_ref' (heat_of_formation) is not a number: 'n/a eV'" in (
         result.failures[0].message
@@ -80,7 +80,7 @@ def test_duplicate_id_fails_the_second_row(tmp_path: Path, perovskite_subset: Pa
     frame.loc[3, "material_id"] = frame.loc[0, "material_id"]
     path = tmp_path / "dup.csv"
     frame.to_csv(path, index=False)
-    result = read_csv_cif(_spec(path))
+    result = read_source(_spec(path))
     assert len(result.records) == 3
     assert result.failures[0].row == 4 and "duplicate id" in result.failures[0].message
 
@@ -88,4 +88,4 @@ def test_duplicate_id_fails_the_second_row(tmp_path: Path, perovskite_subset: Pa
 def test_missing_column_names_file_and_column(perovskite_subset: Path) -> None:
     spec = _spec(perovskite_subset, id_column="mp_id")
     with pytest.raises(SourceError, match=r"perovskites_241\.csv lacks column\(s\) \['mp_id'\]"):
-        read_csv_cif(spec)
+        read_source(spec)

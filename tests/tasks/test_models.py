@@ -13,7 +13,7 @@ from matscreen.tasks.errors import ModelError
 from matscreen.tasks.featurize import featurize_batch, join_batches, preset_config
 from matscreen.tasks.models import PredictionRecord, fit_and_predict, regression_metrics
 from matscreen.tasks.models.xgb import predict
-from matscreen.tasks.sources.csv_cif import read_csv_cif
+from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.spec import CsvCifSourceSpec, ModelSpec, PropertySpec, SplitSpec
 from matscreen.tasks.split import choose_split
 
@@ -30,7 +30,7 @@ def dataset(perovskite_csv: Path):
         citation=["Castelli et al. (2012)"],
         limit=500,
     )
-    records = read_csv_cif(spec).records
+    records = read_source(spec).records
     table = join_batches(
         [featurize_batch([(r.id, r.structure) for r in records], preset_config("fast"))]
     )
