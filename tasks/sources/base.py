@@ -54,7 +54,9 @@ class SnapshotBuilder:
     Readers call :meth:`add_document` for every raw document (CSV row, API document,
     file) in the order read, and may set :attr:`database_version` and add to
     :attr:`query`. The snapshot's sha256 is over the documents' canonical JSON (or bytes),
-    so two reads that saw the same data get the same hash.
+    so two reads that saw the same data get the same hash. :attr:`state_dir`, when given, is
+    a folder where a reader of a remote source may keep what it already fetched, so that a
+    killed read resumes instead of starting over.
     """
 
     spec: Any
@@ -62,6 +64,7 @@ class SnapshotBuilder:
     query: dict[str, Any] = field(default_factory=dict)
     database_version: str = ""
     retrieved_at: str = field(default_factory=utc_now)
+    state_dir: Path | None = None
     n_documents: int = 0
     size_bytes: int = 0
     file_sha256: str | None = None
@@ -201,9 +204,9 @@ class SourceRead:
     >>> read.snapshot                          # doctest: +SKIP
     """
 
-    def __init__(self, spec: Any, location: str | None = None) -> None:
+    def __init__(self, spec: Any, state_dir: Path | None = None) -> None:
         self.spec = spec
-        self.builder = SnapshotBuilder(spec, location or describe_location(spec))
+        self.builder = SnapshotBuilder(spec, describe_location(spec), state_dir=state_dir)
         self._reader = reader_for(spec.kind)
         self._done = False
 
@@ -234,12 +237,12 @@ def describe_location(spec: Any) -> str:
     return spec.kind
 
 
-def open_source(spec: Any) -> SourceRead:
-    """Start a streaming read of the source ``spec`` describes."""
-    return SourceRead(spec)
+def open_source(spec: Any, state_dir: Path | None = None) -> SourceRead:
+    """Start a streaming read of the source ``spec`` describes (resumable in ``state_dir``)."""
+    return SourceRead(spec, state_dir)
 
 
-def read_source(spec: Any) -> IngestResult:
+def read_source(spec: Any, state_dir: Path | None = None) -> IngestResult:
     """Read a whole source: its snapshot, structure records and per-record failures.
 
     Raises
@@ -248,7 +251,7 @@ def read_source(spec: Any) -> IngestResult:
         If the source as a whole cannot be read (missing file, server refusing the key,
         retries exhausted); a single bad record becomes a :class:`RecordFailure` instead.
     """
-    read = open_source(spec)
+    read = open_source(spec, state_dir)
     records: list[StructureRecord] = []
     failures: list[RecordFailure] = []
     for item in read:
