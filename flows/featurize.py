@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import unmapped
 from prefect.futures import as_completed
 
-from matscreen.catalog.features import FeatureStore, structure_hash
+from matscreen.catalog.features import FeatureStore
 from matscreen.tasks.dataset import batches, mean_sites, unique_structures
 from matscreen.tasks.featurize import batch_size_for, featurization_config
 from matscreen.tasks.featurize.batch import (
@@ -14,6 +14,7 @@ from matscreen.tasks.featurize.batch import (
     pack_items,
     table_for_records,
 )
+from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.runinfo import RunInfo
 from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec

@@ -76,3 +76,25 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def structure_hash(structure: dict[str, Any]) -> str:
+    """The sha256 of a structure's physical content (lattice, species, positions, charge).
+
+    Labels and site properties are left out, and numbers are rounded to 1e-6 (Å and
+    fractional coordinates), so the same crystal read from two sources gets one hash.
+    """
+    lattice = [[round(x, 6) for x in row] for row in structure["lattice"]["matrix"]]
+    sites = [
+        [
+            sorted(
+                (sp["element"], sp.get("oxidation_state"), round(sp.get("occu", 1.0), 6))
+                for sp in site["species"]
+            ),
+            [round(x, 6) for x in site["abc"]],
+        ]
+        for site in structure["sites"]
+    ]
+    return content_hash(
+        {"lattice": lattice, "sites": sites, "charge": structure.get("charge") or 0}
+    )

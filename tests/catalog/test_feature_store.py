@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matscreen.catalog.features import COMPACT_AFTER_PARTS, FeatureStore, structure_hash
+from matscreen.catalog.features import COMPACT_AFTER_PARTS, FeatureStore
 from matscreen.tasks.featurize import preset_config
+from matscreen.tasks.hashing import structure_hash
 
 CONFIG = preset_config("fast")
 
