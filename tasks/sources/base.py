@@ -66,6 +66,7 @@ class SnapshotBuilder:
     retrieved_at: str = field(default_factory=utc_now)
     state_dir: Path | None = None
     n_documents: int = 0
+    n_items: int = 0
     size_bytes: int = 0
     file_sha256: str | None = None
     _digest: Any = field(default_factory=hashlib.sha256, repr=False)
@@ -97,7 +98,7 @@ class SnapshotBuilder:
             location=self.location,
             sha256=self.file_sha256 or self._digest.hexdigest(),
             size_bytes=self.size_bytes,
-            n_rows=self.n_documents,
+            n_rows=self.n_items,
             retrieved_at=self.retrieved_at,
             licence=self.spec.licence,
             citation=tuple(self.spec.citation),
@@ -213,9 +214,20 @@ class SourceRead:
     def __iter__(self) -> Iterator[Item]:
         limit = getattr(self.spec, "limit", None)
         count = 0
+        seen: set[str] = set()
         for item in self._reader(self.spec, self.builder):
-            yield item
             count += 1
+            self.builder.n_items = count
+            if isinstance(item, StructureRecord) and item.source_id in seen:
+                item = failure(
+                    self.spec,
+                    item.source_id,
+                    item.row,
+                    f"{item.id}: duplicate id (row {item.row}); the first record with it is kept",
+                )
+            elif isinstance(item, StructureRecord):
+                seen.add(item.source_id)
+            yield item
             if limit is not None and count >= limit:
                 break
         self._done = True
