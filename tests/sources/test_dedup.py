@@ -1,0 +1,94 @@
+"""Deduplication across and within sources, on real records."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from matscreen.tasks.sources.base import read_source
+from matscreen.tasks.sources.dedup import Deduplicator, deduplicate
+from matscreen.tasks.spec import CsvCifSourceSpec, FilesSourceSpec
+
+
+def _files(name: str, path: Path, **fields) -> FilesSourceSpec:
+    return FilesSourceSpec(
+        kind="files", name=name, path=path, licence="CC-BY-4.0", citation=["x"], **fields
+    )
+
+
+def test_the_same_crystal_from_two_databases_is_linked(data_dir: Path) -> None:
+    # MP's summary documents and Alexandria's PBE entries both hold the Ac ground state and
+    # one more Ac polymorph (relaxed independently, so the lattices differ slightly).
+    mp = read_source(_files("mp", data_dir / "materials_project" / "summary_200.jsonl"))
+    alexandria = read_source(
+        _files("alex", data_dir / "optimade" / "alexandria_98.jsonl", id_key="entry_id")
+    )
+    marked = list(deduplicate([*mp.records, *alexandria.records]))
+    duplicates = {r.id: r.duplicate_of for r in marked if r.duplicate_of}
+    alex_ids = [r.id for r in alexandria.records]
+    assert duplicates == {
+        # MP documents that hold one structure twice (Ac2Mg; AcF3 in two cell settings,
+        # with different reported gaps): the first one's labels are kept
+        mp.records[26].id: mp.records[25].id,
+        mp.records[138].id: mp.records[137].id,
+        alex_ids[0]: mp.records[1].id,
+        alex_ids[1]: mp.records[2].id,
+    }
+    assert all(not r.structure for r in marked if r.duplicate_of)
+    assert sum(1 for r in marked if r.structure) == len(marked) - 4
+    # Their own values stay with the duplicates.
+    by_id = {r.id: r for r in marked}
+    assert by_id[alex_ids[0]].formula == "Ac"
+
+
+def test_exact_repeat_needs_no_matcher(data_dir: Path) -> None:
+    mp = read_source(_files("mp", data_dir / "materials_project" / "mp2018_subset_100.jsonl"))
+    seen = Deduplicator()
+    first = [seen.add(r) for r in mp.records]
+    calls = seen.matcher_calls
+    again = [seen.add(r) for r in read_source(_files("again", mp.snapshot.location)).records]
+    assert all(r.duplicate_of is None for r in first)
+    assert [r.duplicate_of for r in again] == [r.id for r in first]
+    assert seen.matcher_calls == calls
+
+
+def test_different_decorations_of_one_formula_stay_apart(data_dir: Path) -> None:
+    # The CMR perovskites hold A/B-swapped and anion-ordering variants with equal formulas:
+    # they are different crystals with different heats of formation.
+    spec = CsvCifSourceSpec(
+        kind="csv_cif",
+        name="cmr",
+        path=data_dir / "perovskites_cmr" / "cubic_perovskites.csv",
+        id_column="material_id",
+        licence="CC-BY-4.0",
+        citation=["x"],
+        limit=800,
+    )
+    records = read_source(spec).records
+    groups: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        groups[record.formula].append(record.id)
+    shared = [ids for ids in groups.values() if len(ids) > 1]
+    assert len(shared) >= 10
+    seen = Deduplicator()
+    marked = [seen.add(r) for r in records]
+    assert all(r.duplicate_of is None for r in marked)
+
+
+def test_volume_tolerance_separates_compressed_copies(data_dir: Path) -> None:
+    from dataclasses import replace
+
+    from pymatgen.core import Structure
+
+    record = read_source(
+        _files("mp", data_dir / "materials_project" / "mp2018_subset_100.jsonl", id_key="id")
+    ).records[0]
+    structure = Structure.from_dict(record.structure)
+
+    def scaled(factor: float, source_id: str):
+        copy = structure.copy()
+        copy.scale_lattice(structure.volume * factor)
+        return replace(record, source_id=source_id, structure=copy.as_dict())
+
+    marked = list(deduplicate([record, scaled(1.04, "relaxed"), scaled(1.25, "expanded")]))
+    assert [r.duplicate_of for r in marked] == [None, record.id, None]
