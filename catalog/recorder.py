@@ -112,8 +112,14 @@ class CampaignRecorder:
         self.spec_id = entity.id
         return entity.id
 
-    def ingest(self, result: Any, run: RunInfo) -> tuple[str, dict[str, str]]:
+    def ingest(
+        self, result: Any, run: RunInfo, known: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, str]]:
         """Record one source read: snapshot, structure records and failed rows.
+
+        A record marked ``duplicate_of`` another is linked to it by ``alternateOf``; the
+        other record's entity is looked up in this read or in ``known`` (the ids returned
+        by earlier reads of the same run).
 
         Returns
         -------
@@ -128,6 +134,12 @@ class CampaignRecorder:
         records = [Entity.new("structure_record", r.id, asdict(r)) for r in result.records]
         failures = [Entity.new("record_error", f.id, asdict(f)) for f in result.failures]
         derived = [Edge("wasDerivedFrom", e.id, snapshot.id) for e in records + failures]
+        ids = {**(known or {}), **{e.name: e.id for e in records}}
+        derived += [
+            Edge("alternateOf", entity.id, ids[record.duplicate_of])
+            for record, entity in zip(result.records, records, strict=True)
+            if record.duplicate_of is not None
+        ]
         self.catalog.record_step(
             self._activity(run, {"source": result.snapshot.source, "retrieved_at": retrieved_at}),
             [snapshot, *records, *failures],

@@ -14,6 +14,9 @@ RELATIONS: dict[str, tuple[str, str]] = {
     "used": ("activity", "entity"),
     "wasGeneratedBy": ("entity", "activity"),
     "wasDerivedFrom": ("entity", "entity"),
+    # The same crystal reported twice (by two sources, or twice by one): the later record
+    # is an alternate of the first, whose structure is the one stored and featurized.
+    "alternateOf": ("entity", "entity"),
     "wasAssociatedWith": ("activity", "agent"),
     "wasAttributedTo": ("entity", "agent"),
 }

@@ -28,6 +28,7 @@ from matscreen.tasks.rank import candidate_frame, screening_summary
 from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
 from matscreen.tasks.report.outputs import write_outputs
 from matscreen.tasks.runinfo import StepTimer, traced
+from matscreen.tasks.sources.dedup import mark_duplicates, unique_records
 from matscreen.tasks.spec import load_spec
 from matscreen.tasks.steps import (
     choose_split_task,
@@ -81,11 +82,17 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
 
             with timer.step("ingest"):
-                ingests = [ingest_source(source) for source in spec.sources]
-                recorded = [recorder.ingest(i.value, i.run) for i in ingests]
-            snapshot_ids = [snapshot_id for snapshot_id, _ in recorded]
-            record_ids = {k: v for _, ids in recorded for k, v in ids.items()}
-            records = [r for i in ingests for r in i.value.records]
+                state_dir = settings.source_state_dir
+                ingests = [ingest_source(source, state_dir) for source in spec.sources]
+                # Sources are read in the spec's order: a crystal that an earlier source
+                # already gave is linked to that record and not trained on twice.
+                results = mark_duplicates(i.value for i in ingests)
+                snapshot_ids, record_ids = [], {}
+                for result, ingest in zip(results, ingests, strict=True):
+                    snapshot_id, ids = recorder.ingest(result, ingest.run, record_ids)
+                    snapshot_ids.append(snapshot_id)
+                    record_ids.update(ids)
+            records = unique_records(results)
 
             with timer.step("split"):
                 split = choose_split_task([r.id for r in records], spec.split)
@@ -154,7 +161,6 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                 screening = screening_summary(
                     ranked.value, labels, list(spec.criteria), spec.shortlist_size
                 )
-                results = [i.value for i in ingests]
                 counts = run_counts(results, table, split.value, ranked.value)
                 document = metrics_document(
                     run_id, spec, metrics, spec.units(), screening, counts, timer.seconds

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         return self.home / "artifacts"
 
     @property
+    def source_state_dir(self) -> Path:
+        """Where remote sources keep fetched pages so that an interrupted read resumes."""
+        return self.home / "sources"
+
+    @property
     def feature_dir(self) -> Path:
         """Folder of the feature store (cached feature rows)."""
         return self.home / "features"

@@ -287,6 +287,16 @@ class PrototypeSourceSpec(_SourceSpec):
         min_length=1,
     )
 
+    @field_validator("prototype")
+    @classmethod
+    def _prototype_file(cls, value: str, info: ValidationInfo) -> str:
+        if "/" in value or "." in value:  # a file path, not a built-in name like perovskite_ABX3
+            path = _resolve_path(Path(value), info)
+            if not path.is_file():
+                raise ValueError(f"prototype file not found: {path}")
+            return str(path)
+        return value
+
 
 _SOURCE_KINDS = ("csv_cif", "files", "mp", "aflow", "optimade", "prototypes")
 

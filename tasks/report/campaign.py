@@ -66,6 +66,7 @@ def run_counts(
     """How many records each step took in and let through."""
     return {
         "records": sum(len(i.records) for i in ingests),
+        "duplicates": sum(r.duplicate_of is not None for i in ingests for r in i.records),
         "ingest_failures": sum(len(i.failures) for i in ingests),
         "featurized": len(table.frame),
         "feature_failures": len(table.failures),

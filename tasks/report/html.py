@@ -83,6 +83,8 @@ figure{display:inline-block;margin:0 1em 1em 0}
 <table>
 <tr><th class="l">records read</th><td>{{ c.counts.records }}</td></tr>
 <tr><th class="l">records that failed to read</th><td>{{ c.counts.ingest_failures }}</td></tr>
+<tr><th class="l">duplicates of an earlier record (linked, not used twice)</th>
+<td>{{ c.counts.duplicates }}</td></tr>
 <tr><th class="l">structures that failed to featurize</th>
 <td>{{ c.counts.feature_failures }}</td></tr>
 <tr><th class="l">training / held-out records</th>
@@ -93,10 +95,12 @@ figure{display:inline-block;margin:0 1em 1em 0}
 
 <h2>Data sources</h2>
 <table>
-<tr><th class="l">source</th><th class="l">file</th><th class="l">sha256</th><th>rows</th>
+<tr><th class="l">source</th><th class="l">kind</th><th class="l">file or endpoint</th>
+<th class="l">database version</th><th class="l">sha256</th><th>records</th>
 <th class="l">licence</th><th class="l">cite</th></tr>
 {% for s in c.sources %}
-<tr><td class="l">{{ s.source }}</td><td class="l"><code>{{ s.location }}</code></td>
+<tr><td class="l">{{ s.source }}</td><td class="l">{{ s.kind }}</td>
+<td class="l"><code>{{ s.location }}</code></td><td class="l">{{ s.database_version }}</td>
 <td class="l"><code>{{ s.sha256[:16] }}…</code></td><td>{{ s.n_rows }}</td>
 <td class="l">{{ s.licence }}</td><td class="l">{{ s.citation | join("; ") }}</td></tr>
 {% endfor %}

@@ -25,7 +25,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from matscreen.tasks.hashing import structure_hash
-from matscreen.tasks.sources.records import StructureRecord
+from matscreen.tasks.sources.records import IngestResult, StructureRecord
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,22 @@ def deduplicate(
     seen = Deduplicator(tolerances)
     for record in records:
         yield seen.add(record)
+
+
+def mark_duplicates(
+    results: Iterable[IngestResult], tolerances: MatchTolerances | None = None
+) -> list[IngestResult]:
+    """Mark repeated structures across the results of several sources, in the order given.
+
+    Returns
+    -------
+    list of IngestResult
+        The same results with later repeats marked ``duplicate_of`` the first record.
+    """
+    seen = Deduplicator(tolerances)
+    return [replace(r, records=[seen.add(record) for record in r.records]) for r in results]
+
+
+def unique_records(results: Iterable[IngestResult]) -> list[StructureRecord]:
+    """The records of all results that are not duplicates, in order."""
+    return [r for result in results for r in result.records if r.duplicate_of is None]

@@ -111,6 +111,7 @@ def test_database_itself_enforces_the_relation_shapes(catalog: Catalog) -> None:
         "wasGeneratedBy",
         "wasDerivedFrom",
         "wasAssociatedWith",
+        "alternateOf",
         "wasAttributedTo",
     }
 
