@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -19,6 +19,14 @@ from matscreen.catalog.store import Activity, Catalog, Edge, Entity
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.runinfo import RunInfo, utc_now
 from matscreen.tasks.tables import frame_to_parquet
+
+
+class RecordedIngest(NamedTuple):
+    """What :meth:`CampaignRecorder.ingest` stored for one source read."""
+
+    snapshot_id: str
+    record_ids: dict[str, str]
+    new_records: int
 
 
 class CampaignRecorder:
@@ -114,7 +122,7 @@ class CampaignRecorder:
 
     def ingest(
         self, result: Any, run: RunInfo, known: dict[str, str] | None = None
-    ) -> tuple[str, dict[str, str]]:
+    ) -> RecordedIngest:
         """Record one source read: snapshot, structure records and failed rows.
 
         A record marked ``duplicate_of`` another is linked to it by ``alternateOf``; the
@@ -123,7 +131,9 @@ class CampaignRecorder:
 
         Returns
         -------
-        (snapshot id, {record id: entity id})
+        RecordedIngest
+            The snapshot's entity id, ``{record id: entity id}`` and how many of the
+            records were new to the catalog.
         """
         # A snapshot is identified by what was read (location, content hash, query), not by
         # when: reading the same bytes again reuses it, and the time of each read is kept
@@ -140,12 +150,14 @@ class CampaignRecorder:
             for record, entity in zip(result.records, records, strict=True)
             if record.duplicate_of is not None
         ]
-        self.catalog.record_step(
+        new = self.catalog.record_step(
             self._activity(run, {"source": result.snapshot.source, "retrieved_at": retrieved_at}),
             [snapshot, *records, *failures],
             derived=derived,
         )
-        return snapshot.id, {e.name: e.id for e in records}
+        return RecordedIngest(
+            snapshot.id, {e.name: e.id for e in records}, sum(e.id in new for e in records)
+        )
 
     def split(self, split: Any, run: RunInfo, snapshot_ids: Sequence[str]) -> str:
         """Record the held-out split; return its entity id."""

@@ -14,6 +14,7 @@ from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.flows.featurize import featurize_records
+from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import (
@@ -28,12 +29,11 @@ from matscreen.tasks.rank import candidate_frame, screening_summary
 from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
 from matscreen.tasks.report.outputs import write_outputs
 from matscreen.tasks.runinfo import StepTimer, traced
-from matscreen.tasks.sources.dedup import mark_duplicates, unique_records
+from matscreen.tasks.sources.dedup import unique_records
 from matscreen.tasks.spec import load_spec
 from matscreen.tasks.steps import (
     choose_split_task,
     fit_and_predict_task,
-    ingest_source,
     rank_candidates_task,
 )
 
@@ -82,16 +82,9 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
 
             with timer.step("ingest"):
-                state_dir = settings.source_state_dir
-                ingests = [ingest_source(source, state_dir) for source in spec.sources]
-                # Sources are read in the spec's order: a crystal that an earlier source
-                # already gave is linked to that record and not trained on twice.
-                results = mark_duplicates(i.value for i in ingests)
-                snapshot_ids, record_ids = [], {}
-                for result, ingest in zip(results, ingests, strict=True):
-                    snapshot_id, ids = recorder.ingest(result, ingest.run, record_ids)
-                    snapshot_ids.append(snapshot_id)
-                    record_ids.update(ids)
+                ingested = ingest_and_record(spec.sources, recorder, settings.source_state_dir)
+            results, snapshot_ids = ingested.results, ingested.snapshot_ids
+            record_ids = ingested.record_ids
             records = unique_records(results)
 
             with timer.step("split"):

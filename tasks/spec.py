@@ -502,6 +502,16 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {message} (got {shown})"
 
 
+def describe_errors(exc: ValidationError, prefix: str = "") -> str:
+    """One message naming the key path and problem of every error in ``exc``."""
+    described = []
+    for error in exc.errors():
+        if prefix:
+            error = {**error, "loc": (prefix, *error["loc"])}
+        described.append(_describe(error))
+    return "; ".join(described)
+
+
 def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     """Read, substitute and validate a campaign spec file.
 
@@ -539,5 +549,4 @@ def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     try:
         return CampaignSpec.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
-        raise SpecError(f"campaign spec {path}: {problems}") from exc
+        raise SpecError(f"campaign spec {path}: {describe_errors(exc)}") from exc

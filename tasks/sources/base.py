@@ -254,8 +254,12 @@ def open_source(spec: Any, state_dir: Path | None = None) -> SourceRead:
     return SourceRead(spec, state_dir)
 
 
-def read_source(spec: Any, state_dir: Path | None = None) -> IngestResult:
+def read_source(
+    spec: Any, state_dir: Path | None = None, progress: Callable[[Item], None] | None = None
+) -> IngestResult:
     """Read a whole source: its snapshot, structure records and per-record failures.
+
+    ``progress``, when given, is called with every item as it is read (a progress bar).
 
     Raises
     ------
@@ -268,4 +272,6 @@ def read_source(spec: Any, state_dir: Path | None = None) -> IngestResult:
     failures: list[RecordFailure] = []
     for item in read:
         (records if isinstance(item, StructureRecord) else failures).append(item)
+        if progress is not None:
+            progress(item)
     return IngestResult(snapshot=read.snapshot, records=records, failures=failures)
