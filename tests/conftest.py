@@ -32,6 +32,15 @@ def postgres_url() -> Iterator[str]:
             yield url
 
 
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server (SQLite, loopback) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 #: A CIF text that no reader can turn into a structure.
 BROKEN_CIF = "data_broken\n_cell_length_a 4.0\nloop_\n _atom_site_label\n Xx\n"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.lineage import lineage
@@ -25,12 +24,6 @@ from matscreen.tasks.errors import NotFoundError
 from matscreen.tasks.featurize import FeatureTable
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.models.xgb import TrainedModel, predict
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture()

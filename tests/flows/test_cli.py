@@ -41,3 +41,32 @@ def test_default_spec_is_the_demo_campaign() -> None:
     args = build_parser().parse_args(["campaign", "run"])
     assert Path(args.spec) == DEFAULT_SPEC
     assert DEFAULT_SPEC.name == "perovskite-water-splitting.yaml" and DEFAULT_SPEC.is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["ingest", "files", "no/such/folder", "--licence", "x", "--citation", "y"],
+            "sources.0.path: file or folder not found",
+        ),
+        (["ingest", "mp", "--range", "band_gap=1"], "--range 'band_gap=1': expected FIELD=MIN:MAX"),
+        (["ingest", "mp", "--range", "band_gap=a:2"], "bounds must be numbers"),
+        (["ingest", "mp", "--properties", "colour"], "sources.0.properties: unknown MP properties"),
+        (["ingest", "prototypes", "perovskite_ABX3", "--site", "A"], "expected LABEL=El1,El2"),
+        (
+            ["ingest", "optimade", "ftp://x", "--licence", "x", "--citation", "y"],
+            "sources.0.base_url: ",
+        ),
+        (
+            ["ingest", "files", ".", "--licence", "x", "--citation", "y", "--property", "hue=h"],
+            "--property 'hue=h': expected NAME=FIELD:UNIT",
+        ),
+    ],
+)
+def test_bad_ingest_arguments_fail_before_any_work(
+    home: Path, capsys, argv: list[str], message: str
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not home.exists()
