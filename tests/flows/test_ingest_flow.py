@@ -99,3 +99,38 @@ def test_cli_prints_the_summary(prefect_server, settings: Settings, capsys) -> N
     row = next(line.split() for line in printed.splitlines() if line.startswith("  prototypes"))
     # Ca/Sr/Ba (2+) with Ti/Zr (4+) balance O3 (6-) but never O2N (7-): 6 candidates.
     assert row[:7] == ["prototypes", "prototypes", "6", "6", "6", "0", "0"]
+
+
+def _row(printed: str, source: str) -> list[str]:
+    return next(line.split() for line in printed.splitlines() if line.startswith(f"  {source} "))
+
+
+def test_cli_reads_the_materials_project(
+    prefect_server, settings: Settings, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from servers.mp import load_summary_documents, mp_server
+
+    key = "Tk3Pq7Wm1Zx5Rb9Hn2Lc6Vf0Gs4Jd8Ay"  # made up; mp-api wants 32 characters
+    monkeypatch.setenv("MP_API_KEY", key)
+    documents = load_summary_documents(data_dir / "materials_project" / "summary_200.jsonl")
+    gaps = [d for d in documents if 1.0 <= d["band_gap"] <= 3.0]
+    with mp_server(documents, key, db_version="2023.11.1") as (url, _):
+        argv = ["ingest", "mp", "--endpoint", url, "--range", "band_gap=1:3", "--quiet"]
+        assert main(argv) == 0
+    printed = capsys.readouterr()
+    n = str(len(gaps))
+    assert _row(printed.out, "mp") == ["mp", "mp", n, n, n, "0", "0", "2023.11.1"]
+    assert key not in printed.out + printed.err
+
+
+def test_cli_reads_aflux(prefect_server, settings: Settings, data_dir: Path, capsys) -> None:
+    from servers.aflux import AfluxServer, load_example_entries
+
+    entries = load_example_entries(data_dir / "aflow")
+    oxides = [e for e in entries if "O" in e["species"]]
+    with AfluxServer(entries) as server:
+        argv = ["ingest", "aflow", "--endpoint", server.url, "--species", "O"]
+        assert main([*argv, "--licence", "AFLOW terms of use", "--quiet"]) == 0
+    row = _row(capsys.readouterr().out, "aflow")
+    n = str(len(oxides))
+    assert row[:7] == ["aflow", "aflow", n, n, n, "0", "0"]
