@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +143,56 @@ def subset_spec(perovskite_subset: Path, tmp_path: Path) -> Path:
     spec = tmp_path / "subset.yaml"
     spec.write_text(SUBSET_SPEC.format(path=perovskite_subset))
     return spec
+
+
+@dataclass(frozen=True)
+class CampaignRuns:
+    """Two finished runs of the subset campaign in one catalog (see :func:`campaign_runs`).
+
+    ``runs[i]`` holds ``run_id``, ``output_dir`` and ``spec`` of run ``i``.
+    """
+
+    home: Path
+    catalog_url: str
+    artifact_dir: Path
+    runs: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def campaign_runs(
+    prefect_server, perovskite_csv: Path, tmp_path_factory: pytest.TempPathFactory
+) -> CampaignRuns:
+    """Two real campaign runs sharing one catalog, made once per test session.
+
+    Run 0 screens the first 241 perovskites (row 7 unreadable, row 12 unfeaturizable), run 1
+    the first 300 (the same rows plus 59 more, intact), so the two rankings differ by new
+    candidates and rank moves. Both go through the real Prefect server and a 2-worker Dask
+    LocalCluster.
+    """
+    from matscreen.flows.cli import main
+
+    folder = tmp_path_factory.mktemp("campaign_runs")
+    home = folder / "home"
+    runs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MATSCREEN_HOME", str(home))
+        patch.setenv("MATSCREEN_DASK_WORKERS", "2")
+        for name in ("MATSCREEN_CATALOG_URL", "MATSCREEN_DASK_ADDRESS"):
+            patch.delenv(name, raising=False)
+        for i, n_rows in enumerate((241, 300)):
+            subset = write_subset(
+                perovskite_csv,
+                folder / f"perovskites_{n_rows}.csv",
+                n_rows,
+                broken_row=7,
+                unknown_element_row=12,
+            )
+            spec = folder / f"subset_{n_rows}.yaml"
+            spec.write_text(SUBSET_SPEC.format(path=subset))
+            out = folder / f"run{i}"
+            if main(["campaign", "run", str(spec), "--output", str(out)]) != 0:
+                pytest.fail(f"campaign run {i} failed")
+            run_id = json.loads((out / "metrics.json").read_text())["run_id"]
+            runs.append({"run_id": run_id, "output_dir": out, "spec": spec})
+        settings = Settings()
+    return CampaignRuns(home, settings.catalog_url, settings.artifact_dir, runs)
