@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, insert, select, update
+from sqlalchemy import Connection, create_engine, insert, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -444,6 +444,31 @@ class Catalog:
             query = query.where(table.c.name.endswith(name_endswith, autoescape=True))
         with self.engine.connect() as conn:
             return [_entity_from_row(row) for row in conn.execute(query.order_by(table.c.name))]
+
+    def run_entities(self, run_id: str, kinds: Sequence[str] | None = None) -> list[Entity]:
+        """Entities that a run's steps generated or used (of ``kinds``, if given), by name.
+
+        A run that arrived at content already stored (a re-run) *used* that entity, so
+        both relations count: the result is what the run read and produced.
+        """
+        edges, activities, entities = schema.edges, schema.activities, schema.entities
+        steps = select(activities.c.id).where(
+            or_(activities.c.parent_id == run_id, activities.c.id == run_id)
+        )
+        touched = union(
+            select(edges.c.subject_id.label("id")).where(
+                edges.c.relation == "wasGeneratedBy", edges.c.object_id.in_(steps)
+            ),
+            select(edges.c.object_id.label("id")).where(
+                edges.c.relation == "used", edges.c.subject_id.in_(steps)
+            ),
+        ).subquery()
+        query = select(entities).where(entities.c.id.in_(select(touched.c.id)))
+        if kinds is not None:
+            query = query.where(entities.c.kind.in_(list(kinds)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(entities.c.kind, entities.c.name)).all()
+        return [_entity_from_row(row) for row in rows]
 
     def get_activity(self, activity_id: str) -> Activity:
         """Return the activity with this id.

@@ -17,16 +17,23 @@ DEFAULT_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-spli
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
-    from prefect.settings import PREFECT_API_URL
-    from prefect_dask import DaskTaskRunner
-
-    from matscreen.flows.campaign import screen_candidates
-    from matscreen.flows.runtime import dask_scheduler, prefect_api
     from matscreen.tasks.spec import load_spec
 
     settings = Settings()
     spec = load_spec(Path(args.spec), settings.data_dir)  # fails here, before any work
     print(f"campaign {spec.name}: spec {args.spec}")
+    _execute_campaign(settings, Path(args.spec), args.output)
+    return 0
+
+
+def _execute_campaign(settings: Settings, spec_path: Path, output: Path | None) -> dict[str, Any]:
+    """Run the campaign flow on Prefect and Dask (served locally when not configured)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect_dask import DaskTaskRunner
+
+    from matscreen.flows.campaign import screen_candidates
+    from matscreen.flows.runtime import dask_scheduler, prefect_api
+
     print(f"catalog {settings.catalog_url_for_display}, data {settings.data_dir}")
     if settings.dask_address and not PREFECT_API_URL.value():
         raise MatscreenError(
@@ -40,12 +47,45 @@ def _run_campaign(args: argparse.Namespace) -> int:
         print(f"Prefect API {api_url}; Dask scheduler {address} ({startup:.1f} s to start)")
         runner = DaskTaskRunner(address=address)
         result = screen_candidates.with_options(task_runner=runner)(
-            spec_path=str(Path(args.spec).resolve()),
-            output_dir=str(args.output) if args.output else None,
+            spec_path=str(spec_path.resolve()),
+            output_dir=str(output) if output else None,
         )
-    total = time.perf_counter() - started
-    _print_summary(result, startup, total)
-    return 0
+    _print_summary(result, startup, time.perf_counter() - started)
+    return result
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from matscreen.catalog import Catalog
+    from matscreen.flows.reproduce import (
+        check_inputs,
+        compare,
+        recorded_run,
+        software_differences,
+        write_spec,
+    )
+
+    settings = Settings()
+    with Catalog(settings.catalog_url) as catalog:
+        recorded = recorded_run(catalog, args.run)
+    check_inputs(recorded)  # refuses changed input files before any work
+    for name, (then, now) in software_differences(recorded.software).items():
+        print(f"note: {name} was {then} in run {args.run}, is {now} now")
+    out = Path(args.output) if args.output else Path("runs") / f"reproduce-{args.run}"
+    spec_path = write_spec(recorded, out)
+    print(f"reproducing run {args.run} ({recorded.spec['name']}) from {spec_path}")
+    result = _execute_campaign(settings, spec_path, out)
+    with Catalog(settings.catalog_url) as catalog:
+        outcome = compare(catalog, recorded, result["run_id"])
+    if outcome.identical:
+        print(f"ranking identical to run {args.run}: {outcome.reproduced[:12]}")
+        return 0
+    print(
+        f"ranking differs from run {args.run}: {outcome.original[:12]} then, "
+        f"{outcome.reproduced[:12]} now"
+    )
+    if outcome.changed_snapshots:
+        print(f"  sources that read different data: {', '.join(outcome.changed_snapshots)}")
+    return 1
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -400,6 +440,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_campaign)
 
     _add_ingest_parser(commands)
+
+    again = commands.add_parser(
+        "reproduce", help="re-run a recorded campaign run and compare its ranking"
+    )
+    again.add_argument("run", help="campaign run id")
+    again.add_argument(
+        "--output", type=Path, default=None, help="output folder; default runs/reproduce-<run>"
+    )
+    again.set_defaults(handler=_reproduce)
 
     trace = commands.add_parser("lineage", help="trace a ranked candidate back to its source")
     trace.add_argument("candidate", help="candidate id as in shortlist.csv (or the source's id)")
