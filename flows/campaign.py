@@ -11,6 +11,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from matscreen.catalog import ArtifactStore, Catalog
+from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.flows.featurize import featurize_records
@@ -67,9 +68,10 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
     config = featurization_config(featurization)
 
     with Catalog(settings.catalog_url) as catalog:
+        artifacts = ArtifactStore(settings.artifact_dir)
         recorder = CampaignRecorder(
             catalog,
-            ArtifactStore(settings.artifact_dir),
+            artifacts,
             run_id,
             "screen-candidates",
             {"spec_path": str(Path(spec_path).resolve()), "output_dir": str(out.resolve())},
@@ -175,11 +177,13 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                 recorder.report(
                     written.value, written.run, ranking_id, [model_id for model_id, _ in stored]
                 )
+        # After the run is closed, so that the crate holds its end time and final status.
+        crate = write_run_crate(catalog, artifacts, run_id, out)
 
     return {
         "run_id": run_id,
         "output_dir": str(out.resolve()),
-        "files": written.value,
+        "files": {**written.value, "crate": {"path": str(crate)}},
         "metrics": document,
         "step_seconds": dict(timer.seconds),
     }

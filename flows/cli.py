@@ -54,6 +54,42 @@ def _execute_campaign(settings: Settings, spec_path: Path, output: Path | None) 
     return result
 
 
+def _export(args: argparse.Namespace) -> int:
+    from matscreen.catalog import ArtifactStore, Catalog
+    from matscreen.catalog.export import export_prov, export_rocrate
+
+    settings = Settings()
+    out = Path(args.output)
+    with Catalog(settings.catalog_url) as catalog:
+        if args.format == "prov":
+            written = export_prov(catalog, args.run, out)
+            print(f"PROV-JSON {written.json}\nPROV-O (Turtle) {written.turtle}")
+            return 0
+        outputs = Path(args.outputs) if args.outputs else None
+        artifacts = ArtifactStore(settings.artifact_dir)
+        crate = export_rocrate(catalog, artifacts, args.run, out, outputs)
+    print(f"RO-Crate {crate.metadata} ({len(crate.files)} files)\ndataset {crate.dataset}")
+    for name in crate.omitted:
+        print(f"  not in the crate: {name} (not found unchanged where the run wrote it)")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    from matscreen.flows.deployments import register_deployments
+
+    if not PREFECT_API_URL.value():
+        raise MatscreenError(
+            "PREFECT_API_URL is not set: deployments go to a Prefect server that workers "
+            "poll (e.g. `prefect server start`, then PREFECT_API_URL=http://host:4200/api)"
+        )
+    registered = register_deployments(Path(args.prefect_file), args.name or None)
+    for name, deployment_id in registered.items():
+        print(f"deployed {name} ({deployment_id})")
+    return 0
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from matscreen.catalog import Catalog
     from matscreen.flows.reproduce import (
@@ -440,6 +476,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_campaign)
 
     _add_ingest_parser(commands)
+
+    export = commands.add_parser("export", help="export a run's provenance as FAIR records")
+    export.add_argument("format", choices=["prov", "rocrate"], help="PROV-JSON/-O or RO-Crate")
+    export.add_argument("run", help="campaign run id")
+    export.add_argument("--output", required=True, help="folder to write into")
+    export.add_argument(
+        "--outputs", help="the run's output folder (rocrate; default: where the run wrote)"
+    )
+    export.set_defaults(handler=_export)
+
+    deploy = commands.add_parser(
+        "deploy", help="register the deployments of deploy/prefect.yaml on the Prefect server"
+    )
+    deploy.add_argument(
+        "--prefect-file",
+        default=str(REPOSITORY_ROOT / "deploy" / "prefect.yaml"),
+        help="deployments file (default deploy/prefect.yaml)",
+    )
+    deploy.add_argument("--name", action="append", help="only this deployment (repeatable)")
+    deploy.set_defaults(handler=_deploy)
 
     again = commands.add_parser(
         "reproduce", help="re-run a recorded campaign run and compare its ranking"
