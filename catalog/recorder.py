@@ -314,14 +314,19 @@ class CampaignRecorder:
         criteria: list[dict[str, Any]],
         prediction_ids: Sequence[str],
         record_ids: dict[str, str],
+        method: dict[str, Any] | None = None,
     ) -> str:
-        """Record the ranking of the candidates; return its entity id."""
+        """Record the ranking of the candidates; return its entity id.
+
+        ``method`` is the campaign's ranking spec (method, diversity, suggestions).
+        """
         sha = self._store_frame(ranking.set_index("id"))
         entity = Entity.new(
             "ranking",
             f"ranking:{sha[:12]}",
             {
-                "method": "smallest criterion margin",
+                "method": (method or {}).get("method", "margin"),
+                "ranking_spec": method,
                 "criteria": criteria,
                 "n_candidates": len(ranking),
                 "n_meeting_criteria": int(ranking["meets_criteria"].sum()),
@@ -365,3 +370,94 @@ class CampaignRecorder:
             completed = True
         finally:
             self.finish("completed" if completed else "failed")
+
+
+# -- models applied to new structures (``matscreen predict``) ---------------------------------
+# Kept apart from the campaign's steps above: a campaign records the predictions of the
+# models it trains (``CampaignRecorder.model``); here a model trained earlier, possibly
+# recorded in another catalog, predicts structures it has never seen.
+
+
+class PredictionRecorder(CampaignRecorder):
+    """A recorder that can also record a stored model's predictions for new structures."""
+
+    def applied_model(
+        self,
+        trained: Any,
+        predictions: pd.DataFrame,
+        run: RunInfo,
+        features_id: str,
+        model_id: str | None = None,
+    ) -> tuple[str, str]:
+        """Record the predictions of a stored model for new structures.
+
+        Parameters
+        ----------
+        trained
+            The model (target, algorithm, params, feature_labels, versions, ``model_json``).
+        predictions
+            One row per record id (index ``id``): prediction, lower, upper (and probability).
+        run
+            The prediction task's run.
+        features_id
+            The feature table the predictions read.
+        model_id
+            The model's entity id from training; when this catalog lacks it, the model is
+            recorded here from its artifact.
+
+        Returns
+        -------
+        (model id, prediction set id)
+        """
+        from matscreen.tasks.errors import NotFoundError
+
+        new: list[Entity] = []
+        used = [features_id]
+        if model_id is not None:
+            try:
+                self.catalog.get_entity(model_id)
+            except NotFoundError:
+                model_id = None
+            else:
+                used.append(model_id)
+        if model_id is None:
+            model_sha = self.artifacts.put_bytes(trained.model_json)
+            model = Entity.new(
+                "model",
+                f"{trained.target}:{trained.algorithm}:{model_sha[:12]}",
+                {
+                    "target": trained.target,
+                    "algorithm": trained.algorithm,
+                    "params": trained.params,
+                    "n_features": len(trained.feature_labels),
+                    "feature_labels_sha256": content_hash(trained.feature_labels),
+                    "versions": trained.versions,
+                    "artifact_sha256": model_sha,
+                    "format": "matscreen-surrogate-json",
+                    "recorded_from": "model artifact (trained outside this catalog)",
+                },
+            )
+            new.append(model)
+            model_id = model.id
+        prediction_sha = self._store_frame(predictions.astype("float64"))
+        prediction_set = Entity.new(
+            "prediction_set",
+            f"{trained.target}:{prediction_sha[:12]}",
+            {
+                "target": trained.target,
+                "n_rows": len(predictions),
+                "columns": list(predictions.columns),
+                "artifact_sha256": prediction_sha,
+                "format": "parquet",
+            },
+        )
+        self.catalog.record_step(
+            self._activity(run, {"target": trained.target}),
+            [*new, prediction_set],
+            used=used,
+            derived=[
+                Edge("wasDerivedFrom", prediction_set.id, model_id),
+                Edge("wasDerivedFrom", prediction_set.id, features_id),
+            ],
+        )
+        return model_id, prediction_set.id

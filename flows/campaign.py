@@ -26,7 +26,15 @@ from matscreen.tasks.dataset import (
 )
 from matscreen.tasks.featurize import citations, describe, featurization_config
 from matscreen.tasks.models import regression_metrics
-from matscreen.tasks.rank import candidate_frame, screening_summary
+from matscreen.tasks.rank import (
+    add_intervals,
+    candidate_frame,
+    screening_summary,
+    screening_validation,
+    shortlist_with,
+    suggest_with,
+)
+from matscreen.tasks.report.artifacts import publish_artifacts
 from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
 from matscreen.tasks.report.outputs import write_outputs
 from matscreen.tasks.runinfo import StepTimer, traced
@@ -143,18 +151,32 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                 candidates = candidate_frame(
                     ids, [formulas[i] for i in ids], {t: p.y_pred for t, p in held_out.items()}
                 )
-                ranked = rank_candidates_task(candidates, list(spec.criteria))
+                levels = add_intervals(candidates, held_out)
+                ranked = rank_candidates_task(
+                    candidates, list(spec.criteria), spec.ranking, levels or None
+                )
+                mmr = spec.ranking.diversity.mmr_lambda is not None
+                shortlist = shortlist_with(
+                    ranked.value, spec.shortlist_size, spec.ranking, table.frame if mmr else None
+                )
+                suggestions = suggest_with(ranked.value, spec.ranking, shortlist.ids)
+                # The recorded ranking carries the shortlist choice (position, skip reason).
+                ranking = shortlist.table
                 ranking_id = recorder.ranking(
-                    ranked.value,
+                    ranking,
                     ranked.run,
                     [c.model_dump() for c in spec.criteria],
                     [prediction_id for _, prediction_id in stored],
                     record_ids,
+                    method=spec.ranking.model_dump(mode="json"),
                 )
 
             with timer.step("report"):
                 screening = screening_summary(
-                    ranked.value, labels, list(spec.criteria), spec.shortlist_size
+                    ranked.value, labels, list(spec.criteria), spec.shortlist_size, shortlist.ids
+                )
+                screening["validation"] = screening_validation(
+                    ranked.value, labels, list(spec.criteria)
                 )
                 counts = run_counts(results, table, split.value, ranked.value)
                 document = metrics_document(
@@ -172,8 +194,9 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                     software,
                 )
                 written = traced(write_outputs)(
-                    out, ranked.value, spec.shortlist_size, document, html
+                    out, ranking, shortlist.frame(), document, html, suggestions
                 )
+                publish_artifacts(shortlist.frame(), document)
                 recorder.report(
                     written.value, written.run, ranking_id, [model_id for model_id, _ in stored]
                 )

@@ -312,9 +312,17 @@ SourceSpec = Annotated[
 
 
 class SplitSpec(_Strict):
-    """How the held-out test set is chosen, before any fitting."""
+    """How the held-out test set is chosen, before any fitting.
 
-    method: Literal["random"] = "random"
+    ``random`` holds out each record by the hash of (seed, record id). ``composition`` and
+    ``chemsys`` hold out whole groups by the hash of (seed, group): every record of one
+    reduced formula (all polymorphs of SrTiO3), or of one chemical system (every Sr-Ti-O
+    phase), lands on the same side, so held-out metrics measure how the models do on
+    chemistries they have not seen. Cross-validation inside the training part then folds by
+    the same groups.
+    """
+
+    method: Literal["random", "composition", "chemsys"] = "random"
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     seed: int = 0
 
@@ -376,13 +384,69 @@ class FeaturizationSpec(_Strict):
         return self
 
 
+#: Learning algorithms a model spec may name.
+MODEL_ALGORITHMS = (
+    "xgboost",
+    "random_forest",
+    "gradient_boosting",
+    "kernel_ridge",
+    "gaussian_process",
+)
+
+_ParamValue = bool | int | float | str | None
+
+
 class ModelSpec(_Strict):
-    """One surrogate model: the property it predicts and how it is fitted."""
+    """One surrogate model: the property it predicts and how it is fitted.
+
+    ``kind`` is ``regressor`` (one model of the label), ``two_stage_gap`` (a classifier
+    separates labels at or below ``metal_threshold`` — metals, for a band gap — from the
+    rest, a regressor is fitted on the rest, and a row whose probability of a gap is below
+    ``gap_decision`` — chosen by cross-validation when not given — gets 0) or
+    ``classifier`` (labels are 0/1, or 1 where the label is at or below
+    ``positive_at_most``, e.g. energy above hull <= 0.025 eV/atom for "stable").
+
+    Features are imputed (medians of the training rows, except for xgboost, which treats
+    NaN as missing), optionally standardized (``scale``; on by default for kernel ridge and
+    Gaussian processes) and optionally reduced to the ``select_features`` columns most
+    correlated with the label — all inside the fitted pipeline, so each cross-validation
+    fold learns them from its own training rows only.
+
+    ``search`` tunes ``search_space`` (parameter -> candidate values; the algorithm's
+    default space if empty) by ``cv_folds``-fold cross-validation on the training part:
+    ``random`` samples ``search_iterations`` candidates, ``halving`` runs successive
+    halving over them. ``interval`` chooses the conformal method of the prediction
+    intervals (``cv``: out-of-fold residuals of the same folds; ``split``: a calibration
+    part held back from fitting; ``none``) and ``interval_level`` their default coverage.
+    """
 
     target: str
-    algorithm: Literal["xgboost"] = "xgboost"
-    params: dict[str, int | float | str] = Field(default_factory=dict)
+    algorithm: Literal[MODEL_ALGORITHMS] = "xgboost"  # type: ignore[valid-type]
+    kind: Literal["regressor", "two_stage_gap", "classifier"] = "regressor"
+    params: dict[str, _ParamValue] = Field(default_factory=dict)
     clip_min: float | None = None
+    metal_threshold: float = Field(default=0.0, ge=0.0)
+    gap_decision: float | None = Field(default=None, gt=0.0, lt=1.0)
+    positive_at_most: float | None = None
+    scale: bool | None = None
+    select_features: int | None = Field(default=None, ge=1)
+    cv_folds: int = Field(default=5, ge=2, le=20)
+    search: Literal["none", "random", "halving"] = "none"
+    search_iterations: int = Field(default=12, ge=1, le=500)
+    search_space: dict[str, list[_ParamValue]] = Field(default_factory=dict)
+    interval: Literal["cv", "split", "none"] = "cv"
+    interval_level: float = Field(default=0.9, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.kind == "classifier" and self.algorithm == "kernel_ridge":
+            raise ValueError("kernel_ridge cannot be a classifier; choose another algorithm")
+        if self.kind != "classifier" and self.positive_at_most is not None:
+            raise ValueError("'positive_at_most' applies to kind 'classifier' only")
+        empty = sorted(name for name, values in self.search_space.items() if not values)
+        if empty:
+            raise ValueError(f"search_space: no candidate values for {empty}")
+        return self
 
 
 class CriterionSpec(_Strict):
@@ -402,6 +466,71 @@ class CriterionSpec(_Strict):
         return self
 
 
+class DiversitySpec(_Strict):
+    """How the shortlist is spread over chemistries.
+
+    ``by`` groups candidates by chemical system (``O-Sr-Ti``) or by prototype (the
+    candidate's ``prototype`` where its table has one, else its anonymized formula,
+    ``ABC3``), and ``cap`` is the most candidates of one group the shortlist takes.
+    ``mmr_lambda`` picks by maximal marginal relevance on the candidates' feature vectors:
+    each next pick maximizes λ·score − (1 − λ)·(similarity to the closest pick so far), so
+    1 ranks by score alone and 0 by dissimilarity alone; ``metric`` is the distance between
+    standardized feature vectors. Both may be given.
+    """
+
+    by: Literal["chemsys", "prototype", "none"] = "none"
+    cap: int | None = Field(default=None, ge=1)
+    mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0)
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+
+    @model_validator(mode="after")
+    def _cap_with_groups(self) -> DiversitySpec:
+        if self.by != "none" and self.cap is None:
+            raise ValueError(f"'by: {self.by}' needs a 'cap' (candidates per group)")
+        if self.by == "none" and self.cap is not None:
+            raise ValueError("'cap' needs 'by' (chemsys or prototype)")
+        return self
+
+
+class SuggestSpec(_Strict):
+    """Next experiments: ``n`` candidates by P(success) + ``kappa`` · (outcome entropy)."""
+
+    n: int = Field(ge=1)
+    kappa: float = Field(default=1.0, ge=0.0)
+    exclude_shortlist: bool = True
+
+
+class RankingSpec(_Strict):
+    """How held-out candidates are ranked, and the shortlist spread.
+
+    ``method``: ``margin`` (smallest distance of a point prediction to a bound),
+    ``probability`` (probability of meeting every criterion, from the prediction
+    intervals) or ``pareto`` (non-dominated fronts of the per-criterion
+    ``pareto_objective``, best front first). ``interval_level`` is the coverage of the
+    intervals the probabilities are computed from; by default each model's own.
+    """
+
+    method: Literal["probability", "margin", "pareto"] = "margin"
+    pareto_objective: Literal["probability", "margin"] = "probability"
+    interval_level: float | None = Field(default=None, gt=0.0, lt=1.0)
+    diversity: DiversitySpec = DiversitySpec()
+    suggest: SuggestSpec | None = None
+
+    @model_validator(mode="after")
+    def _objective_for_pareto(self) -> RankingSpec:
+        if "pareto_objective" in self.model_fields_set and self.method != "pareto":
+            raise ValueError(f"'pareto_objective' applies to method 'pareto', not {self.method!r}")
+        return self
+
+    def needs_uncertainty(self) -> str | None:
+        """The key that needs prediction intervals (``method``, ``suggest``), if any."""
+        if self.method == "probability" or (
+            self.method == "pareto" and self.pareto_objective == "probability"
+        ):
+            return "method"
+        return "suggest" if self.suggest is not None else None
+
+
 class CampaignSpec(_Strict):
     """A screening campaign: sources, split, featurization, models, criteria, shortlist."""
 
@@ -413,6 +542,7 @@ class CampaignSpec(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     criteria: list[CriterionSpec] = Field(min_length=1)
     shortlist_size: int = Field(default=50, ge=1)
+    ranking: RankingSpec = RankingSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:
@@ -448,6 +578,15 @@ class CampaignSpec(_Strict):
                     f"criteria.{i}.unit: {criterion.unit!r}, but {criterion.property} is in "
                     f"{units[criterion.property]!r}"
                 )
+        needs = self.ranking.needs_uncertainty()
+        if needs is not None:
+            for i, model in enumerate(self.models):
+                wanted = any(c.property == model.target for c in self.criteria)
+                if wanted and model.interval == "none":
+                    raise ValueError(
+                        f"ranking.{needs}: needs prediction intervals, but "
+                        f"models.{i}.interval is 'none' ({model.target})"
+                    )
         return self
 
     def units(self) -> dict[str, str]:

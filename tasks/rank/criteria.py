@@ -8,10 +8,13 @@ margin is its smallest margin over all criteria: it meets the campaign exactly w
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from matscreen.tasks.errors import ModelError
+from matscreen.tasks.rank.order import order_by
 from matscreen.tasks.spec import CriterionSpec
 
 
@@ -26,6 +29,31 @@ def candidate_frame(
     """Table of candidates to rank: ``id``, ``formula`` and ``pred_<property>`` columns."""
     columns = {prediction_column(prop): values for prop, values in predictions.items()}
     return pd.DataFrame({"id": ids, "formula": formulas, **columns})
+
+
+def add_intervals(candidates: pd.DataFrame, predictions: dict[str, Any]) -> dict[str, float]:
+    """Add each model's prediction intervals as ``lower_<p>`` / ``upper_<p>`` columns.
+
+    ``predictions`` maps a property to its PredictionRecord-like held-out predictions
+    (``ids``, ``lower``, ``upper``, ``level``). Models without calibrated intervals
+    (``level`` None) add nothing: a zero-width interval would read as certainty.
+
+    Returns
+    -------
+    dict
+        The coverage level of each property's interval columns.
+    """
+    from matscreen.tasks.rank.probability import lower_column, upper_column
+
+    levels: dict[str, float] = {}
+    for prop, p in predictions.items():
+        if getattr(p, "level", None) is None or p.lower is None or p.upper is None:
+            continue
+        order = pd.Series(range(len(p.ids)), index=p.ids)[candidates["id"]].to_numpy()
+        candidates[lower_column(prop)] = np.asarray(p.lower, dtype=float)[order]
+        candidates[upper_column(prop)] = np.asarray(p.upper, dtype=float)[order]
+        levels[prop] = float(p.level)
+    return levels
 
 
 def criterion_margin(values: np.ndarray, criterion: CriterionSpec) -> np.ndarray:
@@ -72,12 +100,7 @@ def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> 
         per_criterion.append(margin)
     ranked["margin"] = np.minimum.reduce(per_criterion) if per_criterion else 0.0
     ranked["meets_criteria"] = ranked["margin"] >= 0
-    # Margins that agree to 1e-9 (in the property's unit) are ties, so floating-point
-    # noise does not decide the order; ties go by id.
-    order = pd.DataFrame({"key": ranked["margin"].round(9), "id": ranked["id"]})
-    ranked = ranked.loc[order.sort_values(["key", "id"], ascending=[False, True]).index]
-    ranked["rank"] = np.arange(1, len(ranked) + 1)
-    return ranked.reset_index(drop=True)
+    return order_by(ranked, [("margin", True)])
 
 
 def meets_all(values: dict[str, np.ndarray], criteria: list[CriterionSpec]) -> np.ndarray:
@@ -93,6 +116,7 @@ def screening_summary(
     reported: dict[str, dict[str, float | None]],
     criteria: list[CriterionSpec],
     shortlist_size: int,
+    shortlist_ids: list[str] | None = None,
 ) -> dict[str, int | float | None]:
     """Compare a ranking with the reported (true) values of the held-out candidates.
 
@@ -123,10 +147,13 @@ def screening_summary(
     }
     true_hit = meets_all(values, criteria) if ids else np.zeros(0, dtype=bool)
     size = min(shortlist_size, len(ids))
+    picked = set(shortlist_ids) if shortlist_ids is not None else set(ids[:size])
     return {
         "n_candidates": len(ids),
         "n_predicted_hits": int(ranking["meets_criteria"].sum()),
         "n_true_hits": int(true_hit.sum()),
         "shortlist_size": size,
-        "true_hits_in_shortlist": int(true_hit[:size].sum()),
+        "true_hits_in_shortlist": int(
+            sum(hit for i, hit in zip(ids, true_hit, strict=True) if i in picked)
+        ),
     }

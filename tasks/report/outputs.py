@@ -23,11 +23,15 @@ def shortlist_frame(ranking: pd.DataFrame, size: int) -> pd.DataFrame:
 def write_outputs(
     output_dir: Path,
     ranking: pd.DataFrame,
-    shortlist_size: int,
+    shortlist: pd.DataFrame,
     metrics: dict[str, Any],
     report_html: str,
+    suggestions: pd.DataFrame | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write ``shortlist.csv``, ``ranking.csv``, ``metrics.json`` and ``report.html``.
+
+    ``shortlist`` is the chosen candidates in shortlist order (with diversity they are not
+    simply the top of the ranking); ``suggestions``, when given, go to ``suggestions.csv``.
 
     Each file is written to a temporary name and renamed, so a file is either complete
     or absent.
@@ -39,7 +43,7 @@ def write_outputs(
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     texts = {
-        "shortlist.csv": shortlist_frame(ranking, shortlist_size).to_csv(
+        "shortlist.csv": shortlist_frame(shortlist, len(shortlist)).to_csv(
             index=False, float_format="%.6g"
         ),
         "ranking.csv": ranking.to_csv(index=False, float_format="%.6g"),
@@ -47,6 +51,8 @@ def write_outputs(
         "metrics.json": json.dumps(json.loads(canonical_json(metrics)), indent=2) + "\n",
         "report.html": report_html,
     }
+    if suggestions is not None:
+        texts["suggestions.csv"] = suggestions.to_csv(index=False, float_format="%.6g")
     written: dict[str, dict[str, Any]] = {}
     for name, text in texts.items():
         path = output_dir / name

@@ -1,0 +1,65 @@
+"""Prefect artifacts of a campaign run: the shortlist as a table, the metrics as markdown.
+
+They appear on the flow run's page in the Prefect UI, next to its logs and task runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+#: Shortlist columns shown in the Prefect UI (the full table is in shortlist.csv).
+_SHOWN = ("rank", "id", "formula", "margin", "p_success", "meets_criteria")
+
+
+def metrics_markdown(document: dict[str, Any]) -> str:
+    """The held-out metrics and screening figures of a run as a markdown table."""
+    lines = [
+        f"## {document['campaign']} — run `{document['run_id']}`",
+        "",
+        "| target | MAE | RMSE | R² | dummy MAE | train | test | unit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for target, m in document["targets"].items():
+        cells = [_number(m.get(k)) for k in ("mae", "rmse", "r2", "dummy_mae")]
+        lines.append(
+            f"| {target} | {' | '.join(cells)} | {m.get('n_train', '')} | "
+            f"{m.get('n_test', '')} | {m.get('unit', '')} |"
+        )
+    s = document["screening"]
+    lines += [
+        "",
+        f"{s['n_predicted_hits']} of {s['n_candidates']} held-out candidates predicted to meet "
+        f"every criterion; {s['n_true_hits']} truly do, {s['true_hits_in_shortlist']} of them "
+        f"in the shortlist of {s['shortlist_size']}.",
+    ]
+    for top in (s.get("validation") or {}).get("top", []):
+        lines.append(
+            f"- top {top['fraction']:.0%} ({top['k']}): {top['hits']} true hits, recall "
+            f"{_number(top['recall'])}, enrichment {_number(top['enrichment'])}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4g}"
+
+
+def publish_artifacts(shortlist: pd.DataFrame, document: dict[str, Any]) -> None:
+    """Create the run's ``shortlist`` table and ``metrics`` markdown artifacts in Prefect."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    columns = [c for c in _SHOWN if c in shortlist.columns]
+    columns += [c for c in shortlist.columns if c.startswith("pred_")]
+    rows = shortlist[columns].astype(object).where(shortlist[columns].notna(), None)
+    create_table_artifact(
+        key="shortlist",
+        table=rows.to_dict(orient="records"),
+        description=f"Shortlist of campaign {document['campaign']}",
+    )
+    create_markdown_artifact(
+        key="metrics",
+        markdown=metrics_markdown(document),
+        description=f"Held-out metrics of campaign {document['campaign']}",
+    )
