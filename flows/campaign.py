@@ -189,7 +189,7 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                     records,
                     table,
                     held_out,
-                    ranked.value,
+                    ranking,
                     describe(config, len(columns)),
                     software,
                 )

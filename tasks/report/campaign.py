@@ -26,6 +26,16 @@ def criterion_label(criterion: CriterionSpec) -> str:
     return f"{low}{criterion.property}{high} {criterion.unit}"
 
 
+def _shortlist_rows(ranking: pd.DataFrame, size: int) -> list[dict[str, Any]]:
+    """The shortlist in its order: the marked rows of the ranking, else its top ``size``."""
+    if "shortlist_position" in ranking.columns:
+        picked = ranking[ranking["shortlist_position"].notna()].sort_values("shortlist_position")
+    else:
+        picked = shortlist_frame(ranking, size)
+    rows = picked.astype(object).where(picked.notna(), None)
+    return rows.to_dict(orient="records")
+
+
 def funnel(ranking: pd.DataFrame, criteria: list[CriterionSpec]) -> list[tuple[str, int]]:
     """Candidates passing each criterion on its own, then all of them."""
     rows = [("candidates", len(ranking))]
@@ -133,7 +143,9 @@ def campaign_report(
         units=units,
         criteria=[c.model_dump() for c in spec.criteria],
         funnel=funnel(ranking, list(spec.criteria)),
-        shortlist=shortlist_frame(ranking, spec.shortlist_size).to_dict(orient="records"),
+        shortlist=_shortlist_rows(ranking, spec.shortlist_size),
+        ranking_method=spec.ranking.method,
+        validation=document["screening"].get("validation"),
         step_seconds=document["step_seconds"],
         software=software,
         parity_png=parity,

@@ -36,6 +36,8 @@ class ReportContext:
     software: dict[str, str]
     parity_png: dict[str, bytes] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    ranking_method: str = "margin"
+    validation: dict[str, Any] | None = None
 
 
 def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit: str) -> bytes:
@@ -138,14 +140,36 @@ from {{ c.featurization.featurizers | join(", ") }} (configuration sha256
 {% endfor %}
 </table>
 
+{% if c.validation %}
+<h2>Screening validation (held-out candidates)</h2>
+<p>{{ c.validation.n_true_hits }} of {{ c.validation.n_candidates }} held-out candidates
+truly meet every criterion (reported values).{% if c.validation.note %}
+{{ c.validation.note }}{% endif %}</p>
+<table>
+<tr><th>top of the ranking</th><th>candidates</th><th>true hits</th><th>recall</th>
+<th>enrichment over random</th></tr>
+{% for t in c.validation.top %}
+<tr><td>{{ "%d%%" % (t.fraction * 100) }}</td><td>{{ t.k }}</td><td>{{ t.hits }}</td>
+<td>{{ "n/a" if t.recall is none else "%.2f" % t.recall }}</td>
+<td>{{ "n/a" if t.enrichment is none else "%.1f" % t.enrichment }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+
 <h2>Shortlist</h2>
+<p>Ranked by {{ c.ranking_method }}.</p>
 <table>
 <tr><th>rank</th><th class="l">id</th><th class="l">formula</th>
 {% for cr in c.criteria %}<th>predicted {{ cr.property }} ({{ cr.unit }})</th>{% endfor %}
+{% if c.shortlist and "p_success" in c.shortlist[0] %}<th>P(success)</th>{% endif %}
 <th>margin</th><th class="l">meets criteria</th></tr>
 {% for row in c.shortlist %}
 <tr><td>{{ row.rank }}</td><td class="l">{{ row.id }}</td><td class="l">{{ row.formula }}</td>
-{% for cr in c.criteria %}<td>{{ "%.3f" % row["pred_" ~ cr.property] }}</td>{% endfor %}
+{% for cr in c.criteria %}<td>{{ "%.3f" % row["pred_" ~ cr.property] }}
+{%- if row.get("lower_" ~ cr.property) is not none %}
+[{{ "%.3f" % row["lower_" ~ cr.property] }}, {{ "%.3f" % row["upper_" ~ cr.property] }}]
+{%- endif %}</td>{% endfor %}
+{% if "p_success" in row %}<td>{{ "%.3f" % row.p_success }}</td>{% endif %}
 <td>{{ "%.3f" % row.margin }}</td>
 <td class="l">{% if row.meets_criteria %}<span class="ok">yes</span>
 {% else %}no{% endif %}</td></tr>
