@@ -454,6 +454,179 @@ def _add_ingest_parser(commands: Any) -> None:
     spec.set_defaults(handler=_ingest)
 
 
+# -- provenance questions ---------------------------------------------------------------------
+
+
+def _ref(node: Any) -> str:
+    return f"{node.kind:<17}{node.id[:12]}  {node.name}"
+
+
+def _run_line(run: Any) -> str:
+    spec = f" spec {run.spec}" if run.spec else ""
+    return f"{run.id}  {run.name:<18} {run.status:<9} {run.started_at}{spec}"
+
+
+def _as_json(value: Any) -> None:
+    print(
+        json.dumps(
+            asdict(value) if not isinstance(value, list) else [asdict(v) for v in value],
+            indent=2,
+            default=str,
+        )
+    )
+
+
+def _impact(args: argparse.Namespace) -> int:
+    from matscreen.catalog import Catalog
+    from matscreen.catalog.queries import impact
+
+    with Catalog(Settings().catalog_url) as catalog:
+        found = impact(catalog, args.entity)
+    if args.json:
+        _as_json(found)
+        return 0
+    print(f"downstream of {_ref(found.start)}")
+    for entity in found.entities:
+        print(f"  {_ref(entity)}")
+    for kind, count in found.per_record.items():
+        print(f"  ({count} {kind} entities)")
+    print(f"in {len(found.runs)} run(s):")
+    for run in found.runs:
+        print(f"  {_run_line(run)}")
+    return 0
+
+
+def _find(args: argparse.Namespace) -> int:
+    from matscreen.catalog import ArtifactStore, Catalog
+    from matscreen.catalog.queries import find_candidates, find_models, find_runs
+
+    settings = Settings()
+    with Catalog(settings.catalog_url) as catalog:
+        if args.what == "runs":
+            runs = find_runs(
+                catalog,
+                database_version=args.database_version,
+                source=args.source,
+                snapshot_sha256=args.snapshot_sha256,
+                model_sha256=args.model_sha256,
+            )
+            if args.json:
+                _as_json(runs)
+            for run in [] if args.json else runs:
+                print(_run_line(run))
+        elif args.what == "models":
+            models = find_models(catalog, source=args.source, target=args.target)
+            if args.json:
+                _as_json(models)
+            for m in [] if args.json else models:
+                mae = _number(m.metrics.get("mae"), 4)
+                print(f"{m.id[:12]}  {m.name}  MAE {mae}  sources {', '.join(m.sources)}")
+        else:
+            criteria = [_criterion(text) for text in args.criterion or []]
+            found = find_candidates(
+                catalog, ArtifactStore(settings.artifact_dir), args.run, criteria or None
+            )
+            if args.json:
+                _as_json(found)
+            for c in [] if args.json else found:
+                print(f"{c.rank:5d}  {c.id:<28} {c.formula:<12} margin {c.margin:.3f}")
+    return 0
+
+
+def _criterion(text: str) -> dict[str, Any]:
+    """``band_gap=1.4:3.1:eV`` (either bound may be empty) → a criterion."""
+    name, sep, rest = text.partition("=")
+    parts = rest.split(":")
+    if not sep or len(parts) != 3:
+        raise MatscreenError(f"--criterion {text!r}: expected PROPERTY=MIN:MAX:UNIT")
+    low, high, unit = parts
+    try:
+        bounds = {k: float(v) for k, v in (("min", low), ("max", high)) if v.strip()}
+    except ValueError as exc:
+        raise MatscreenError(f"--criterion {text!r}: bounds must be numbers") from exc
+    return {"property": name, "unit": unit, **bounds}
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from matscreen.catalog import ArtifactStore, Catalog
+    from matscreen.catalog.queries import diff_runs
+
+    settings = Settings()
+    with Catalog(settings.catalog_url) as catalog:
+        d = diff_runs(catalog, ArtifactStore(settings.artifact_dir), args.run_a, args.run_b)
+    if args.json:
+        _as_json(d)
+        return 0
+    print(f"{d.run_a} -> {d.run_b}")
+    print(f"  new candidates {len(d.new)}, dropped {len(d.dropped)}, unchanged {d.unchanged}")
+    print(f"  new hits {len(d.new_hits)}: {', '.join(d.new_hits[:10])}")
+    print(f"  dropped hits {len(d.dropped_hits)}: {', '.join(d.dropped_hits[:10])}")
+    print(f"  largest rank moves ({len(d.moves)} moved):")
+    for move in d.moves[: args.top]:
+        print(f"    {move.id:<28} {move.rank_a:5d} -> {move.rank_b:5d} ({move.delta:+d})")
+    for change in d.inputs:
+        print(f"  {change.kind}: only in a {len(change.only_a)}, only in b {len(change.only_b)}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from matscreen.catalog import Catalog
+    from matscreen.catalog.queries import show
+
+    with Catalog(Settings().catalog_url) as catalog:
+        shown = show(catalog, args.node)
+    if args.json:
+        _as_json(shown)
+        return 0
+    print(_ref(shown.node))
+    for key, value in shown.attributes.items():
+        print(f"  {key}: {value}")
+    for relation, related in shown.relations.items():
+        if not related.nodes:
+            continue
+        print(f"  {relation}:")
+        for node in related.nodes:
+            print(f"    {_ref(node)}")
+        for kind, count in related.omitted.items():
+            print(f"    ... and {count} more {kind}")
+    for run in shown.runs:
+        print(f"  in run {_run_line(run)}")
+    return 0
+
+
+def _add_query_parsers(commands: Any) -> None:
+    impact = commands.add_parser("impact", help="everything downstream of an entity")
+    impact.add_argument("entity", help="entity id, unique id prefix or name")
+    impact.add_argument("--json", action="store_true")
+    impact.set_defaults(handler=_impact)
+
+    find = commands.add_parser("find", help="find runs, models or candidates")
+    find.add_argument("what", choices=["runs", "models", "candidates"])
+    find.add_argument("--database-version", dest="database_version", help="runs: source release")
+    find.add_argument("--source", help="runs/models: a source name or kind")
+    find.add_argument("--snapshot-sha256", dest="snapshot_sha256", help="runs: a snapshot")
+    find.add_argument("--model-sha256", dest="model_sha256", help="runs: a model artifact")
+    find.add_argument("--target", help="models: the predicted property")
+    find.add_argument("--run", help="candidates: the run (default: latest ranking)")
+    find.add_argument(
+        "--criterion", action="append", help="candidates: PROPERTY=MIN:MAX:UNIT (repeatable)"
+    )
+    find.add_argument("--json", action="store_true")
+    find.set_defaults(handler=_find)
+
+    diff = commands.add_parser("diff", help="how run B's ranking differs from run A's")
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.add_argument("--top", type=int, default=10, help="rank moves to list")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(handler=_diff)
+
+    show = commands.add_parser("show", help="any entity or activity, with its neighbours")
+    show.add_argument("node", help="id, unique id prefix (8+ characters) or entity name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``matscreen`` command."""
     parser = argparse.ArgumentParser(
@@ -476,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_campaign)
 
     _add_ingest_parser(commands)
+    _add_query_parsers(commands)
 
     export = commands.add_parser("export", help="export a run's provenance as FAIR records")
     export.add_argument("format", choices=["prov", "rocrate"], help="PROV-JSON/-O or RO-Crate")
