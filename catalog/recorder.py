@@ -433,7 +433,7 @@ class PredictionRecorder(CampaignRecorder):
                     "feature_labels_sha256": content_hash(trained.feature_labels),
                     "versions": trained.versions,
                     "artifact_sha256": model_sha,
-                    "format": "matscreen-surrogate-json",
+                    "format": trained.artifact_format,
                     "recorded_from": "model artifact (trained outside this catalog)",
                 },
             )

@@ -116,7 +116,14 @@ edges = Table(
     UniqueConstraint("relation", "subject_id", "object_id", name="uq_edges"),
     CheckConstraint(relation_check_sql(), name="ck_edges_relation"),
     Index("ix_edges_subject", "subject_id", "relation"),
-    Index("ix_edges_object", "object_id", "relation"),
+    # Walks against the edges' direction (what was derived from an entity, which activities
+    # used it) look edges up by object and relation and read the subject. With the subject
+    # in it, this index answers those lookups alone, and SQLite, which keeps no statistics,
+    # chooses it over the unique index (relation, subject_id, object_id), through which it
+    # would scan every edge of the relation: the impact of a snapshot of 9,000 records took
+    # 60 s that way and takes 0.4 s this way. It extends, and replaces, ix_edges_object
+    # (object_id, relation).
+    Index("ix_edges_object_subject", "object_id", "relation", "subject_id"),
 )
 
 _APPEND_ONLY = (entities, edges)

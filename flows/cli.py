@@ -650,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_ingest_parser(commands)
     _add_query_parsers(commands)
+    from matscreen.flows.train import add_train_parsers
+
+    add_train_parsers(commands)
 
     export = commands.add_parser("export", help="export a run's provenance as FAIR records")
     export.add_argument("format", choices=["prov", "rocrate"], help="PROV-JSON/-O or RO-Crate")

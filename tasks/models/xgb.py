@@ -46,7 +46,9 @@ class TrainedModel:
 class PredictionRecord:
     """Predictions of one model for a set of records, with the labels where known.
 
-    ``baseline`` is the dummy model's prediction: the mean training label.
+    ``baseline`` is the dummy model's prediction: the mean training label. Models with
+    calibrated uncertainty also give each row's interval (``lower``, ``upper`` at
+    ``level``) and, for classifiers and two-stage models, a probability.
     """
 
     target: str
@@ -55,6 +57,10 @@ class PredictionRecord:
     y_pred: list[float]
     baseline: float
     n_train: int
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+    probability: list[float] | None = None
+    level: float | None = None
 
 
 def _check_training_data(

@@ -70,9 +70,7 @@ def test_campaign_end_to_end(
     assert len(ranking) == n_test - in_test and len(shortlist) == 10
     assert list(shortlist["rank"]) == list(range(1, 11))
     # Without a diversity rule the shortlist is the top of the ranking; ranking.csv marks it.
-    pd.testing.assert_frame_equal(
-        shortlist, ranking[shortlist.columns].head(10), check_dtype=False
-    )
+    pd.testing.assert_frame_equal(shortlist, ranking[shortlist.columns].head(10), check_dtype=False)
     assert list(ranking["shortlist_position"].head(10)) == list(range(1, 11))
     assert ranking["shortlist_position"].iloc[10:].isna().all()
     assert (np.diff(ranking["margin"]) <= 1e-9).all()
