@@ -110,6 +110,10 @@ class Catalog:
             self.engine = create_engine(url, future=True)
             schema.enable_sqlite_foreign_keys(self.engine)
             schema.metadata.create_all(self.engine)
+            # create_all adds no index to a table that exists: a catalog made by an older
+            # matscreen gets the edge indexes the provenance queries need here.
+            for index in schema.edges.indexes:
+                index.create(self.engine, checkfirst=True)
             self._check_version()
         except (SQLAlchemyError, ImportError) as exc:
             raise CatalogError(
