@@ -46,7 +46,7 @@ from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.models import regression_metrics
 from matscreen.tasks.models.xgb import PredictionRecord, TrainedModel
 from matscreen.tasks.rank.criteria import rank_candidates
-from matscreen.tasks.report.outputs import write_outputs
+from matscreen.tasks.report.outputs import shortlist_frame, write_outputs
 from matscreen.tasks.runinfo import RunInfo, utc_now
 from matscreen.tasks.sources.records import (
     IngestResult,
@@ -258,9 +258,8 @@ def record_campaign(
         ranking_id = recorder.ranking(
             ranking, _run("rank_candidates"), CRITERIA, [p for _, p in stored], record_ids
         )
-        files = write_outputs(
-            output_dir, ranking, SPEC["shortlist_size"], {"run_id": run_id}, report_html
-        )
+        shortlist = shortlist_frame(ranking, SPEC["shortlist_size"])
+        files = write_outputs(output_dir, ranking, shortlist, {"run_id": run_id}, report_html)
         recorder.report(files, _run("write_outputs"), ranking_id, [m for m, _ in stored])
     return Built(
         catalog,
