@@ -518,7 +518,9 @@ class RankingSpec(_Strict):
 
     @model_validator(mode="after")
     def _objective_for_pareto(self) -> RankingSpec:
-        if "pareto_objective" in self.model_fields_set and self.method != "pareto":
+        # The default is accepted with any method, so that a recorded (fully dumped) spec
+        # loads again; a non-default objective only makes sense for Pareto ranking.
+        if self.pareto_objective != "probability" and self.method != "pareto":
             raise ValueError(f"'pareto_objective' applies to method 'pareto', not {self.method!r}")
         return self
 

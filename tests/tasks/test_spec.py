@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from matscreen.flows.cli import DEFAULT_SPEC
+from matscreen.flows.settings import REPOSITORY_ROOT
 from matscreen.tasks.errors import SpecError
 from matscreen.tasks.spec import load_spec
 
@@ -122,3 +123,14 @@ def test_demo_spec_extends_the_fast_preset_with_site_resolved_features(data_dir)
     config = featurization_config(load_spec(DEFAULT_SPEC, data_dir).featurization)
     classes = [f["cls"].rsplit(".", 1)[1] for f in config["featurizers"]]
     assert classes[-1] == "CoordinationElementProperty" and classes[0] == "ElementProperty"
+
+
+@pytest.mark.parametrize(
+    "example", sorted((REPOSITORY_ROOT / "deploy" / "campaigns").glob("*.yaml")), ids=str
+)
+def test_recorded_spec_loads_again(example: Path, tmp_path: Path, data_dir: Path) -> None:
+    """A run records its spec fully dumped; reproducing it loads that dump as a spec."""
+    spec = load_spec(example, data_dir)
+    dumped = tmp_path / "recorded.yaml"
+    dumped.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    assert load_spec(dumped, data_dir).fingerprint() == spec.fingerprint()
