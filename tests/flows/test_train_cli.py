@@ -7,29 +7,19 @@ folder, exactly the promised prediction columns and the provenance in the catalo
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from matscreen.flows.train import add_train_parsers
-from matscreen.tasks.errors import MatscreenError
-
 
 def run_cli(argv: list[str]) -> int:
-    """The ``matscreen`` entry with the train and predict commands, as the CLI runs them."""
-    parser = argparse.ArgumentParser(prog="matscreen")
-    add_train_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except MatscreenError as exc:
-        print(f"matscreen: error: {exc}", file=sys.stderr)
-        return 2
+    """The ``matscreen`` command, as a user runs it."""
+    from matscreen.flows.cli import main
+
+    return main(argv)
 
 
 def write_input(
