@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def test_cli_reads_the_materials_project(
 ) -> None:
     from servers.mp import load_summary_documents, mp_server
 
-    key = "Tk3Pq7Wm1Zx5Rb9Hn2Lc6Vf0Gs4Jd8Ay"  # made up; mp-api wants 32 characters
+    key = secrets.token_hex(16)  # throwaway; mp-api wants 32 characters
     monkeypatch.setenv("MP_API_KEY", key)
     documents = load_summary_documents(data_dir / "materials_project" / "summary_200.jsonl")
     gaps = [d for d in documents if 1.0 <= d["band_gap"] <= 3.0]

@@ -13,6 +13,7 @@ lands in the catalog or the outputs.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from matscreen.flows.cli import REPOSITORY_ROOT, main
 from matscreen.flows.settings import Settings
 
 SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "mp-oqmd-oxide-gaps.yaml"
-API_KEY = "Mx4Tq8Wb2Rk6Yn0Hs3Lc7Vp1Gd5Jf9Az"  # made up; mp-api wants 32 characters
+#: A throwaway key made for this test run (mp-api wants 32 characters); never a real one.
+API_KEY = secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")

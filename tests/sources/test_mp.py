@@ -7,6 +7,7 @@ the server's code. No test reaches beyond 127.0.0.1: a guard fails any other con
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
 import traceback
@@ -27,8 +28,8 @@ from matscreen.tasks.spec import MPSourceSpec
 
 #: The environment variable the specs name, and made-up keys of the 32 characters mp-api wants.
 KEY_ENV = "MATSCREEN_TEST_MP_KEY"
-API_KEY = "Zq7Kp2Lm9Xw4Rt6Yh1Bv8Nc3Df5Gs0Ja"
-WRONG_KEY = "Wr0ngWr0ngWr0ngWr0ngWr0ngWr0ng12"
+API_KEY = secrets.token_hex(16)
+WRONG_KEY = secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
