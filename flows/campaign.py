@@ -12,19 +12,17 @@ from prefect.runtime import flow_run
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
-from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import CampaignRecorder
-from matscreen.flows.featurize import featurize_records
+from matscreen.flows.featurize import featurize_and_record
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import (
     candidate_arrays,
-    feature_failures,
     labels_of,
     training_arrays,
 )
-from matscreen.tasks.featurize import citations, describe, featurization_config
+from matscreen.tasks.featurize import describe, featurization_config
 from matscreen.tasks.models import regression_metrics
 from matscreen.tasks.rank import (
     add_intervals,
@@ -103,18 +101,8 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
             train_ids, test_ids = split.value.train_ids, split.value.test_ids
 
             with timer.step("featurize"):
-                store = FeatureStore(settings.feature_dir, config)
-                table, runs, reused = featurize_records(
-                    records, featurization, store, settings.worker_count
-                )
-                features_id = recorder.features(
-                    table,
-                    runs,
-                    config,
-                    citations(config),
-                    record_ids,
-                    failures=feature_failures(records, table),
-                    reused=reused,
+                table, features_id, _ = featurize_and_record(
+                    records, featurization, settings, recorder, record_ids
                 )
             columns = list(table.frame.columns)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import unmapped
 from prefect.futures import as_completed
 
@@ -59,3 +61,34 @@ def featurize_records(
         stored = store.lookup(keys.values())
     table = table_for_records(keys, stored)
     return table, runs, len(set(keys.values())) - len(todo)
+
+
+def featurize_and_record(
+    records: list[StructureRecord],
+    featurization: FeaturizationSpec,
+    settings: Any,
+    recorder: Any,
+    record_ids: dict[str, str],
+) -> tuple[FeatureTable, str, int]:
+    """Featurize records through the feature store and record the step in the catalog.
+
+    Returns
+    -------
+    (FeatureTable, the feature table's entity id, structures taken from the store)
+    """
+    from matscreen.tasks.dataset import feature_failures
+    from matscreen.tasks.featurize import citations
+
+    config = featurization_config(featurization)
+    store = FeatureStore(settings.feature_dir, config)
+    table, runs, reused = featurize_records(records, featurization, store, settings.worker_count)
+    features_id = recorder.features(
+        table,
+        runs,
+        config,
+        citations(config),
+        record_ids,
+        failures=feature_failures(records, table),
+        reused=reused,
+    )
+    return table, features_id, reused

@@ -151,15 +151,13 @@ def train_model(
     import pandas as pd
 
     from matscreen.catalog import Catalog
-    from matscreen.catalog.features import FeatureStore
-    from matscreen.flows.featurize import featurize_records
+    from matscreen.flows.featurize import featurize_and_record
     from matscreen.tasks.dataset import (
         candidate_arrays,
-        feature_failures,
         labels_of,
         training_arrays,
     )
-    from matscreen.tasks.featurize import citations, featurization_config
+    from matscreen.tasks.featurize import featurization_config
     from matscreen.tasks.models.evaluation import evaluate
     from matscreen.tasks.models.surrogate import train_surrogate
     from matscreen.tasks.models.xgb import PredictionRecord
@@ -187,18 +185,8 @@ def train_model(
             groups = record_groups(records, split_spec.method)
             chosen = traced(choose_split)([r.id for r in records], split_spec, groups)
             split_id = recorder.split(chosen.value, chosen.run, snapshots)
-            store = FeatureStore(settings.feature_dir, config)
-            table, runs, reused = featurize_records(
-                records, featurization_spec, store, settings.worker_count
-            )
-            features_id = recorder.features(
-                table,
-                runs,
-                config,
-                citations(config),
-                record_ids,
-                failures=feature_failures(records, table),
-                reused=reused,
+            table, features_id, reused = featurize_and_record(
+                records, featurization_spec, settings, recorder, record_ids
             )
             columns = list(table.frame.columns)
             labels = labels_of(records, spec.target)
