@@ -48,7 +48,9 @@ class IngestedSources:
     record_ids
         ``{record id: catalog entity id}`` of every record.
     summary
-        Per source: records read, new to the catalog, duplicates, failures, snapshot.
+        Per source: records read, new to the catalog, duplicates, failures, snapshot, and
+        for an incremental read the entries new, changed, unchanged and removed at the
+        source and the documents fetched (``changes``; None for a full read).
     """
 
     results: list[IngestResult]
@@ -101,6 +103,7 @@ def ingest_and_record(
                 "duplicates": sum(r.duplicate_of is not None for r in result.records),
                 "errors": len(result.failures),
                 "snapshot_id": recorded.snapshot_id,
+                "changes": asdict(result.changes) if result.changes is not None else None,
             }
         )
     return IngestedSources(results, snapshot_ids, record_ids, summary)

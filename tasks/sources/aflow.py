@@ -22,14 +22,28 @@ string: a *matchbook* of keywords, some with arguments that filter (``,`` is AND
 ``a*`` means at least ``a`` and ``*b`` at most ``b``), followed by directives (``paging(n,k)``
 for page ``n`` of ``k`` entries, ``format(json)``). Every keyword named is returned. The
 answer is an object whose keys ``"i of N"`` number the entries over the whole result.
+
+Incremental re-runs
+-------------------
+When the read has a state folder and the spec's ``incremental`` is true (the default), the
+entries read are saved by auid (:mod:`matscreen.tasks.sources.entry_cache`), per endpoint and
+matchbook. A later read first lists the query's ``auid`` and ``aflowlib_date`` (the same
+filters and page size, so the same order and pages), then fetches full entries only for
+auids that are new, whose ``aflowlib_date`` changed or that have none, by batches of at most
+:data:`MAX_IDS_PER_REQUEST` (``auid('aflow:…':'aflow:…')`` in front of the usual matchbook, so
+an entry comes back with exactly the keywords of a full read). The other entries are the saved
+ones; auids no longer listed are dropped. The snapshot's hash is the same whether an entry was
+saved or fetched.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +52,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
+from matscreen.tasks.sources.entry_cache import EntryCache, Listed
 from matscreen.tasks.sources.http import JsonClient
 from matscreen.tasks.sources.properties import as_number
 from matscreen.tasks.spec import AFLOW_PROPERTIES, AflowSourceSpec
@@ -62,6 +77,12 @@ AFLUX_KEYWORDS: tuple[str, ...] = (
     "aflowlib_version",
     "aflowlib_date",
 )
+
+#: Keywords of the listing that starts an incremental read: the id and the entry's date.
+LISTING_KEYWORDS: tuple[str, ...] = ("auid", "aflowlib_date")
+
+#: Most auids asked for in one request of an incremental read, which keeps the URL short.
+MAX_IDS_PER_REQUEST = 100
 
 #: Entry keywords kept in a record's ``extra`` when the entry has them.
 EXTRA_KEYWORDS: tuple[str, ...] = (
@@ -177,6 +198,10 @@ _FORMULA_TERM = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 _KEYWORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CATALOG = re.compile(r"[A-Za-z0-9]+")
 _PAGE_KEY = re.compile(r"\s*(\d+)\s+of\s+(\d+)\s*")
+#: An auid that can be quoted in a matchbook as it is (``aflow:0003b1ab0ca0d60a``).
+_AUID = re.compile(r"[A-Za-z0-9:._-]+")
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -465,15 +490,32 @@ def page_size(spec: AflowSourceSpec) -> int:
     return min(spec.page_size, spec.limit) if spec.limit is not None else spec.page_size
 
 
-def aflux_matchbook(spec: AflowSourceSpec) -> str:
+def aflux_matchbook(
+    spec: AflowSourceSpec,
+    keywords: Sequence[str] = AFLUX_KEYWORDS,
+    auids: Sequence[str] | None = None,
+) -> str:
     """The matchbook of a spec's query: filters and requested keywords, without paging.
+
+    Parameters
+    ----------
+    spec
+        The source's spec, which gives the filters.
+    keywords
+        The keywords asked for besides the filtered ones; the first must be ``auid``, by
+        which AFLUX sorts the result.
+    auids
+        When given, only these entries are asked for: ``auid('aflow:…':'aflow:…')``.
 
     Raises
     ------
     SourceError
         If a species is not an element, the catalog or a range keyword is not a plain name.
     """
-    arguments: dict[str, str | None] = {AFLUX_KEYWORDS[0]: None}
+    auid_filter = None
+    if auids is not None:
+        auid_filter = ":".join(f"'{auid}'" for auid in auids)
+    arguments: dict[str, str | None] = {keywords[0]: auid_filter}
     if spec.species:
         for symbol in spec.species:
             if not Element.is_valid_symbol(symbol):
@@ -491,7 +533,7 @@ def aflux_matchbook(spec: AflowSourceSpec) -> str:
         if arguments.get(keyword) is not None:
             raise SourceError(f"source {spec.name}: {keyword} is filtered twice")
         arguments[keyword] = _range_argument(bounds.min, bounds.max)
-    for keyword in AFLUX_KEYWORDS:
+    for keyword in keywords:
         arguments.setdefault(keyword, None)
     return ",".join(
         keyword if argument is None else f"{keyword}({argument})"
@@ -499,8 +541,13 @@ def aflux_matchbook(spec: AflowSourceSpec) -> str:
     )
 
 
-def aflux_query(spec: AflowSourceSpec, page: int) -> str:
-    """The AFLUX summons for one page of a spec's query (the URL's query string, unescaped).
+def aflux_query(
+    spec: AflowSourceSpec, page: int, matchbook: str | None = None, size: int | None = None
+) -> str:
+    """The AFLUX summons for one page of a query (the URL's query string, unescaped).
+
+    The query is the spec's own unless ``matchbook`` is given; pages hold ``size`` entries,
+    by default :func:`page_size`.
 
     >>> aflux_query(AflowSourceSpec(kind="aflow", name="a", licence="x",
     ...     species=["Si", "O"], nspecies=2), 1)  # doctest: +ELLIPSIS
@@ -508,13 +555,18 @@ def aflux_query(spec: AflowSourceSpec, page: int) -> str:
     """
     if page < 1:
         raise SourceError(f"source {spec.name}: AFLUX pages are numbered from 1, not {page}")
-    return f"{aflux_matchbook(spec)},paging({page},{page_size(spec)}),format(json)"
+    matchbook = matchbook if matchbook is not None else aflux_matchbook(spec)
+    size = size if size is not None else page_size(spec)
+    return f"{matchbook},paging({page},{size}),format(json)"
 
 
-def aflux_url(spec: AflowSourceSpec, page: int) -> str:
+def aflux_url(
+    spec: AflowSourceSpec, page: int, matchbook: str | None = None, size: int | None = None
+) -> str:
     """The URL of one page: the endpoint, ``?`` and the summons, its operators unescaped."""
     base = spec.endpoint if spec.endpoint.endswith(("/", "?")) else spec.endpoint + "/"
-    return base.rstrip("?") + "?" + quote(aflux_query(spec, page), safe="(),:*!$'")
+    summons = aflux_query(spec, page, matchbook, size)
+    return base.rstrip("?") + "?" + quote(summons, safe="(),:*!$'")
 
 
 def read_aflux_page(body: Any, where: str) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
@@ -568,6 +620,8 @@ def iter_aflow(spec: AflowSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
     ``snapshot.query`` holds the matchbook, the first page's summons, the page size, the
     limit and the number of pages requested; ``snapshot.database_version`` the distinct
     ``aflowlib_version`` values of the entries, comma-separated (empty when they carry none).
+    With a state folder and ``spec.incremental``, only new and changed entries are fetched
+    in full (see the module's description) and ``snapshot.changes`` says what changed.
 
     Raises
     ------
@@ -576,9 +630,10 @@ def iter_aflow(spec: AflowSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
         not page as asked, or ends the result before the total it announced.
     """
     size = page_size(spec)
+    matchbook = aflux_matchbook(spec)
     snapshot.query.update(
         {
-            "matchbook": aflux_matchbook(spec),
+            "matchbook": matchbook,
             "summons": aflux_query(spec, 1),
             "page_size": size,
             "limit": spec.limit,
@@ -586,39 +641,152 @@ def iter_aflow(spec: AflowSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
     )
     versions: set[str] = set()
     seen: set[str] = set()
-    row = 0
-    total: int | None = None
     with JsonClient(spec.name) as client:
-        for page in itertools.count(1):
-            url = aflux_url(spec, page)
-            where = f"source {spec.name}: {url}"
-            entries, page_total = read_aflux_page(client.get_json(url), where)
+        entries: Iterable[tuple[int, dict[str, Any]]] | None = None
+        if snapshot.state_dir is not None and spec.incremental:
+            identity = {"endpoint": spec.endpoint, "matchbook": matchbook}
+            cache = EntryCache.open(Path(snapshot.state_dir), "aflow", identity)
+            entries = _refreshed_entries(client, spec, cache, snapshot)
+        if entries is None:
+            entries = aflux_entries(client, spec, matchbook, size, spec.limit, snapshot)
+        for row, (index, entry) in enumerate(entries, start=1):
+            snapshot.add_document(entry)
+            source_id = _entry_id(entry, index)
+            if source_id in seen:
+                yield failure(spec, source_id, row, f"AFLUX entry {index} repeats {source_id}")
+                continue
+            seen.add(source_id)
+            version = entry.get("aflowlib_version")
+            if version:
+                versions.add(str(version))
+                snapshot.database_version = ", ".join(sorted(versions))
+            yield _record(spec, source_id, row, index, entry)
+
+
+def aflux_entries(
+    client: JsonClient,
+    spec: AflowSourceSpec,
+    matchbook: str,
+    size: int,
+    limit: int | None = None,
+    snapshot: SnapshotBuilder | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(index, entry)`` of every entry a matchbook selects, asking page after page.
+
+    Stops after ``limit`` entries, on a page shorter than ``size`` or when the
+    ``"i of N"`` keys reach ``N``. ``snapshot.query["pages"]``, when a snapshot is given,
+    counts the pages asked for.
+
+    Raises
+    ------
+    SourceError
+        If the server fails permanently, answers something that is not an AFLUX page, does
+        not page as asked, repeats a page, or ends the result before the total it announced.
+    """
+    read = 0
+    total: int | None = None
+    seen: set[str] = set()
+    for page in itertools.count(1):
+        url = aflux_url(spec, page, matchbook, size)
+        where = f"source {spec.name}: {url}"
+        entries, page_total = read_aflux_page(client.get_json(url), where)
+        if snapshot is not None:
             snapshot.query["pages"] = page
-            total = page_total if page_total is not None else total
-            _check_page(entries, total, page, size, row, where)
-            if not entries:
+        total = page_total if page_total is not None else total
+        _check_page(entries, total, page, size, read, where)
+        if not entries:
+            return
+        fresh = 0
+        for index, entry in entries:
+            read += 1
+            source_id = _entry_id(entry, index)
+            fresh += source_id not in seen
+            seen.add(source_id)
+            yield index, entry
+            if limit is not None and read >= limit:
                 return
-            fresh = 0
-            for index, entry in entries:
-                row += 1
-                snapshot.add_document(entry)
-                source_id = str(entry.get("auid") or entry.get("aurl") or f"entry {index}")
-                if source_id in seen:
-                    yield failure(spec, source_id, row, f"AFLUX entry {index} repeats {source_id}")
-                else:
-                    seen.add(source_id)
-                    fresh += 1
-                    version = entry.get("aflowlib_version")
-                    if version:
-                        versions.add(str(version))
-                        snapshot.database_version = ", ".join(sorted(versions))
-                    yield _record(spec, source_id, row, index, entry)
-                if spec.limit is not None and row >= spec.limit:
-                    return
-            if fresh == 0:
-                raise SourceError(f"{where}: page {page} repeats entries already read")
-            if len(entries) < size or (total is not None and entries[-1][0] >= total):
-                return
+        if fresh == 0:
+            raise SourceError(f"{where}: page {page} repeats entries already read")
+        if len(entries) < size or (total is not None and entries[-1][0] >= total):
+            return
+
+
+def _entry_id(entry: dict[str, Any], index: int) -> str:
+    """The id of an AFLUX entry: its auid, else its aurl, else its position."""
+    return str(entry.get("auid") or entry.get("aurl") or f"entry {index}")
+
+
+def _refreshed_entries(
+    client: JsonClient, spec: AflowSourceSpec, cache: EntryCache, snapshot: SnapshotBuilder
+) -> list[tuple[int, dict[str, Any]]] | None:
+    """The query's ``(index, entry)`` pairs in listing order, fetching only what changed.
+
+    With nothing saved yet, the query is read in full, its entries being their own listing.
+    Saves the refreshed entries and sets ``snapshot.changes``. Returns None, and the read
+    fetches every entry as usual, when the listing holds an entry without a usable auid.
+    """
+    size = page_size(spec)
+    if not cache.entries:
+        matchbook = aflux_matchbook(spec)
+        entries = list(aflux_entries(client, spec, matchbook, size, spec.limit, snapshot))
+        listing = _listing(entries, spec.name)
+        if listing is None:
+            return entries
+        fetched: dict[str, dict[str, Any]] = {}
+        for _, entry in entries:
+            fetched.setdefault(entry["auid"], entry)
+    else:
+        matchbook = aflux_matchbook(spec, LISTING_KEYWORDS)
+        listed = aflux_entries(client, spec, matchbook, size, spec.limit, snapshot)
+        listing = _listing(listed, spec.name)
+        if listing is None:
+            return None
+        fetched = _fetch_by_auid(client, spec, cache.stale(listing))
+    documents, snapshot.changes = cache.refresh(listing, fetched, _aflowlib_date)
+    cache.save()
+    log.info("source %s: %s", spec.name, snapshot.changes.describe())
+    return [
+        (index, documents[auid])
+        for index, (auid, _) in enumerate(listing, start=1)
+        if auid in documents
+    ]
+
+
+def _aflowlib_date(entry: dict[str, Any]) -> Any:
+    return entry.get("aflowlib_date")
+
+
+def _listing(entries: Iterable[tuple[int, dict[str, Any]]], source: str) -> list[Listed] | None:
+    """``(auid, aflowlib_date)`` of every entry; None if one has no auid that can be quoted."""
+    listing: list[Listed] = []
+    for _, entry in entries:
+        auid = entry.get("auid")
+        if not isinstance(auid, str) or not _AUID.fullmatch(auid):
+            log.warning(
+                "source %s: AFLUX lists an entry without a usable auid (%r); every entry is "
+                "fetched and none is saved",
+                source,
+                auid,
+            )
+            return None
+        listing.append((auid, _aflowlib_date(entry)))
+    return listing
+
+
+def _fetch_by_auid(
+    client: JsonClient, spec: AflowSourceSpec, auids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The full entries of ``auids`` by auid, asked for in batches of the spec's keywords."""
+    fetched: dict[str, dict[str, Any]] = {}
+    batch_size = min(page_size(spec), MAX_IDS_PER_REQUEST)
+    for start in range(0, len(auids), batch_size):
+        batch = auids[start : start + batch_size]
+        matchbook = aflux_matchbook(spec, auids=batch)
+        asked = set(batch)
+        for _, entry in aflux_entries(client, spec, matchbook, batch_size):
+            if entry.get("auid") in asked:
+                fetched.setdefault(entry["auid"], entry)
+    return fetched
 
 
 def _record(

@@ -29,6 +29,7 @@ from matscreen.tasks.sources.properties import PROPERTY_UNITS, as_number
 from matscreen.tasks.sources.records import (
     IngestResult,
     RecordFailure,
+    RefreshCounts,
     SourceSnapshot,
     StructureRecord,
 )
@@ -56,7 +57,8 @@ class SnapshotBuilder:
     :attr:`query`. The snapshot's sha256 is over the documents' canonical JSON (or bytes),
     so two reads that saw the same data get the same hash. :attr:`state_dir`, when given, is
     a folder where a reader of a remote source may keep what it already fetched, so that a
-    killed read resumes instead of starting over.
+    killed read resumes instead of starting over, or a re-run fetches only what changed; a
+    reader that re-reads incrementally sets :attr:`changes` to what it found.
     """
 
     spec: Any
@@ -65,6 +67,7 @@ class SnapshotBuilder:
     database_version: str = ""
     retrieved_at: str = field(default_factory=utc_now)
     state_dir: Path | None = None
+    changes: RefreshCounts | None = None
     n_documents: int = 0
     n_items: int = 0
     size_bytes: int = 0
@@ -239,6 +242,11 @@ class SourceRead:
             raise SourceError(f"source {self.spec.name}: snapshot asked before the read ended")
         return self.builder.finish()
 
+    @property
+    def changes(self) -> RefreshCounts | None:
+        """New, changed, unchanged and removed entries of an incremental read; else None."""
+        return self.builder.changes
+
 
 def describe_location(spec: Any) -> str:
     """Return where a spec reads from: its file path, endpoint or prototype."""
@@ -274,4 +282,6 @@ def read_source(
         (records if isinstance(item, StructureRecord) else failures).append(item)
         if progress is not None:
             progress(item)
-    return IngestResult(snapshot=read.snapshot, records=records, failures=failures)
+    return IngestResult(
+        snapshot=read.snapshot, records=records, failures=failures, changes=read.changes
+    )

@@ -10,13 +10,27 @@ give the properties the spec maps to normalized names.
 Screening needs one element on every site, so entries that describe disorder — a species with
 several chemical symbols, a vacancy, a concentration below one, alternative site assemblies —
 become :class:`RecordFailure` items that say so, and the read goes on.
+
+Incremental re-runs
+-------------------
+When the read has a state folder and the spec's ``incremental`` is true (the default), the
+entries read are saved by id (:mod:`matscreen.tasks.sources.entry_cache`), per versioned base
+URL, filter and response fields. A later read first lists the query's entries with
+``response_fields=id,last_modified``, following ``links.next``, then fetches full documents
+only for ids that are new, whose ``last_modified`` changed or that have none, by batches of at
+most :data:`MAX_IDS_PER_REQUEST` ids (``id="a" OR id="b" …``, following ``links.next`` should
+the provider cap the page size). The other documents are the saved ones; ids no longer listed
+are dropped. Records come in the order of the listing, which is the order of a full read, so
+the snapshot's hash is the same whether a document was saved or fetched.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -25,6 +39,7 @@ from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
+from matscreen.tasks.sources.entry_cache import EntryCache, Listed
 from matscreen.tasks.sources.http import JsonClient, redact
 from matscreen.tasks.spec import OptimadeSourceSpec
 
@@ -45,6 +60,12 @@ STRUCTURE_FIELDS = (
     "last_modified",
     "immutable_id",
 )
+
+#: Fields of the listing that starts an incremental read.
+LISTING_FIELDS = "id,last_modified"
+
+#: Most ids asked for in one request of an incremental read, which keeps the URL short.
+MAX_IDS_PER_REQUEST = 100
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +250,9 @@ def iter_optimade(spec: OptimadeSourceSpec, snapshot: SnapshotBuilder) -> Iterat
     """Read an OPTIMADE ``structures`` endpoint into structure records, page by page.
 
     The snapshot records the endpoint, the filter and fields asked, and the API version and
-    provider reported by ``/info``; its hash is over the entries as received.
+    provider reported by ``/info``; its hash is over the entries as received. With a state
+    folder and ``spec.incremental``, only new and changed entries are fetched in full (see
+    the module's description) and ``snapshot.changes`` says what changed.
 
     Raises
     ------
@@ -241,7 +264,7 @@ def iter_optimade(spec: OptimadeSourceSpec, snapshot: SnapshotBuilder) -> Iterat
     structures_url = f"{base}/structures"
     fields = [*STRUCTURE_FIELDS, *(prop.field for prop in spec.properties.values())]
     page_limit = min(spec.page_limit, spec.limit) if spec.limit else spec.page_limit
-    params: dict[str, Any] | None = {
+    params: dict[str, Any] = {
         "page_limit": page_limit,
         "response_fields": ",".join(dict.fromkeys(fields)),
     }
@@ -261,36 +284,158 @@ def iter_optimade(spec: OptimadeSourceSpec, snapshot: SnapshotBuilder) -> Iterat
         provider, snapshot.database_version = describe_database(
             client.get_json(info_url), info_url, spec.name
         )
-        url: str | None = structures_url
+        pages = StructurePages(client, structures_url, spec.name)
+        entries: Iterable[Any] | None = None
+        if snapshot.state_dir is not None and spec.incremental:
+            identity = {
+                "base_url": base,
+                "filter": spec.filter,
+                "response_fields": params["response_fields"],
+            }
+            cache = EntryCache.open(Path(snapshot.state_dir), "optimade", identity)
+            entries = _refreshed_entries(spec, pages, cache, params, snapshot)
+        if entries is None:
+            entries = itertools.islice(pages.entries(params), spec.limit)
+        for row, entry in enumerate(entries, start=1):
+            snapshot.add_document(entry)
+            yield entry_item(spec, entry, row, provider, structures_url)
+
+
+class StructurePages:
+    """The entries of ``structures`` queries, page after page through ``links.next``.
+
+    Parameters
+    ----------
+    client
+        The read's HTTP client.
+    structures_url
+        The provider's ``…/v1/structures`` URL.
+    source
+        The source's name, for messages.
+    """
+
+    def __init__(self, client: JsonClient, structures_url: str, source: str) -> None:
+        self.client = client
+        self.structures_url = structures_url
+        self.source = source
+        self._warned: set[str] = set()
+
+    def entries(self, params: dict[str, Any]) -> Iterator[Any]:
+        """Yield every entry of the query ``params``, asking for a page only when needed.
+
+        Raises
+        ------
+        SourceError
+            If a page is not an OPTIMADE response or ``links.next`` repeats a page.
+        """
+        url: str | None = self.structures_url
+        query: dict[str, Any] | None = params
         followed: set[str] = set()
-        warned: set[str] = set()
-        row = 0
         while url is not None:
-            page = client.get_json(url, params)
+            page = self.client.get_json(url, query)
             if not isinstance(page, dict) or not isinstance(page.get("data"), list):
                 raise SourceError(
-                    f"source {spec.name}: {redact(url)} did not answer an OPTIMADE response "
+                    f"source {self.source}: {redact(url)} did not answer an OPTIMADE response "
                     "(no 'data' list)"
                 )
             # Providers explain surprises here, e.g. a filter field they do not know and
             # treated as unknown, which silently matches nothing.
             for warning in _page_warnings(page):
-                if warning not in warned:
-                    warned.add(warning)
-                    log.warning("source %s: %s warns: %s", spec.name, redact(url), warning)
-            for entry in page["data"]:
-                row += 1
-                snapshot.add_document(entry)
-                yield entry_item(spec, entry, row, provider, structures_url)
-                if spec.limit is not None and row >= spec.limit:
-                    return
+                if warning not in self._warned:
+                    self._warned.add(warning)
+                    log.warning("source %s: %s warns: %s", self.source, redact(url), warning)
+            yield from page["data"]
             # The next link carries the filter and page position itself.
-            url, params = next_link(page, url, spec.name), None
+            url, query = next_link(page, url, self.source), None
             if url is not None:
                 # A provider that links back to a page already read would never end the read.
                 if url in followed:
-                    raise SourceError(f"source {spec.name}: links.next repeats {redact(url)}")
+                    raise SourceError(f"source {self.source}: links.next repeats {redact(url)}")
                 followed.add(url)
+
+
+def id_filter(ids: Sequence[str]) -> str:
+    """The OPTIMADE filter that selects exactly ``ids`` (quotes and backslashes escaped).
+
+    >>> id_filter(["oqmd-1", "oqmd-7"])
+    'id="oqmd-1" OR id="oqmd-7"'
+    """
+    quoted = (entry_id.replace("\\", "\\\\").replace('"', '\\"') for entry_id in ids)
+    return " OR ".join(f'id="{entry_id}"' for entry_id in quoted)
+
+
+def _last_modified(entry: dict[str, Any]) -> Any:
+    attributes = entry.get("attributes")
+    return attributes.get("last_modified") if isinstance(attributes, dict) else None
+
+
+def _refreshed_entries(
+    spec: OptimadeSourceSpec,
+    pages: StructurePages,
+    cache: EntryCache,
+    params: dict[str, Any],
+    snapshot: SnapshotBuilder,
+) -> list[Any] | None:
+    """The query's entries in listing order, fetching only new and changed ones in full.
+
+    With nothing saved yet, the query is read in full, its entries being their own listing.
+    Saves the refreshed entries and sets ``snapshot.changes``. Returns None, and the read
+    fetches every document as usual, when the listing holds an entry without an id.
+    """
+    if not cache.entries:
+        entries = list(itertools.islice(pages.entries(params), spec.limit))
+        listing = _listing(entries, spec.name)
+        if listing is None:
+            return entries
+        fetched: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            fetched.setdefault(entry["id"], entry)
+    else:
+        listed = pages.entries({**params, "response_fields": LISTING_FIELDS})
+        listing = _listing(itertools.islice(listed, spec.limit), spec.name)
+        if listing is None:
+            return None
+        fetched = _fetch_by_id(pages, cache.stale(listing), spec.page_limit, params)
+    documents, snapshot.changes = cache.refresh(listing, fetched, _last_modified)
+    cache.save()
+    log.info("source %s: %s", spec.name, snapshot.changes.describe())
+    return [documents[entry_id] for entry_id, _ in listing if entry_id in documents]
+
+
+def _listing(entries: Iterable[Any], source: str) -> list[Listed] | None:
+    """``(id, last_modified)`` of every entry; None if one has no id (it cannot be saved)."""
+    listing: list[Listed] = []
+    for entry in entries:
+        entry_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(entry_id, str) or not entry_id:
+            log.warning(
+                "source %s: the provider lists an entry without an id; every document is "
+                "fetched and none is saved",
+                source,
+            )
+            return None
+        listing.append((entry_id, _last_modified(entry)))
+    return listing
+
+
+def _fetch_by_id(
+    pages: StructurePages, ids: Sequence[str], page_limit: int, params: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The full entries of ``ids`` by id, asked for in batches (``id="a" OR id="b" …``)."""
+    fetched: dict[str, dict[str, Any]] = {}
+    batch_size = min(page_limit, MAX_IDS_PER_REQUEST)
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
+        query = {
+            "filter": id_filter(batch),
+            "page_limit": len(batch),
+            "response_fields": params["response_fields"],
+        }
+        asked = set(batch)
+        for entry in pages.entries(query):
+            if isinstance(entry, dict) and entry.get("id") in asked:
+                fetched.setdefault(entry["id"], entry)
+    return fetched
 
 
 def _page_warnings(page: dict[str, Any]) -> list[str]:

@@ -101,9 +101,55 @@ class RecordFailure:
 
 
 @dataclass(frozen=True)
+class RefreshCounts:
+    """How an incremental read of a remote query compares with the previous read of it.
+
+    Attributes
+    ----------
+    listed
+        Entries the provider lists for the query now.
+    new
+        Listed entries that the previous read did not have.
+    changed
+        Entries of the previous read whose document is different now.
+    unchanged
+        Entries whose document is the one read before, taken from the saved copy or
+        fetched again to check (an entry without a modification time is always fetched).
+    removed
+        Entries of the previous read that the provider no longer lists.
+    fetched
+        Full documents fetched over the network.
+    """
+
+    listed: int
+    new: int
+    changed: int
+    unchanged: int
+    removed: int
+    fetched: int
+
+    def describe(self) -> str:
+        """One line for a summary.
+
+        >>> counts = RefreshCounts(listed=97, new=2, changed=1, unchanged=94, removed=1, fetched=3)
+        >>> counts.describe()
+        '2 new, 1 changed, 94 unchanged, 1 removed; 3 documents fetched'
+        """
+        return (
+            f"{self.new} new, {self.changed} changed, {self.unchanged} unchanged, "
+            f"{self.removed} removed; {self.fetched} documents fetched"
+        )
+
+
+@dataclass(frozen=True)
 class IngestResult:
-    """What one source read produced."""
+    """What one source read produced.
+
+    ``changes`` is set when the read was incremental (a remote source re-read with its saved
+    entries); it is None for a full read.
+    """
 
     snapshot: SourceSnapshot
     records: list[StructureRecord]
     failures: list[RecordFailure]
+    changes: RefreshCounts | None = None

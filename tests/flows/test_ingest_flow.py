@@ -132,6 +132,16 @@ def test_cli_reads_aflux(prefect_server, settings: Settings, data_dir: Path, cap
     with AfluxServer(entries) as server:
         argv = ["ingest", "aflow", "--endpoint", server.url, "--species", "O"]
         assert main([*argv, "--licence", "AFLOW terms of use", "--quiet"]) == 0
-    row = _row(capsys.readouterr().out, "aflow")
+        first = capsys.readouterr().out
+        # A re-run lists the entries and takes their saved documents.
+        assert main([*argv, "--licence", "AFLOW terms of use", "--quiet"]) == 0
+        second = capsys.readouterr().out
+    row = _row(first, "aflow")
     n = str(len(oxides))
     assert row[:7] == ["aflow", "aflow", n, n, n, "0", "0"]
+    assert f"  aflow: incremental read, {n} new, 0 changed, 0 unchanged" in first
+    assert _row(second, "aflow")[:7] == ["aflow", "aflow", n, n, "0", "0", "0"]
+    assert (
+        f"  aflow: incremental read, 0 new, 0 changed, {n} unchanged, 0 removed; "
+        "0 documents fetched"
+    ) in second

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,7 @@ def write_optimade_jsonl(path: Path, documents: Iterable[dict[str, Any]]) -> Pat
     return path
 
 
-def _listening_socket() -> socket.socket:
+def listening_socket() -> socket.socket:
     """A loopback TCP socket already listening on a free port, to hand to the server."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -191,6 +191,7 @@ def reference_server(
     workdir: Path,
     provider_fields: Iterable[str] = (*OQMD_FIELDS, *ALEXANDRIA_FIELDS),
     start_timeout_s: float = 30.0,
+    listening: socket.socket | None = None,
 ) -> Iterator[str]:
     """Run the OPTIMADE reference server on loopback, serving ``documents``; yield its base URL.
 
@@ -204,6 +205,10 @@ def reference_server(
         Provider-specific ``structures`` fields the server makes queryable.
     start_timeout_s
         How long to wait for the server to answer before giving up.
+    listening
+        A socket from :func:`listening_socket` to serve on, which stays open afterwards: a
+        server started later on the same socket answers at the same base URL, as a provider
+        does after updating its database. By default the server gets a socket of its own.
 
     Raises
     ------
@@ -234,7 +239,8 @@ def reference_server(
     log_path = workdir / "server.log"
     # The listening socket is passed to uvicorn by descriptor, so no other process can take the
     # port between choosing it and the server binding it; the child keeps its own copy.
-    with _listening_socket() as sock, open(log_path, "wb") as log:
+    owned = nullcontext(listening) if listening is not None else listening_socket()
+    with owned as sock, open(log_path, "wb") as log:
         host, port = sock.getsockname()
         process = subprocess.Popen(
             [

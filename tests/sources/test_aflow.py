@@ -10,6 +10,7 @@ and a thermal conductivity — no geometry, so none of their entries carries a s
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -32,7 +33,7 @@ from matscreen.tasks.sources.aflow import (
     read_aflux_page,
 )
 from matscreen.tasks.sources.base import SnapshotBuilder, open_source, read_source
-from matscreen.tasks.sources.records import RecordFailure, StructureRecord
+from matscreen.tasks.sources.records import RecordFailure, RefreshCounts, StructureRecord
 from matscreen.tasks.spec import AflowSourceSpec, RangeSpec
 
 CATALOGUES_WITH_BOTH = ("icsd", "lib1", "lib2", "lib3", "lib6")
@@ -496,6 +497,90 @@ def test_snapshot_records_the_query_and_is_stable(entries) -> None:
         "pages": 2,
     }
     assert first.snapshot.database_version == "3.1.221, 3.2.2l"
+
+
+# --- incremental re-runs ----------------------------------------------------------------------
+
+
+def _full_entry_summonses(server: AfluxServer) -> list[str]:
+    """The summonses that asked for full entries (with geometry), not the listing."""
+    return [summons for summons in server.summonses if "geometry" in summons]
+
+
+def test_rerun_fetches_only_new_and_changed_entries_and_drops_removed_ones(
+    entries, tmp_path: Path
+) -> None:
+    spec = _spec("http://placeholder", page_size=4)
+    state = tmp_path / "state"
+    with AfluxServer(copy.deepcopy(entries)) as server:
+        spec = spec.model_copy(update={"endpoint": server.url})
+        first = read_source(spec, state)
+        first_summonses = list(server.summonses)
+
+        server.requests.clear()
+        second = read_source(spec, state)
+        second_summonses = list(server.summonses)
+
+        # AFLOW recomputes one entry (new date, new gap) and withdraws another.
+        by_auid = {entry["auid"]: entry for entry in server.entries}
+        by_auid[AUIDS["lib3"]]["aflowlib_date"] = ["20310101_00:00:00_GMT-5"]
+        by_auid[AUIDS["lib3"]]["Egap"] = 0.75
+        server.entries.remove(by_auid[AUIDS["lib1.out"]])
+        server.requests.clear()
+        third = read_source(spec, state)
+        third_summonses = list(server.summonses)
+        fresh = read_source(spec.model_copy(update={"incremental": False}), state)
+
+    # The first read, with nothing saved, reads the query in full: 11 entries, 3 pages.
+    assert first.changes == RefreshCounts(11, new=11, changed=0, unchanged=0, removed=0, fetched=11)
+    assert len(first_summonses) == 3
+    assert all("geometry" in summons for summons in first_summonses)
+
+    # The second lists auid and aflowlib_date only, and fetches no full entry.
+    assert second.changes == RefreshCounts(11, new=0, changed=0, unchanged=11, removed=0, fetched=0)
+    assert [summons.split(",paging")[0] for summons in second_summonses] == [
+        "auid,aflowlib_date"
+    ] * 3
+    assert second.records == first.records and second.failures == first.failures == []
+    assert second.snapshot.sha256 == first.snapshot.sha256
+    assert second.snapshot.query == first.snapshot.query
+
+    # The third fetches the recomputed entry alone, and drops the withdrawn one.
+    assert third.changes == RefreshCounts(10, new=0, changed=1, unchanged=9, removed=1, fetched=1)
+    [fetch] = [summons for summons in third_summonses if "geometry" in summons]
+    assert fetch.startswith(f"auid('{AUIDS['lib3']}'),aurl,compound,")
+    records = {record.source_id: record for record in third.records}
+    assert AUIDS["lib1.out"] not in records and len(records) == 10
+    assert records[AUIDS["lib3"]].properties["band_gap"] == 0.75
+
+    # ... and gives what a full read of the updated database gives, to the snapshot hash.
+    assert fresh.changes is None
+    assert third.records == fresh.records and third.failures == fresh.failures
+    assert third.snapshot.sha256 == fresh.snapshot.sha256 != first.snapshot.sha256
+    assert third.snapshot.query == fresh.snapshot.query
+
+
+def test_incremental_false_or_no_state_folder_reads_everything(entries, tmp_path: Path) -> None:
+    with AfluxServer(entries) as server:
+        read_source(_spec(server.url), tmp_path)
+        server.requests.clear()
+        full = read_source(_spec(server.url, incremental=False), tmp_path)
+        without_state = read_source(_spec(server.url))
+    assert full.changes is None and without_state.changes is None
+    assert len(_full_entry_summonses(server)) == 2
+    assert full.snapshot.sha256 == without_state.snapshot.sha256
+
+
+def test_a_limit_lists_and_keeps_only_the_first_entries(entries, tmp_path: Path) -> None:
+    with AfluxServer(entries) as server:
+        spec = _spec(server.url, limit=5, page_size=2)
+        first = read_source(spec, tmp_path)
+        second = read_source(spec, tmp_path)
+        fresh = read_source(spec)
+    assert second.changes == RefreshCounts(5, new=0, changed=0, unchanged=5, removed=0, fetched=0)
+    assert _ids(first.records) == _ids(second.records) == _ids(fresh.records)
+    assert len(second.records) == 5
+    assert second.snapshot.sha256 == fresh.snapshot.sha256
 
 
 # --- replay of the recorded AFLUX pages -------------------------------------------------------

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import optimade
@@ -26,6 +27,7 @@ from servers.optimade import (
     OQMD_FIELDS,
     PROVIDER,
     info_from_meta,
+    listening_socket,
     optimade_documents,
     read_jsonl,
     reference_server,
@@ -36,7 +38,8 @@ from servers.optimade import (
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.sources.http import JsonClient
-from matscreen.tasks.sources.optimade import next_link, versioned_base
+from matscreen.tasks.sources.optimade import LISTING_FIELDS, id_filter, next_link, versioned_base
+from matscreen.tasks.sources.records import RefreshCounts
 from matscreen.tasks.spec import OptimadeSourceSpec
 
 OQMD_PROPERTIES = {
@@ -107,6 +110,27 @@ def structure_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(JsonClient, "get_json", counting)
     return asked
+
+
+@pytest.fixture()
+def structure_queries(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The query (parameters and those of the URL) of every ``structures`` request asked."""
+    asked: list[dict[str, str]] = []
+    get_json = JsonClient.get_json
+
+    def recording(self: JsonClient, url: str, params: dict[str, Any] | None = None) -> Any:
+        if "/structures" in url:
+            query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+            asked.append({**query, **{key: str(value) for key, value in (params or {}).items()}})
+        return get_json(self, url, params)
+
+    monkeypatch.setattr(JsonClient, "get_json", recording)
+    return asked
+
+
+def full_document_queries(queries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The queries that asked for full entries, not for the listing of ids."""
+    return [query for query in queries if query["response_fields"] != LISTING_FIELDS]
 
 
 # --- through the reference server ---------------------------------------------------------------
@@ -275,6 +299,113 @@ def test_a_wrong_base_url_is_a_source_error_naming_the_url(optimade_url: str) ->
 def test_an_invalid_filter_is_a_source_error(optimade_url: str) -> None:
     with pytest.raises(SourceError, match=r"/v1/structures answered HTTP 400"):
         read_source(make_spec(optimade_url, filter="elements HAS HAS"))
+
+
+# --- incremental re-runs ------------------------------------------------------------------------
+
+
+def test_rerun_fetches_only_new_and_changed_entries_and_drops_removed_ones(
+    data_dir: Path, tmp_path: Path, structure_queries: list[dict[str, str]]
+) -> None:
+    documents = optimade_documents(data_dir)
+    oxides = [d for d in documents if "O" in d["attributes"]["elements"]]
+    assert len(oxides) == 31
+    spec = make_spec("http://placeholder", filter='elements HAS "O"', page_limit=10)
+    state = tmp_path / "state"
+
+    # The database as the provider updates it: one oxide recomputed, another withdrawn.
+    updated = copy.deepcopy(documents)
+    changed, removed = (d for d in updated if d["id"] in (oxides[4]["id"], oxides[9]["id"]))
+    changed["attributes"]["last_modified"] = "2031-01-01T00:00:00Z"
+    changed["attributes"]["_oqmd_band_gap"] = 4.25
+    updated.remove(removed)
+
+    # Two servers one after the other on one socket: the provider's URL does not change.
+    with listening_socket() as sock:
+        with reference_server(documents, _folder(tmp_path / "before"), listening=sock) as url:
+            spec = spec.model_copy(update={"base_url": url})
+            first = read_source(spec, state)
+            first_queries = list(structure_queries)
+            structure_queries.clear()
+            second = read_source(spec, state)
+            second_queries = list(structure_queries)
+        with reference_server(updated, _folder(tmp_path / "after"), listening=sock) as url:
+            assert url == spec.base_url
+            structure_queries.clear()
+            third = read_source(spec, state)
+            third_queries = list(structure_queries)
+            fresh = read_source(spec.model_copy(update={"incremental": False}), state)
+
+    # The first read, with nothing saved, reads the query in full: 31 entries, 4 pages.
+    assert first.changes == RefreshCounts(31, new=31, changed=0, unchanged=0, removed=0, fetched=31)
+    assert len(first_queries) == len(full_document_queries(first_queries)) == 4
+    assert {r.source_id for r in first.records} == {d["id"] for d in oxides}
+
+    # The second lists ids and last_modified only, and fetches no full document.
+    assert second.changes == RefreshCounts(31, new=0, changed=0, unchanged=31, removed=0, fetched=0)
+    assert len(second_queries) == 4 and full_document_queries(second_queries) == []
+    assert second.records == first.records and second.failures == first.failures == []
+    assert second.snapshot.sha256 == first.snapshot.sha256
+
+    # The third fetches the recomputed entry alone, and drops the withdrawn one.
+    assert third.changes == RefreshCounts(30, new=0, changed=1, unchanged=29, removed=1, fetched=1)
+    [fetch] = full_document_queries(third_queries)
+    assert fetch["filter"] == f'id="{changed["id"]}"'
+    assert fetch["response_fields"] == first.snapshot.query["response_fields"]
+    by_id = {record.source_id: record for record in third.records}
+    assert removed["id"] not in by_id and len(by_id) == 30
+    assert by_id[changed["id"]].extra["last_modified"] == "2031-01-01T00:00:00Z"
+
+    # ... and gives what a full read of the updated database gives, to the snapshot hash.
+    assert fresh.changes is None
+    assert third.records == fresh.records and third.failures == fresh.failures
+    assert third.snapshot.sha256 == fresh.snapshot.sha256 != first.snapshot.sha256
+    assert third.snapshot.n_rows == fresh.snapshot.n_rows == 30
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def test_entries_without_last_modified_are_always_fetched_again(
+    mcloud_response: dict[str, Any], tmp_path: Path, structure_queries: list[dict[str, str]]
+) -> None:
+    response = copy.deepcopy(mcloud_response)
+    del response["data"][1]["attributes"]["last_modified"]  # the disordered entry, "250"
+    spec = make_spec("http://placeholder", name="mcloud", incremental=True)
+    with replay_server([response], info_from_meta(response)) as server:
+        spec = spec.model_copy(update={"base_url": server.base_url})
+        first = read_source(spec, tmp_path)
+        structure_queries.clear()
+        second = read_source(spec, tmp_path)
+
+    assert second.changes == RefreshCounts(2, new=0, changed=0, unchanged=2, removed=0, fetched=1)
+    [listing, fetch] = structure_queries
+    assert listing["response_fields"] == LISTING_FIELDS
+    assert fetch["filter"] == 'id="250"'
+    assert second.records == first.records and second.failures == first.failures
+    assert second.snapshot.sha256 == first.snapshot.sha256
+
+
+def test_unreadable_saved_entries_are_fetched_again(optimade_url: str, tmp_path: Path) -> None:
+    spec = make_spec(optimade_url, filter='elements HAS "Tl"', page_limit=20)
+    first = read_source(spec, tmp_path)
+    [saved] = tmp_path.glob("optimade/*/entries.json")
+    saved.write_text(saved.read_text()[:1000])  # as if cut short by a full disk
+
+    second = read_source(spec, tmp_path)
+
+    assert second.changes == RefreshCounts(
+        51, new=51, changed=0, unchanged=0, removed=0, fetched=51
+    )
+    assert second.records == first.records
+    assert second.snapshot.sha256 == first.snapshot.sha256
+
+
+def test_id_filter_quotes_ids() -> None:
+    assert id_filter(["oqmd-1", "agm002"]) == 'id="oqmd-1" OR id="agm002"'
+    assert id_filter(['odd"id\\']) == r'id="odd\"id\\"'
 
 
 # --- the recorded Materials Cloud response ------------------------------------------------------

@@ -1,0 +1,207 @@
+"""Entries of one remote query kept between reads, so that a re-run fetches only what changed.
+
+A provider that gives every entry an id and a modification time (OPTIMADE's
+``last_modified``, AFLOW's ``aflowlib_date``) can be re-read in two steps: list the id and
+modification time of every entry the query selects, which costs a few bytes per entry, then
+fetch full documents only for the entries that are new, whose modification time differs from
+the saved one, or that have none. Every other document is the one saved by the previous read.
+
+The entries of one query are saved as one JSON file, ``<state_dir>/<kind>/<key>/entries.json``,
+where ``<key>`` is the content hash of what identifies the query (endpoint, filter, fields
+asked), written out in ``query.json`` beside it. Each entry keeps its modification time, the
+sha256 of its document's canonical JSON and the document as received. The file is replaced
+whole (a temporary file, then a rename), so a read killed at any point leaves either the
+previous file or the new one. An unreadable file, or an entry whose document does not match
+its hash, is ignored: those entries are simply fetched again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matscreen.tasks.files import write_atomically
+from matscreen.tasks.hashing import canonical_json, content_hash
+from matscreen.tasks.sources.records import RefreshCounts
+
+log = logging.getLogger(__name__)
+
+#: Name of the file holding the saved entries of a query.
+ENTRIES_FILE = "entries.json"
+
+#: One listed entry: its id and its modification time (None when the provider gives none).
+Listed = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class SavedEntry:
+    """One entry as the previous read received it.
+
+    Attributes
+    ----------
+    modified
+        The entry's modification time as the provider wrote it (any JSON value), or None.
+    sha256
+        sha256 of the canonical JSON of ``document``.
+    document
+        The full entry as received.
+    """
+
+    modified: Any
+    sha256: str
+    document: dict[str, Any]
+
+
+class EntryCache:
+    """The saved entries of one query of one remote source, by entry id.
+
+    Use :meth:`open` to load them, :meth:`stale` to learn which listed ids need their full
+    document fetched, :meth:`refresh` to combine the fetched and the saved documents, and
+    :meth:`save` to keep the result for the next read.
+
+    Parameters
+    ----------
+    folder
+        The query's folder, ``<state_dir>/<kind>/<key>``.
+    entries
+        The saved entries by id.
+    """
+
+    def __init__(self, folder: Path, entries: dict[str, SavedEntry]) -> None:
+        self.folder = folder
+        self.entries = entries
+
+    @property
+    def path(self) -> Path:
+        """The file the entries are saved in."""
+        return self.folder / ENTRIES_FILE
+
+    @classmethod
+    def open(cls, state_dir: Path, kind: str, identity: Mapping[str, Any]) -> EntryCache:
+        """Load the entries saved for a query (none on its first read).
+
+        Parameters
+        ----------
+        state_dir
+            The read's state folder.
+        kind
+            The source kind, the first folder level (``optimade``, ``aflow``).
+        identity
+            What identifies the query: JSON values whose content hash names its folder.
+        """
+        folder = Path(state_dir) / kind / content_hash(dict(identity))
+        folder.mkdir(parents=True, exist_ok=True)
+        description = folder / "query.json"
+        if not description.is_file():
+            write_atomically(description, canonical_json(dict(identity)).encode("utf-8"))
+        return cls(folder, _load_entries(folder / ENTRIES_FILE))
+
+    def stale(self, listing: Sequence[Listed]) -> list[str]:
+        """The listed ids whose full document must be fetched, each once, in listing order.
+
+        An entry is fetched when none is saved under its id, when it has no modification time,
+        or when its modification time differs from the saved one.
+        """
+        wanted = (
+            entry_id for entry_id, modified in listing if not self._current(entry_id, modified)
+        )
+        return list(dict.fromkeys(wanted))
+
+    def _current(self, entry_id: str, modified: Any) -> bool:
+        """Whether the saved copy of an entry is the one listed with ``modified``."""
+        saved = self.entries.get(entry_id)
+        return saved is not None and modified is not None and modified == saved.modified
+
+    def refresh(
+        self,
+        listing: Sequence[Listed],
+        fetched: Mapping[str, dict[str, Any]],
+        modified_of: Callable[[dict[str, Any]], Any],
+    ) -> tuple[dict[str, dict[str, Any]], RefreshCounts]:
+        """Keep exactly the listed entries, from ``fetched`` or else as saved.
+
+        A listed id that was not fetched and has no current saved copy (an entry the provider
+        removed between the listing and the fetch) is left out.
+
+        Parameters
+        ----------
+        listing
+            ``(id, modification time)`` of every entry the provider lists now.
+        fetched
+            The full documents fetched for :meth:`stale` ids, by id.
+        modified_of
+            Reads the modification time of a full document.
+
+        Returns
+        -------
+        documents
+            The full document of every entry kept, by id.
+        counts
+            New, changed, unchanged and removed entries, and the documents fetched.
+        """
+        kept: dict[str, SavedEntry] = {}
+        new = changed = 0
+        for entry_id, modified in listing:
+            if entry_id in kept:
+                continue
+            saved = self.entries.get(entry_id)
+            document = fetched.get(entry_id)
+            if document is not None:
+                entry = SavedEntry(modified_of(document), content_hash(document), document)
+                kept[entry_id] = entry
+                if saved is None:
+                    new += 1
+                elif saved.sha256 != entry.sha256:
+                    changed += 1
+            elif saved is not None and self._current(entry_id, modified):
+                kept[entry_id] = saved
+        removed = sum(entry_id not in kept for entry_id in self.entries)
+        self.entries = kept
+        counts = RefreshCounts(
+            listed=len(listing),
+            new=new,
+            changed=changed,
+            unchanged=len(kept) - new - changed,
+            removed=removed,
+            fetched=len(fetched),
+        )
+        return {entry_id: entry.document for entry_id, entry in kept.items()}, counts
+
+    def save(self) -> None:
+        """Write the entries to :attr:`path`, replacing the previous file in one step."""
+        content = {
+            entry_id: {
+                "modified": entry.modified,
+                "sha256": entry.sha256,
+                "document": entry.document,
+            }
+            for entry_id, entry in self.entries.items()
+        }
+        # Plain JSON keeps every value as received (canonical JSON would turn NaN into null),
+        # so a document read back hashes and converts exactly like the one fetched.
+        write_atomically(self.path, json.dumps({"entries": content}).encode("utf-8"))
+
+
+def _load_entries(path: Path) -> dict[str, SavedEntry]:
+    """The entries saved in ``path``; none if it is missing or unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_bytes())["entries"]
+        if not isinstance(saved, dict):
+            raise ValueError("'entries' is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable saved entries %s (%s); fetching them again", path, exc)
+        return {}
+    entries: dict[str, SavedEntry] = {}
+    for entry_id, item in saved.items():
+        document = item.get("document") if isinstance(item, dict) else None
+        if isinstance(document, dict) and content_hash(document) == item.get("sha256"):
+            entries[entry_id] = SavedEntry(item.get("modified"), item["sha256"], document)
+        else:
+            log.warning("ignoring saved entry %s in %s: it does not match its hash", entry_id, path)
+    return entries
