@@ -342,7 +342,7 @@ def record_run(
             metrics = {"mae": float(np.mean(np.abs(np.subtract(truth, predicted))))}
             stored.append(
                 recorder.model(
-                    trained, held, metrics, task_run("fit_and_predict"), split_id, features_id
+                    trained, held, metrics, task_run("fit_and_evaluate"), split_id, features_id
                 )
             )
         formulas = {r.id: r.formula for r in kept}

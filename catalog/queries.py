@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -763,6 +763,55 @@ def diff_runs(catalog: Catalog, artifacts: ArtifactStore, run_a: str, run_b: str
         unchanged=int((both["delta"] == 0).sum()),
         inputs=_input_changes(catalog, a.id, b.id),
     )
+
+
+def previous_run(catalog: Catalog, run_id: str, campaign: str) -> RunSummary | None:
+    """The latest completed run of the same campaign spec that started before ``run_id``."""
+    runs = find_runs(catalog, spec=campaign)  # by start time
+    position = next((n for n, run in enumerate(runs) if run.id == run_id), len(runs))
+    earlier = [run for run in runs[:position] if run.status == "completed"]
+    return earlier[-1] if earlier else None
+
+
+def changes_since_previous(
+    catalog: Catalog, artifacts: ArtifactStore, run_id: str, campaign: str, top: int = 20
+) -> dict[str, Any] | None:
+    """What changed in a campaign run's ranking since the campaign's previous run.
+
+    Meant for a run whose ranking is recorded but which may still be running. None when
+    the campaign has no earlier completed run.
+
+    Returns
+    -------
+    dict or None
+        ``previous_run``; ``new_candidates`` / ``dropped_candidates`` (counts and the
+        ``top`` first ids); ``new_hits`` (candidates meeting every criterion now but not
+        before, including new candidates that meet them) and ``dropped_hits`` (the
+        reverse, including dropped candidates that met them); ``moves`` (the ``top``
+        largest rank moves), ``moved`` and ``unchanged`` counts; ``inputs`` (per input
+        kind, how many entities only the previous or only this run used).
+    """
+    before = previous_run(catalog, run_id, campaign)
+    if before is None:
+        return None
+    d = diff_runs(catalog, artifacts, before.id, run_id)
+    new_hits = [c.id for c in d.new if c.meets_criteria] + d.new_hits
+    dropped_hits = [c.id for c in d.dropped if c.meets_criteria] + d.dropped_hits
+    return {
+        "previous_run": before.id,
+        "previous_started_at": before.started_at,
+        "new_candidates": {"count": len(d.new), "ids": [c.id for c in d.new[:top]]},
+        "dropped_candidates": {"count": len(d.dropped), "ids": [c.id for c in d.dropped[:top]]},
+        "new_hits": {"count": len(new_hits), "ids": new_hits[:top]},
+        "dropped_hits": {"count": len(dropped_hits), "ids": dropped_hits[:top]},
+        "moved": len(d.moves),
+        "unchanged": d.unchanged,
+        "moves": [asdict(m) for m in d.moves[:top]],
+        "inputs": [
+            {"kind": c.kind, "only_previous": len(c.only_a), "only_this_run": len(c.only_b)}
+            for c in d.inputs
+        ],
+    }
 
 
 def _input_changes(catalog: Catalog, run_a: str, run_b: str) -> list[InputChange]:

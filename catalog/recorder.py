@@ -259,27 +259,12 @@ class CampaignRecorder:
                 "label_mean": trained.train_label_mean,
             },
         )
-        model_sha = self.artifacts.put_bytes(trained.model_json)
-        model = Entity.new(
-            "model",
-            f"{trained.target}:{trained.algorithm}:{model_sha[:12]}",
-            {
-                "target": trained.target,
-                "algorithm": trained.algorithm,
-                "params": trained.params,
-                "n_features": len(trained.feature_labels),
-                "feature_labels_sha256": content_hash(trained.feature_labels),
-                "clip_min": trained.clip_min,
-                "versions": trained.versions,
-                "metrics": metrics,
-                "artifact_sha256": model_sha,
-                "format": "xgboost-json",
-            },
-        )
-        frame = pd.DataFrame(
-            {"y_true": labels[0], "y_pred": labels[1]},
-            index=pd.Index(predictions.ids, name="id"),
-        ).astype("float64")
+        model = self._model_entity(trained, clip_min=trained.clip_min, metrics=metrics)
+        columns = {"y_true": labels[0], "y_pred": labels[1]}
+        for name in ("lower", "upper", "probability"):
+            if getattr(predictions, name, None) is not None:
+                columns[name] = getattr(predictions, name)
+        frame = pd.DataFrame(columns, index=pd.Index(predictions.ids, name="id")).astype("float64")
         prediction_sha = self._store_frame(frame)
         prediction_set = Entity.new(
             "prediction_set",
@@ -306,6 +291,26 @@ class CampaignRecorder:
             ],
         )
         return model.id, prediction_set.id
+
+    def _model_entity(self, trained: Any, **extra: Any) -> Entity:
+        """A model entity for a fitted model; its document goes to the artifact store."""
+        model_sha = self.artifacts.put_bytes(trained.model_json)
+        return Entity.new(
+            "model",
+            f"{trained.target}:{trained.algorithm}:{model_sha[:12]}",
+            {
+                "target": trained.target,
+                "algorithm": trained.algorithm,
+                "kind": getattr(trained, "kind", "regressor"),
+                "params": trained.params,
+                "n_features": len(trained.feature_labels),
+                "feature_labels_sha256": content_hash(trained.feature_labels),
+                "versions": trained.versions,
+                "artifact_sha256": model_sha,
+                "format": getattr(trained, "artifact_format", "xgboost-json"),
+                **extra,
+            },
+        )
 
     def ranking(
         self,
@@ -421,21 +426,8 @@ class PredictionRecorder(CampaignRecorder):
             else:
                 used.append(model_id)
         if model_id is None:
-            model_sha = self.artifacts.put_bytes(trained.model_json)
-            model = Entity.new(
-                "model",
-                f"{trained.target}:{trained.algorithm}:{model_sha[:12]}",
-                {
-                    "target": trained.target,
-                    "algorithm": trained.algorithm,
-                    "params": trained.params,
-                    "n_features": len(trained.feature_labels),
-                    "feature_labels_sha256": content_hash(trained.feature_labels),
-                    "versions": trained.versions,
-                    "artifact_sha256": model_sha,
-                    "format": trained.artifact_format,
-                    "recorded_from": "model artifact (trained outside this catalog)",
-                },
+            model = self._model_entity(
+                trained, recorded_from="model artifact (trained outside this catalog)"
             )
             new.append(model)
             model_id = model.id

@@ -12,8 +12,9 @@ from prefect.runtime import flow_run
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
+from matscreen.catalog.queries import changes_since_previous
 from matscreen.catalog.recorder import CampaignRecorder
-from matscreen.flows.featurize import featurize_and_record
+from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
@@ -23,7 +24,6 @@ from matscreen.tasks.dataset import (
     training_arrays,
 )
 from matscreen.tasks.featurize import describe, featurization_config
-from matscreen.tasks.models import regression_metrics
 from matscreen.tasks.rank import (
     add_intervals,
     candidate_frame,
@@ -33,20 +33,28 @@ from matscreen.tasks.rank import (
     suggest_with,
 )
 from matscreen.tasks.report.artifacts import publish_artifacts
-from matscreen.tasks.report.campaign import campaign_report, metrics_document, run_counts
-from matscreen.tasks.report.outputs import write_outputs
+from matscreen.tasks.report.campaign import (
+    campaign_report,
+    metrics_document,
+    model_summary,
+    run_counts,
+)
+from matscreen.tasks.report.outputs import with_space_groups, write_outputs
 from matscreen.tasks.runinfo import StepTimer, traced
 from matscreen.tasks.sources.dedup import unique_records
-from matscreen.tasks.spec import load_spec
+from matscreen.tasks.spec import load_spec, with_suggestions
+from matscreen.tasks.split import record_groups
 from matscreen.tasks.steps import (
     choose_split_task,
-    fit_and_predict_task,
+    fit_surrogate_task,
     rank_candidates_task,
 )
 
 
 @flow(name="screen-candidates")
-def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str, Any]:
+def screen_candidates(
+    spec_path: str, output_dir: str | None = None, suggest: int | None = None
+) -> dict[str, Any]:
     """Run a screening campaign end to end and record every step in the catalog.
 
     Parameters
@@ -56,6 +64,9 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
     output_dir
         Where to write shortlist.csv, ranking.csv, metrics.json and report.html; default
         ``runs/<run id>``.
+    suggest
+        Number of suggested next experiments (suggestions.csv); sets the spec's
+        ``ranking.suggest.n`` for this run. None keeps the spec as written.
 
     Returns
     -------
@@ -65,7 +76,9 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
     """
     settings = Settings()
     loaded = traced(load_spec)(Path(spec_path), settings.data_dir)
-    spec = loaded.value
+    # The effective spec, with ``suggest`` applied: it is the one recorded below, so a
+    # reproduction of this run repeats the suggestions.
+    spec = with_suggestions(loaded.value, suggest)
     run_id = str(flow_run.id)
     out = Path(output_dir) if output_dir else Path("runs") / run_id
     timer = StepTimer()
@@ -96,7 +109,8 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
             records = unique_records(results)
 
             with timer.step("split"):
-                split = choose_split_task([r.id for r in records], spec.split)
+                groups = record_groups(records, spec.split.method)
+                split = choose_split_task([r.id for r in records], spec.split, groups)
                 split_id = recorder.split(split.value, split.run, snapshot_ids)
             train_ids, test_ids = split.value.train_ids, split.value.test_ids
 
@@ -108,30 +122,35 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
 
             with timer.step("train"):
                 labels = {m.target: labels_of(records, m.target) for m in spec.models}
-                futures = [
-                    fit_and_predict_task.submit(
-                        model,
-                        columns,
-                        training_arrays(table.frame, labels[model.target], train_ids),
-                        candidate_arrays(table.frame, labels[model.target], test_ids),
-                        spec.split.seed,
+                futures = []
+                for model in spec.models:
+                    train = training_arrays(table.frame, labels[model.target], train_ids)
+                    futures.append(
+                        fit_surrogate_task.submit(
+                            model,
+                            columns,
+                            train,
+                            candidate_arrays(table.frame, labels[model.target], test_ids),
+                            spec.split.seed,
+                            [groups[i] for i in train[0]] if groups else None,
+                            model_featurization(featurization),
+                        )
                     )
-                    for model in spec.models
-                ]
                 fits = [future.result() for future in futures]
-                metrics = {f.value[0].target: regression_metrics(f.value[1]) for f in fits}
+                fitted = {f.value.model.target: f.value for f in fits}
                 stored = [
                     recorder.model(
-                        f.value[0],
-                        f.value[1],
-                        metrics[f.value[0].target],
+                        f.value.model,
+                        f.value.record,
+                        f.value.evaluation.metrics,
                         f.run,
                         split_id,
                         features_id,
                     )
                     for f in fits
                 ]
-            held_out = {f.value[1].target: f.value[1] for f in fits}
+            metrics = {t: f.evaluation.metrics for t, f in fitted.items()}
+            held_out = {t: f.record for t, f in fitted.items()}
 
             with timer.step("rank"):
                 ids = held_out[spec.models[0].target].ids
@@ -160,6 +179,11 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                 )
 
             with timer.step("report"):
+                structures = {r.id: r.structure for r in records}
+                shortlisted = with_space_groups(shortlist.frame(), structures)
+                if suggestions is not None:
+                    suggestions = with_space_groups(suggestions, structures)
+                changes = changes_since_previous(catalog, artifacts, run_id, spec.name)
                 screening = screening_summary(
                     ranked.value, labels, list(spec.criteria), spec.shortlist_size, shortlist.ids
                 )
@@ -168,7 +192,15 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                 )
                 counts = run_counts(results, table, split.value, ranked.value)
                 document = metrics_document(
-                    run_id, spec, metrics, spec.units(), screening, counts, timer.seconds
+                    run_id,
+                    spec,
+                    metrics,
+                    spec.units(),
+                    screening,
+                    counts,
+                    timer.seconds,
+                    {t: model_summary(f) for t, f in fitted.items()},
+                    changes,
                 )
                 html = campaign_report(
                     spec,
@@ -178,13 +210,15 @@ def screen_candidates(spec_path: str, output_dir: str | None = None) -> dict[str
                     table,
                     held_out,
                     ranking,
+                    shortlisted,
                     describe(config, len(columns)),
                     software,
+                    changes,
                 )
                 written = traced(write_outputs)(
-                    out, ranking, shortlist.frame(), document, html, suggestions
+                    out, ranking, shortlisted, document, html, suggestions
                 )
-                publish_artifacts(shortlist.frame(), document)
+                publish_artifacts(shortlisted, document)
                 recorder.report(
                     written.value, written.run, ranking_id, [model_id for model_id, _ in stored]
                 )

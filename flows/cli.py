@@ -17,17 +17,23 @@ DEFAULT_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-spli
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
-    from matscreen.tasks.spec import load_spec
+    from matscreen.tasks.spec import load_spec, with_suggestions
 
     settings = Settings()
     spec = load_spec(Path(args.spec), settings.data_dir)  # fails here, before any work
+    with_suggestions(spec, args.suggest)  # and so does a --suggest the spec cannot serve
     print(f"campaign {spec.name}: spec {args.spec}")
-    _execute_campaign(settings, Path(args.spec), args.output)
+    _execute_campaign(settings, Path(args.spec), args.output, args.suggest)
     return 0
 
 
-def _execute_campaign(settings: Settings, spec_path: Path, output: Path | None) -> dict[str, Any]:
-    """Run the campaign flow on Prefect and Dask (served locally when not configured)."""
+def _execute_campaign(
+    settings: Settings, spec_path: Path, output: Path | None, suggest: int | None = None
+) -> dict[str, Any]:
+    """Run the campaign flow on Prefect and Dask (served locally when not configured).
+
+    ``suggest``, when given, sets the number of suggested next experiments of this run.
+    """
     from prefect.settings import PREFECT_API_URL
     from prefect_dask import DaskTaskRunner
 
@@ -49,6 +55,7 @@ def _execute_campaign(settings: Settings, spec_path: Path, output: Path | None) 
         result = screen_candidates.with_options(task_runner=runner)(
             spec_path=str(spec_path.resolve()),
             output_dir=str(output) if output else None,
+            suggest=suggest,
         )
     _print_summary(result, startup, time.perf_counter() - started)
     return result
@@ -335,6 +342,7 @@ def source_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def _ingest(args: argparse.Namespace) -> int:
     from matscreen.flows.ingest import ingest_structures, parse_sources
     from matscreen.flows.runtime import prefect_api
+    from matscreen.tasks.sources.records import RefreshCounts
     from matscreen.tasks.spec import load_spec
 
     settings = Settings()
@@ -361,6 +369,9 @@ def _ingest(args: argparse.Namespace) -> int:
             f"  {s['source']:<16}{s['kind']:<11}{s['read']:>7}{s['records']:>9}{s['new']:>7}"
             f"{s['duplicates']:>12}{s['errors']:>8}  {s['database_version'] or '-'}"
         )
+    for s in result["sources"]:
+        if s.get("changes"):
+            print(f"  {s['source']}: incremental read, {RefreshCounts(**s['changes']).describe()}")
     if result["output"]:
         print(f"{result['records_written']} records written to {result['output']}")
     return 0
@@ -627,6 +638,17 @@ def _add_query_parsers(commands: Any) -> None:
     show.set_defaults(handler=_show)
 
 
+def _at_least_one(text: str) -> int:
+    """A count given on the command line: an integer of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``matscreen`` command."""
     parser = argparse.ArgumentParser(
@@ -645,6 +667,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--output", type=Path, default=None, help="output folder; default runs/<run id>"
+    )
+    run.add_argument(
+        "--suggest",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="also suggest N next experiments (suggestions.csv): sets ranking.suggest.n, "
+        "keeping the spec's kappa and exclude_shortlist",
     )
     run.set_defaults(handler=_run_campaign)
 

@@ -92,3 +92,14 @@ def featurize_and_record(
         reused=reused,
     )
     return table, features_id, reused
+
+
+def model_featurization(featurization: FeaturizationSpec) -> dict[str, Any]:
+    """What a trained model keeps of its features: the spec and its resolved configuration.
+
+    ``matscreen predict`` computes the same features for new structures from it.
+    """
+    return {
+        "spec": featurization.model_dump(mode="json"),
+        "config": featurization_config(featurization),
+    }

@@ -147,20 +147,17 @@ def train_model(
     ModelError
         If rows of the file cannot be read, too few rows featurize, or the fit fails.
     """
-    import numpy as np
     import pandas as pd
 
     from matscreen.catalog import Catalog
-    from matscreen.flows.featurize import featurize_and_record
+    from matscreen.flows.featurize import featurize_and_record, model_featurization
     from matscreen.tasks.dataset import (
         candidate_arrays,
         labels_of,
         training_arrays,
     )
     from matscreen.tasks.featurize import featurization_config
-    from matscreen.tasks.models.evaluation import evaluate
-    from matscreen.tasks.models.surrogate import train_surrogate
-    from matscreen.tasks.models.xgb import PredictionRecord
+    from matscreen.tasks.models.evaluation import fit_and_evaluate
     from matscreen.tasks.runinfo import traced
     from matscreen.tasks.split import choose_split, record_groups
 
@@ -168,7 +165,8 @@ def train_model(
     spec = ModelSpec.model_validate(model)
     split_spec = SplitSpec.model_validate(split)
     featurization_spec = FeaturizationSpec.model_validate(featurization)
-    config = featurization_config(featurization_spec)
+    # Resolving the featurizers refuses an unknown one before the input is read.
+    featurization_config(featurization_spec)
     path, out = Path(input_path), Path(out_dir)
     parameters = {"input": str(path.resolve()), "out_dir": str(out.resolve()), "model": model}
     with Catalog(settings.catalog_url) as catalog:
@@ -191,35 +189,22 @@ def train_model(
             columns = list(table.frame.columns)
             labels = labels_of(records, spec.target)
             train = training_arrays(table.frame, labels, chosen.value.train_ids)
-            ids, x_test, y_test = candidate_arrays(table.frame, labels, chosen.value.test_ids)
-            test = (ids, x_test, np.array(y_test, dtype=np.float64))
+            test = candidate_arrays(table.frame, labels, chosen.value.test_ids)
             train_groups = [groups[i] for i in train[0]] if groups else None
-            saved_featurization = {
-                "spec": featurization_spec.model_dump(mode="json"),
-                "config": config,
-            }
-            fitted = traced(train_surrogate)(
+            fitted = traced(fit_and_evaluate)(
                 spec,
                 columns,
                 train,
+                test,
                 split_spec.seed,
                 train_groups,
-                saved_featurization,
+                model_featurization(featurization_spec),
                 dask_address,
             )
-            trained = fitted.value
-            evaluation = evaluate(trained, columns, train, test, split_spec.seed)
-            predicted = evaluation.predictions
-            record = PredictionRecord(
-                target=spec.target,
-                ids=list(test[0]),
-                y_true=test[2].tolist(),
-                y_pred=predicted.prediction.tolist(),
-                baseline=trained.train_label_mean,
-                n_train=len(train[0]),
-                lower=predicted.lower.tolist(),
-                upper=predicted.upper.tolist(),
-                level=predicted.level,
+            trained, record, evaluation = (
+                fitted.value.model,
+                fitted.value.record,
+                fitted.value.evaluation,
             )
             model_id, prediction_id = recorder.model(
                 trained, record, evaluation.metrics, fitted.run, split_id, features_id

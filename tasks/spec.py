@@ -219,7 +219,10 @@ class AflowSourceSpec(_SourceSpec):
     ``species`` must all be present; ``nspecies`` fixes their number; ``ranges`` bound
     AFLOW keywords (``Egap``, ``enthalpy_formation_atom`` …); ``catalog`` restricts to one
     AFLOW catalogue (ICSD, LIB1 … LIB7). Entries' ``Egap`` and ``enthalpy_formation_atom``
-    become ``band_gap`` (eV) and ``formation_energy_per_atom`` (eV/atom).
+    become ``band_gap`` (eV) and ``formation_energy_per_atom`` (eV/atom). ``incremental``
+    (with a state folder, as ``matscreen ingest`` and campaigns give): keep the entries read,
+    and on a re-run list ``auid`` and ``aflowlib_date`` first, then fetch in full only the
+    entries that are new or changed; false fetches every entry every time.
     """
 
     kind: Literal["aflow"]
@@ -229,6 +232,7 @@ class AflowSourceSpec(_SourceSpec):
     catalog: str | None = None
     ranges: dict[str, RangeSpec] = Field(default_factory=dict)
     page_size: int = Field(default=100, ge=1, le=10000)
+    incremental: bool = True
     citation: list[str] = Field(
         default_factory=lambda: [
             "S. Curtarolo et al., Comput. Mater. Sci. 58, 227 (2012)",
@@ -255,6 +259,9 @@ class OptimadeSourceSpec(_SourceSpec):
 
     ``base_url`` is the provider's base (``https://optimade.materialscloud.org/main``) or its
     versioned base (``…/v1``). ``properties`` maps normalized names to provider fields.
+    ``incremental`` (with a state folder, as ``matscreen ingest`` and campaigns give): keep
+    the entries read, and on a re-run list ids and ``last_modified`` first, then fetch in full
+    only the entries that are new or changed; false fetches every entry every time.
     """
 
     kind: Literal["optimade"]
@@ -262,6 +269,7 @@ class OptimadeSourceSpec(_SourceSpec):
     filter: str = ""
     page_limit: int = Field(default=100, ge=1, le=10000)
     properties: dict[str, OptimadeFieldSpec] = Field(default_factory=dict)
+    incremental: bool = True
 
     def provided_units(self) -> dict[str, str]:
         return {name: prop.unit for name, prop in self.properties.items()}
@@ -503,14 +511,15 @@ class SuggestSpec(_Strict):
 class RankingSpec(_Strict):
     """How held-out candidates are ranked, and the shortlist spread.
 
-    ``method``: ``margin`` (smallest distance of a point prediction to a bound),
-    ``probability`` (probability of meeting every criterion, from the prediction
-    intervals) or ``pareto`` (non-dominated fronts of the per-criterion
-    ``pareto_objective``, best front first). ``interval_level`` is the coverage of the
-    intervals the probabilities are computed from; by default each model's own.
+    ``method``: ``probability`` (the default: probability of meeting every criterion,
+    from the models' prediction intervals), ``margin`` (smallest distance of a point
+    prediction to a bound; for models trained with ``interval: none``) or ``pareto``
+    (non-dominated fronts of the per-criterion ``pareto_objective``, best front first).
+    ``interval_level`` is the coverage of the intervals the probabilities are computed
+    from; by default each model's own.
     """
 
-    method: Literal["probability", "margin", "pareto"] = "margin"
+    method: Literal["probability", "margin", "pareto"] = "probability"
     pareto_objective: Literal["probability", "margin"] = "probability"
     interval_level: float | None = Field(default=None, gt=0.0, lt=1.0)
     diversity: DiversitySpec = DiversitySpec()
@@ -691,3 +700,41 @@ def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
         return CampaignSpec.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise SpecError(f"campaign spec {path}: {describe_errors(exc)}") from exc
+
+
+def with_suggestions(spec: CampaignSpec, n: int | None) -> CampaignSpec:
+    """Return the spec a run uses when asked for ``n`` suggested next experiments.
+
+    ``n`` sets ``ranking.suggest.n``; ``kappa`` and ``exclude_shortlist`` stay as the spec
+    gives them (their defaults when it has no ``suggest``). The result is validated again,
+    so it is a spec like any loaded one: it is what a run records, and reproducing the run
+    repeats the suggestions.
+
+    Parameters
+    ----------
+    spec
+        The loaded campaign spec.
+    n
+        Number of suggestions; None returns ``spec`` unchanged.
+
+    Returns
+    -------
+    CampaignSpec
+        The effective spec.
+
+    Raises
+    ------
+    SpecError
+        If ``n`` is below 1, or a model the criteria use makes no prediction intervals
+        (``interval: none``), which suggestions need.
+    """
+    if n is None:
+        return spec
+    data = spec.model_dump(mode="json")
+    data["ranking"]["suggest"] = {**(data["ranking"]["suggest"] or {}), "n": n}
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(
+            f"campaign {spec.name} with {n} suggestions: {describe_errors(exc)}"
+        ) from exc

@@ -1,9 +1,10 @@
 """Surrogate models: fitting, prediction records and the metrics computed from them.
 
-:mod:`~matscreen.tasks.models.xgb` holds the campaign's original one-model xgboost fit;
-:mod:`~matscreen.tasks.models.surrogate` the full protocol (algorithms, two-stage band gaps,
-classifiers, cross-validation, hyperparameter search, conformal intervals) and its stored
-model document.
+:mod:`~matscreen.tasks.models.surrogate` holds the protocol (algorithms, two-stage band
+gaps, classifiers, cross-validation, hyperparameter search, conformal intervals) and the
+stored model document; :mod:`~matscreen.tasks.models.evaluation` scores a model on its
+held-out rows next to the baselines (:func:`fit_and_evaluate` is the training step of the
+campaign and of ``matscreen train``).
 
 The names below are imported on first use, so that reading an input file's columns (the
 command line's first check) does not load xgboost and scikit-learn.
@@ -16,17 +17,15 @@ from typing import Any
 
 #: Public name -> module of this package that defines it.
 _EXPORTS = {
-    "DEFAULT_XGBOOST_PARAMS": "xgb",
-    "PredictionRecord": "xgb",
-    "TrainedModel": "xgb",
-    "fit_and_predict": "xgb",
-    "load_regressor": "xgb",
+    "DEFAULT_XGBOOST_PARAMS": "pipeline",
+    "PredictionRecord": "records",
+    "FittedSurrogate": "evaluation",
+    "fit_and_evaluate": "evaluation",
     "classification_metrics": "metrics",
     "error_metrics": "metrics",
     "regression_metrics": "metrics",
     "Predictions": "surrogate",
     "SurrogateModel": "surrogate",
-    "fit_surrogate_and_predict": "surrogate",
     "predict_surrogate": "surrogate",
     "train_surrogate": "surrogate",
 }

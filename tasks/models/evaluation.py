@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -11,7 +13,14 @@ from matscreen.tasks.models.baselines import dummy_baseline, magpie_rf_baseline,
 from matscreen.tasks.models.conformal import coverage
 from matscreen.tasks.models.interpret import permutation_importance
 from matscreen.tasks.models.metrics import classification_metrics, error_metrics
-from matscreen.tasks.models.surrogate import Predictions, SurrogateModel, predict_surrogate
+from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.models.surrogate import (
+    Predictions,
+    SurrogateModel,
+    predict_surrogate,
+    train_surrogate,
+)
+from matscreen.tasks.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,7 @@ class Evaluation:
     metrics: dict[str, Any]
     baselines: list[dict[str, Any]]
     importance: list[dict[str, Any]]
+    calibration: list[dict[str, float]] = field(default_factory=list)
 
 
 def held_out_metrics(
@@ -47,7 +57,9 @@ def held_out_metrics(
     else:
         truth = y_true
         metrics = error_metrics(truth, predicted.prediction)
-        metrics["dummy_mae"] = float(np.mean(np.abs(truth - model.train_label_mean)))
+        metrics["dummy_mae"] = (
+            float(np.mean(np.abs(truth - model.train_label_mean))) if len(truth) else math.nan
+        )
     metrics.update(n_train=n_train, n_test=len(truth))
     if predicted.level is not None:
         metrics.update(
@@ -72,7 +84,7 @@ def evaluate(
     model: SurrogateModel,
     labels: list[str],
     train: tuple[list[str], np.ndarray, np.ndarray],
-    test: tuple[list[str], np.ndarray, np.ndarray],
+    test: tuple[list[str], np.ndarray, Sequence[float | None]],
     seed: int,
     importance_repeats: int = 5,
     baseline_trees: int = 300,
@@ -80,17 +92,23 @@ def evaluate(
 ) -> Evaluation:
     """Predict the held-out rows and score them, the baselines and feature importance.
 
-    The baselines are fitted on the same training rows (all of them, also for a model
+    Every held-out row is predicted; metrics, baselines and importance use the rows with a
+    finite label (a candidate pool may hold structures nobody has computed yet). The
+    baselines are fitted on the same training rows (all of them, also for a model
     calibrated by ``interval: split``) and scored on the same held-out rows.
     """
     _, x_train, y_train = train
     test_ids, x_test, y_test = test
-    y_test = np.asarray(y_test, dtype=np.float64)
+    y_all = np.array([np.nan if v is None else v for v in y_test], dtype=np.float64)
     predicted = predict_surrogate(model, test_ids, x_test, labels)
-    metrics = held_out_metrics(model, predicted, y_test, len(train[0]))
+    known = np.isfinite(y_all)
+    x_known, y_known = np.asarray(x_test)[known], y_all[known]
+    metrics = held_out_metrics(model, _rows(predicted, known), y_known, len(train[0]))
+    if not known.any():
+        return Evaluation(predicted, y_all, metrics, [], [])
     kind = "classifier" if model.is_classifier else "regressor"
     y_fit = np.asarray(y_train, dtype=np.float64)
-    y_score = y_test
+    y_score = y_known
     if model.is_classifier and model.positive_at_most is not None:
         y_fit = (y_fit <= model.positive_at_most).astype(float)
         y_score = (y_score <= model.positive_at_most).astype(float)
@@ -98,13 +116,115 @@ def evaluate(
     if kind == "regressor":
         baselines.append(median_baseline(y_fit, y_score))
     forest = magpie_rf_baseline(
-        kind, labels, (x_train, y_fit), (x_test, y_score), seed, baseline_trees, n_jobs
+        kind, labels, (x_train, y_fit), (x_known, y_score), seed, baseline_trees, n_jobs
     )
     if forest is not None:
         baselines.append(forest)
     importance = (
-        permutation_importance(model, x_test, y_test, seed, importance_repeats)
+        permutation_importance(model, x_known, y_known, seed, importance_repeats)
         if importance_repeats
         else []
     )
-    return Evaluation(predicted, y_test, metrics, baselines, importance)
+    curve = calibration_curve(model, x_known, y_known, labels)
+    return Evaluation(predicted, y_all, metrics, baselines, importance, curve)
+
+
+#: Nominal coverage levels at which the held-out coverage of the intervals is measured.
+CALIBRATION_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def calibration_curve(
+    model: SurrogateModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: list[str],
+    levels: Sequence[float] = CALIBRATION_LEVELS,
+) -> list[dict[str, float]]:
+    """Held-out coverage of the model's intervals at several nominal levels.
+
+    A calibrated model's points lie on the diagonal (coverage equal to the level). Empty
+    for classifiers and for models trained without intervals.
+
+    Returns
+    -------
+    list of dict
+        ``level``, ``coverage`` and ``mean_width`` per level.
+    """
+    if model.is_classifier or model.calibration is None or not len(y):
+        return []
+    ids = [str(i) for i in range(len(y))]
+    rows = []
+    for level in levels:
+        predicted = predict_surrogate(model, ids, x, labels, level)
+        rows.append(
+            {
+                "level": float(level),
+                "coverage": coverage(y, predicted.lower, predicted.upper),
+                "mean_width": float(np.mean(predicted.upper - predicted.lower)),
+            }
+        )
+    return rows
+
+
+def _rows(predicted: Predictions, mask: np.ndarray) -> Predictions:
+    """The predictions of the rows where ``mask`` is true."""
+    return Predictions(
+        [i for i, keep in zip(predicted.ids, mask, strict=True) if keep],
+        predicted.prediction[mask],
+        predicted.lower[mask],
+        predicted.upper[mask],
+        None if predicted.probability is None else predicted.probability[mask],
+        predicted.level,
+    )
+
+
+@dataclass(frozen=True)
+class FittedSurrogate:
+    """A surrogate trained on the training rows, with its held-out predictions and scores."""
+
+    model: SurrogateModel
+    record: PredictionRecord
+    evaluation: Evaluation
+
+
+def fit_and_evaluate(
+    spec: ModelSpec,
+    labels: list[str],
+    train: tuple[list[str], np.ndarray, np.ndarray],
+    test: tuple[list[str], np.ndarray, Sequence[float | None]],
+    seed: int,
+    groups: Sequence[str] | None = None,
+    featurization: dict[str, Any] | None = None,
+    dask_address: str | None = None,
+    importance_repeats: int = 5,
+) -> FittedSurrogate:
+    """Train a surrogate on the training rows, then predict and score the held-out rows.
+
+    The one training step of both the campaign and ``matscreen train``: the held-out rows
+    reach :func:`evaluate` only after :func:`train_surrogate` has returned.
+
+    Parameters
+    ----------
+    spec, labels, train, seed, groups, featurization, dask_address
+        As for :func:`train_surrogate`.
+    test
+        ``(ids, features, labels)`` of the held-out rows; a label may be None or NaN.
+    importance_repeats
+        Shuffles per feature for permutation importance (0 skips it).
+    """
+    model = train_surrogate(spec, labels, train, seed, groups, featurization, dask_address)
+    evaluation = evaluate(model, labels, train, test, seed, importance_repeats)
+    predicted = evaluation.predictions
+    record = PredictionRecord(
+        target=spec.target,
+        ids=list(predicted.ids),
+        y_true=[None if not np.isfinite(v) else float(v) for v in evaluation.y_true],
+        y_pred=predicted.prediction.tolist(),
+        baseline=model.train_label_mean,
+        n_train=len(train[0]),
+        lower=predicted.lower.tolist(),
+        upper=predicted.upper.tolist(),
+        probability=None if predicted.probability is None else predicted.probability.tolist(),
+        level=predicted.level,
+    )
+    return FittedSurrogate(model, record, evaluation)

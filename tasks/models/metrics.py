@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from matscreen.tasks.models.xgb import PredictionRecord
+from matscreen.tasks.models.records import PredictionRecord
 
 
 def regression_metrics(record: PredictionRecord) -> dict[str, float | int]:

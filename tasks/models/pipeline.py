@@ -15,9 +15,20 @@ from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.pipeline import Pipeline
 
 from matscreen.tasks.errors import ModelError
-from matscreen.tasks.models.xgb import DEFAULT_XGBOOST_PARAMS
 
 #: Defaults of the scikit-learn algorithms; a spec's ``params`` override them key by key.
+#: Defaults for every xgboost model; a spec's ``params`` override them key by key.
+DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {
+    "n_estimators": 600,
+    "learning_rate": 0.05,
+    "max_depth": 6,
+    "min_child_weight": 1.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "tree_method": "hist",
+    "n_jobs": 1,
+}
+
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "xgboost": dict(DEFAULT_XGBOOST_PARAMS),
     "random_forest": {"n_estimators": 300, "max_features": 0.33, "n_jobs": 1},

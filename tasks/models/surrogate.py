@@ -42,13 +42,13 @@ from matscreen.tasks.models.pipeline import (
     build_pipeline,
     param_names,
 )
+from matscreen.tasks.models.records import MIN_TRAINING_ROWS
 from matscreen.tasks.models.serialize import (
     estimator_from_dict,
     estimator_to_dict,
     installed_version,
     library_of,
 )
-from matscreen.tasks.models.xgb import MIN_TRAINING_ROWS, PredictionRecord
 from matscreen.tasks.spec import ModelSpec
 
 #: Identifies a stored surrogate model and the layout of its document.
@@ -756,35 +756,3 @@ def _prediction_sets(
     lower = np.where(has_zero, 0.0, np.where(has_one, 1.0, point))
     upper = np.where(has_one, 1.0, np.where(has_zero, 0.0, point))
     return lower, upper
-
-
-def fit_surrogate_and_predict(
-    spec: ModelSpec,
-    labels: list[str],
-    train: tuple[list[str], np.ndarray, np.ndarray],
-    test: tuple[list[str], np.ndarray, list[float | None]],
-    seed: int,
-    groups: Sequence[str] | None = None,
-    featurization: dict[str, Any] | None = None,
-) -> tuple[SurrogateModel, PredictionRecord]:
-    """Train on the training rows and predict the held-out rows (the campaign's step).
-
-    Same shape as :func:`matscreen.tasks.models.xgb.fit_and_predict`; the record also
-    carries the intervals and probabilities.
-    """
-    model = train_surrogate(spec, labels, train, seed, groups, featurization)
-    test_ids, x_test, y_test = test
-    predicted = predict_surrogate(model, test_ids, x_test, labels)
-    record = PredictionRecord(
-        target=spec.target,
-        ids=list(test_ids),
-        y_true=list(y_test),
-        y_pred=predicted.prediction.tolist(),
-        baseline=model.train_label_mean,
-        n_train=len(train[0]),
-        lower=predicted.lower.tolist(),
-        upper=predicted.upper.tolist(),
-        probability=None if predicted.probability is None else predicted.probability.tolist(),
-        level=predicted.level,
-    )
-    return model, record

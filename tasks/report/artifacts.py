@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 #: Shortlist columns shown in the Prefect UI (the full table is in shortlist.csv).
-_SHOWN = ("rank", "id", "formula", "margin", "p_success", "meets_criteria")
+_SHOWN = ("rank", "id", "formula", "spacegroup", "margin", "p_success", "meets_criteria")
 
 
 def metrics_markdown(document: dict[str, Any]) -> str:
@@ -42,6 +42,33 @@ def metrics_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def changes_markdown(campaign: str, changes: dict[str, Any]) -> str:
+    """What changed since the campaign's previous run, as markdown."""
+    lines = [
+        f"## {campaign}: changes since run `{changes['previous_run']}`",
+        "",
+        f"- new candidates: {changes['new_candidates']['count']}; dropped: "
+        f"{changes['dropped_candidates']['count']}",
+        f"- new hits: {changes['new_hits']['count']} {', '.join(changes['new_hits']['ids'][:10])}",
+        f"- dropped hits: {changes['dropped_hits']['count']} "
+        f"{', '.join(changes['dropped_hits']['ids'][:10])}",
+        f"- rank moves: {changes['moved']} candidates moved, {changes['unchanged']} kept "
+        "their rank",
+    ]
+    if changes["moves"]:
+        lines += ["", "| candidate | rank before | rank now | move |", "|---|---|---|---|"]
+        lines += [
+            f"| {m['id']} | {m['rank_a']} | {m['rank_b']} | {m['delta']:+d} |"
+            for m in changes["moves"][:10]
+        ]
+    for change in changes["inputs"]:
+        lines.append(
+            f"- {change['kind']}: {change['only_previous']} only in the previous run, "
+            f"{change['only_this_run']} only in this one"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _number(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{value:.4g}"
 
@@ -63,3 +90,9 @@ def publish_artifacts(shortlist: pd.DataFrame, document: dict[str, Any]) -> None
         markdown=metrics_markdown(document),
         description=f"Held-out metrics of campaign {document['campaign']}",
     )
+    if document.get("changes"):
+        create_markdown_artifact(
+            key="changes",
+            markdown=changes_markdown(document["campaign"], document["changes"]),
+            description=f"Changes since the previous run of campaign {document['campaign']}",
+        )

@@ -9,10 +9,16 @@ import pandas as pd
 
 from matscreen.tasks.dataset import feature_failures
 from matscreen.tasks.featurize.batch import FeatureTable
-from matscreen.tasks.models.xgb import PredictionRecord
+from matscreen.tasks.models.evaluation import FittedSurrogate
+from matscreen.tasks.models.records import PredictionRecord
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
-from matscreen.tasks.report.html import ReportContext, parity_plot_png, render_report
-from matscreen.tasks.report.outputs import shortlist_frame
+from matscreen.tasks.rank.probability import SUCCESS_COLUMN, expected_funnel
+from matscreen.tasks.report.html import (
+    ReportContext,
+    calibration_plot_png,
+    parity_plot_png,
+    render_report,
+)
 from matscreen.tasks.runinfo import utc_now
 from matscreen.tasks.sources.records import IngestResult, RecordFailure, StructureRecord
 from matscreen.tasks.spec import CampaignSpec, CriterionSpec
@@ -26,14 +32,9 @@ def criterion_label(criterion: CriterionSpec) -> str:
     return f"{low}{criterion.property}{high} {criterion.unit}"
 
 
-def _shortlist_rows(ranking: pd.DataFrame, size: int) -> list[dict[str, Any]]:
-    """The shortlist in its order: the marked rows of the ranking, else its top ``size``."""
-    if "shortlist_position" in ranking.columns:
-        picked = ranking[ranking["shortlist_position"].notna()].sort_values("shortlist_position")
-    else:
-        picked = shortlist_frame(ranking, size)
-    rows = picked.astype(object).where(picked.notna(), None)
-    return rows.to_dict(orient="records")
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Table rows as dicts, with None for missing values."""
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
 
 
 def funnel(ranking: pd.DataFrame, criteria: list[CriterionSpec]) -> list[tuple[str, int]]:
@@ -48,6 +49,20 @@ def funnel(ranking: pd.DataFrame, criteria: list[CriterionSpec]) -> list[tuple[s
     return rows
 
 
+def expected_counts(ranking: pd.DataFrame, criteria: list[CriterionSpec]) -> dict[str, float]:
+    """Expected candidates passing each row of :func:`funnel`, from the probabilities.
+
+    Empty when the ranking has no probabilities (``margin`` ranking).
+    """
+    if SUCCESS_COLUMN not in ranking.columns:
+        return {}
+    expected = dict(expected_funnel(ranking, criteria))
+    counts = {"candidates": float(len(ranking)), "every criterion": expected["every criterion"]}
+    for criterion in criteria:
+        counts[criterion_label(criterion)] = expected[criterion.property]
+    return counts
+
+
 def metrics_document(
     run_id: str,
     spec: CampaignSpec,
@@ -56,17 +71,46 @@ def metrics_document(
     screening: dict[str, Any],
     counts: dict[str, int],
     step_seconds: dict[str, float],
+    models: dict[str, dict[str, Any]] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``metrics.json``: held-out metrics per target and the run's counts."""
+    """The content of ``metrics.json``: held-out metrics per target and the run's counts.
+
+    ``models`` (see :func:`model_summary`) adds each target's baselines, cross-validated
+    scores, hyperparameter search and feature importance; ``changes`` what changed since
+    the campaign's previous run (see
+    :func:`~matscreen.catalog.queries.changes_since_previous`), None for a first run.
+    """
     return {
         "run_id": run_id,
         "campaign": spec.name,
         "spec_sha256": spec.fingerprint(),
         "split": spec.split.model_dump(),
         "targets": {t: {**m, "unit": units.get(t, "")} for t, m in metrics.items()},
+        "models": models or {},
+        "changes": changes,
         "screening": screening,
         "counts": counts,
         "step_seconds": {k: round(v, 3) for k, v in step_seconds.items()},
+    }
+
+
+#: Features listed per model in metrics.json and the report, most important first.
+TOP_FEATURES = 10
+
+
+def model_summary(fitted: FittedSurrogate) -> dict[str, Any]:
+    """What metrics.json keeps of a trained model besides its held-out metrics."""
+    model = fitted.model
+    return {
+        "algorithm": model.algorithm,
+        "kind": model.kind,
+        "n_features": len(model.feature_labels),
+        "baselines": fitted.evaluation.baselines,
+        "cross_validation": model.cv_metrics,
+        "search": model.search,
+        "importance": fitted.evaluation.importance[:TOP_FEATURES],
+        "calibration": fitted.evaluation.calibration,
     }
 
 
@@ -102,8 +146,10 @@ def campaign_report(
     table: FeatureTable,
     held_out: dict[str, PredictionRecord],
     ranking: pd.DataFrame,
+    shortlist: pd.DataFrame,
     featurization: dict[str, Any],
     software: dict[str, str],
+    changes: dict[str, Any] | None = None,
 ) -> str:
     """Render ``report.html`` for a campaign run.
 
@@ -113,8 +159,13 @@ def campaign_report(
         The run's metrics document (:func:`metrics_document`).
     held_out
         For each target, the model's prediction record on the held-out set.
+    ranking, shortlist
+        The ranked candidates, and the shortlisted ones in shortlist order (with space
+        groups, :func:`~matscreen.tasks.report.outputs.with_space_groups`).
     featurization
         Preset name, feature count, featurizer class names, configuration hash.
+    changes
+        What changed since the campaign's previous run (``diff`` of metrics.json), if any.
     """
     units = spec.units()
     parity = {}
@@ -123,6 +174,8 @@ def campaign_report(
         parity[target] = parity_plot_png(
             [t for t, _ in pairs], [p for _, p in pairs], target, units.get(target, "")
         )
+    models = document.get("models", {})
+    curves = {t: m["calibration"] for t, m in models.items() if m.get("calibration")}
     context = ReportContext(
         campaign=spec.name,
         description=spec.description,
@@ -143,12 +196,16 @@ def campaign_report(
         units=units,
         criteria=[c.model_dump() for c in spec.criteria],
         funnel=funnel(ranking, list(spec.criteria)),
-        shortlist=_shortlist_rows(ranking, spec.shortlist_size),
+        expected_funnel=expected_counts(ranking, list(spec.criteria)),
+        shortlist=_rows(shortlist),
         ranking_method=spec.ranking.method,
         validation=document["screening"].get("validation"),
         step_seconds=document["step_seconds"],
         software=software,
         parity_png=parity,
+        models=models,
+        calibration_png=calibration_plot_png(curves) if curves else None,
+        changes=changes,
         failures=[
             {"id": f.id, "stage": f.stage, "message": f.message}
             for f in all_failures(ingests, records, table)

@@ -36,8 +36,12 @@ class ReportContext:
     software: dict[str, str]
     parity_png: dict[str, bytes] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    ranking_method: str = "margin"
+    ranking_method: str = "probability"
     validation: dict[str, Any] | None = None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration_png: bytes | None = None
+    expected_funnel: dict[str, float] = field(default_factory=dict)
+    changes: dict[str, Any] | None = None
 
 
 def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit: str) -> bytes:
@@ -60,8 +64,35 @@ def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit:
     return buffer.getvalue()
 
 
+def calibration_plot_png(curves: dict[str, list[dict[str, float]]]) -> bytes:
+    """Draw the held-out coverage of each model's intervals against the nominal level."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=110)
+    ax.plot([0.4, 1.0], [0.4, 1.0], color="black", lw=0.8, label="calibrated")
+    for target, rows in curves.items():
+        ax.plot([r["level"] for r in rows], [r["coverage"] for r in rows], marker="o", label=target)
+    ax.set_xlim(0.4, 1.0)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_xlabel("nominal coverage of the interval")
+    ax.set_ylabel("held-out coverage")
+    ax.set_title("interval calibration")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    """A metric for a table cell: fixed digits, or n/a when missing or not finite."""
+    if value is None or not isinstance(value, int | float) or value != value:
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
 _ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 _ENVIRONMENT.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+_ENVIRONMENT.filters["num"] = _number
 _TEMPLATE = _ENVIRONMENT.from_string(
     """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -80,6 +111,27 @@ figure{display:inline-block;margin:0 1em 1em 0}
 <p>{{ c.description }}</p>
 <p>Run <code>{{ c.run_id }}</code>, finished {{ c.finished_at }}; spec sha256
 <code>{{ c.spec_sha256 }}</code>.</p>
+
+{% if c.changes %}{% set d = c.changes %}
+<h2>Changes since the previous run</h2>
+<p>Compared with run <code>{{ d.previous_run }}</code> (started {{ d.previous_started_at }}):
+{{ d.new_candidates.count }} new and {{ d.dropped_candidates.count }} dropped candidates;
+{{ d.new_hits.count }} new hits{% if d.new_hits.ids %}
+({{ d.new_hits.ids[:10] | join(", ") }}){% endif %},
+{{ d.dropped_hits.count }} dropped hits{% if d.dropped_hits.ids %}
+({{ d.dropped_hits.ids[:10] | join(", ") }}){% endif %};
+{{ d.moved }} candidates changed rank, {{ d.unchanged }} kept it.</p>
+{% if d.moves %}
+<table><tr><th class="l">largest rank moves</th><th>rank before</th><th>rank now</th>
+<th>move</th></tr>
+{% for m in d.moves[:10] %}<tr><td class="l">{{ m.id }}</td><td>{{ m.rank_a }}</td>
+<td>{{ m.rank_b }}</td><td>{{ "%+d" % m.delta }}</td></tr>{% endfor %}
+</table>
+{% endif %}
+{% if d.inputs %}<p>Inputs that differ:
+{% for i in d.inputs %}{{ i.kind }} ({{ i.only_previous }} only before, {{ i.only_this_run }} only
+now){% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
+{% endif %}
 
 <h2>Summary</h2>
 <table>
@@ -119,24 +171,59 @@ from {{ c.featurization.featurizers | join(", ") }} (configuration sha256
 <code>{{ c.featurization.config_sha256[:16] }}…</code>).</p>
 
 <h2>Surrogate models (held-out set)</h2>
+<p>Metrics on the held-out records, which no fit, search or calibration saw; the baselines
+are fitted on the same training records. Intervals are conformal, at the level shown.</p>
 <table>
-<tr><th class="l">target</th><th>MAE</th><th>RMSE</th><th>R²</th><th>dummy MAE</th>
-<th>n train</th><th>n test</th></tr>
-{% for target, m in c.metrics.items() %}
-<tr><td class="l">{{ target }} ({{ c.units[target] }})</td><td>{{ "%.4f" % m.mae }}</td>
-<td>{{ "%.4f" % m.rmse }}</td><td>{{ "%.3f" % m.r2 }}</td><td>{{ "%.4f" % m.dummy_mae }}</td>
+<tr><th class="l">target</th><th class="l">model</th><th>MAE</th><th>RMSE</th><th>R²</th>
+<th>dummy MAE</th><th>Magpie + RF MAE</th><th>CV MAE (training part)</th>
+<th>interval level</th><th>coverage</th><th>mean width</th><th>n train</th><th>n test</th></tr>
+{% for target, m in c.metrics.items() %}{% set info = c.models.get(target, {}) %}
+{% set forest = (info.get("baselines", []) | selectattr("name", "equalto", "Magpie + RF") | list) %}
+<tr><td class="l">{{ target }} ({{ c.units[target] }})</td>
+<td class="l">{{ info.get("algorithm", "") }} {{ info.get("kind", "") }}</td>
+<td>{{ m.mae | num }}</td><td>{{ m.rmse | num }}</td><td>{{ m.r2 | num(3) }}</td>
+<td>{{ m.dummy_mae | num }}</td>
+<td>{{ (forest[0].mae if forest else none) | num }}</td>
+<td>{{ info.get("cross_validation", {}).get("mae") | num }}</td>
+<td>{{ m.get("level") | num(2) }}</td><td>{{ m.get("coverage") | num(3) }}</td>
+<td>{{ m.get("mean_width") | num(3) }}</td>
 <td>{{ m.n_train }}</td><td>{{ m.n_test }}</td></tr>
 {% endfor %}
 </table>
+{% for target, m in c.metrics.items() %}{% if m.get("gap_classifier") %}
+<p>{{ target }}: the metal / non-metal classifier of the two-stage model has ROC-AUC
+{{ m.gap_classifier.roc_auc | num(3) }}, precision {{ m.gap_classifier.precision | num(3) }} and
+recall {{ m.gap_classifier.recall | num(3) }} on the held-out records; the intervals cover
+{{ m.get("coverage_with_gap") | num(3) }} of the records that have a gap.</p>
+{% endif %}{% endfor %}
 {% for target, png in c.parity_png.items() %}
 <figure><img alt="parity plot of {{ target }}" src="data:image/png;base64,{{ png | b64 }}">
 </figure>
 {% endfor %}
+{% if c.calibration_png %}
+<figure><img alt="coverage of the prediction intervals against their nominal level"
+src="data:image/png;base64,{{ c.calibration_png | b64 }}"></figure>
+{% endif %}
+
+<h3>Feature importance</h3>
+<p>Permutation importance on the held-out records: how much the MAE grows when a feature's
+column is shuffled (mean ± standard deviation over repeats), most important first.</p>
+{% for target, info in c.models.items() %}{% if info.get("importance") %}
+<table style="display:inline-table;margin-right:1.5em">
+<tr><th class="l">{{ target }}: feature</th><th>MAE increase ({{ c.units[target] }})</th></tr>
+{% for row in info.importance %}
+<tr><td class="l"><code>{{ row.feature }}</code></td>
+<td>{{ row.importance | num }} ± {{ row.std | num }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}{% endfor %}
 
 <h2>Criteria and funnel</h2>
 <table>
-<tr><th class="l">criterion</th><th>candidates passing</th></tr>
-{% for label, count in c.funnel %}<tr><td class="l">{{ label }}</td><td>{{ count }}</td></tr>
+<tr><th class="l">criterion</th><th>candidates passing (point predictions)</th>
+{% if c.expected_funnel %}<th>expected passing (sum of probabilities)</th>{% endif %}</tr>
+{% for label, count in c.funnel %}<tr><td class="l">{{ label }}</td><td>{{ count }}</td>
+{% if c.expected_funnel %}<td>{{ c.expected_funnel.get(label) | num(1) }}</td>{% endif %}</tr>
 {% endfor %}
 </table>
 
@@ -160,11 +247,13 @@ truly meet every criterion (reported values).{% if c.validation.note %}
 <p>Ranked by {{ c.ranking_method }}.</p>
 <table>
 <tr><th>rank</th><th class="l">id</th><th class="l">formula</th>
+<th class="l">space group</th>
 {% for cr in c.criteria %}<th>predicted {{ cr.property }} ({{ cr.unit }})</th>{% endfor %}
 {% if c.shortlist and "p_success" in c.shortlist[0] %}<th>P(success)</th>{% endif %}
 <th>margin</th><th class="l">meets criteria</th></tr>
 {% for row in c.shortlist %}
 <tr><td>{{ row.rank }}</td><td class="l">{{ row.id }}</td><td class="l">{{ row.formula }}</td>
+<td class="l">{{ row.get("spacegroup") or "" }}</td>
 {% for cr in c.criteria %}<td>{{ "%.3f" % row["pred_" ~ cr.property] }}
 {%- if row.get("lower_" ~ cr.property) is not none %}
 [{{ "%.3f" % row["lower_" ~ cr.property] }}, {{ "%.3f" % row["upper_" ~ cr.property] }}]

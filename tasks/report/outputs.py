@@ -11,12 +11,46 @@ import pandas as pd
 from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import canonical_json, file_sha256
 
-SHORTLIST_COLUMNS = ("rank", "id", "formula")
+SHORTLIST_COLUMNS = ("rank", "id", "formula", "spacegroup")
+
+
+def space_group(structure: Any) -> str:
+    """International symbol and number of a structure's space group, e.g. ``Pm-3m (221)``.
+
+    ``structure`` is a pymatgen Structure or its dict. The symmetry is found with a
+    tolerance of 0.1 Å, as relaxed DFT cells are symmetric only to about that;
+    ``unknown`` when spglib finds none.
+    """
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    if isinstance(structure, dict):
+        structure = Structure.from_dict(structure)
+    try:
+        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+        return f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
+    except Exception:  # spglib gives up on some cells; the shortlist still shows the rest
+        return "unknown"
+
+
+def with_space_groups(frame: pd.DataFrame, structures: dict[str, Any]) -> pd.DataFrame:
+    """A copy of a candidate table with a ``spacegroup`` column after ``formula``.
+
+    Meant for short tables (the shortlist, suggestions): each structure is analysed.
+    """
+    out = frame.copy()
+    out.insert(
+        list(out.columns).index("formula") + 1,
+        "spacegroup",
+        [space_group(structures[i]) for i in out["id"]],
+    )
+    return out
 
 
 def shortlist_frame(ranking: pd.DataFrame, size: int) -> pd.DataFrame:
-    """The ``size`` best-ranked candidates, with rank, id and formula first."""
-    columns = list(SHORTLIST_COLUMNS) + [c for c in ranking.columns if c not in SHORTLIST_COLUMNS]
+    """The ``size`` best-ranked candidates, with rank, id, formula (and space group) first."""
+    first = [c for c in SHORTLIST_COLUMNS if c in ranking.columns]
+    columns = first + [c for c in ranking.columns if c not in first]
     return ranking.loc[: size - 1, columns] if size > 0 else ranking.iloc[0:0][columns]
 
 

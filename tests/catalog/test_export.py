@@ -16,6 +16,7 @@ import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from matscreen.tasks.errors import ArtifactError, CatalogError, NotFoundError
 from matscreen.tasks.featurize.batch import FeatureTable
 from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.models import regression_metrics
-from matscreen.tasks.models.xgb import PredictionRecord, TrainedModel
+from matscreen.tasks.models.records import PredictionRecord
 from matscreen.tasks.rank.criteria import rank_candidates
 from matscreen.tasks.report.outputs import shortlist_frame, write_outputs
 from matscreen.tasks.runinfo import RunInfo, utc_now
@@ -222,16 +223,16 @@ def record_campaign(
             model.fit(frame.loc[train_ids].to_numpy(), y)
             y_pred = model.predict(frame.loc[test_ids].to_numpy()).astype(float).tolist()
             predictions[target] = y_pred
-            trained = TrainedModel(
-                target,
-                "xgboost",
-                {"n_estimators": 5, "max_depth": 2},
-                list(frame.columns),
-                train_ids,
-                float(y.mean()),
-                None,
-                bytes(model.get_booster().save_raw("json")),
-                {"xgboost": xgboost.__version__},
+            trained = SimpleNamespace(
+                target=target,
+                algorithm="xgboost",
+                params={"n_estimators": 5, "max_depth": 2},
+                feature_labels=list(frame.columns),
+                train_ids=train_ids,
+                train_label_mean=float(y.mean()),
+                clip_min=None,
+                model_json=bytes(model.get_booster().save_raw("json")),
+                versions={"xgboost": xgboost.__version__},
             )
             record = PredictionRecord(
                 target, test_ids, [labels[i][target] for i in test_ids], y_pred, float(y.mean()), 3
@@ -241,7 +242,7 @@ def record_campaign(
                     trained,
                     record,
                     regression_metrics(record),
-                    _run("fit_and_predict"),
+                    _run("fit_and_evaluate"),
                     split_id,
                     features_id,
                 )

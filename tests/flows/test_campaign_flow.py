@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pymatgen.core import Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.lineage import lineage
@@ -23,7 +25,7 @@ from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import NotFoundError
 from matscreen.tasks.featurize import FeatureTable
 from matscreen.tasks.hashing import file_sha256
-from matscreen.tasks.models.xgb import TrainedModel, predict
+from matscreen.tasks.models.surrogate import SurrogateModel, predict_surrogate
 
 
 @pytest.fixture()
@@ -70,10 +72,24 @@ def test_campaign_end_to_end(
     assert len(ranking) == n_test - in_test and len(shortlist) == 10
     assert list(shortlist["rank"]) == list(range(1, 11))
     # Without a diversity rule the shortlist is the top of the ranking; ranking.csv marks it.
-    pd.testing.assert_frame_equal(shortlist, ranking[shortlist.columns].head(10), check_dtype=False)
+    from_ranking = shortlist.drop(columns="spacegroup")
+    pd.testing.assert_frame_equal(
+        from_ranking, ranking[from_ranking.columns].head(10), check_dtype=False
+    )
     assert list(ranking["shortlist_position"].head(10)) == list(range(1, 11))
     assert ranking["shortlist_position"].iloc[10:].isna().all()
-    assert (np.diff(ranking["margin"]) <= 1e-9).all()
+    # The shortlist names each candidate's space group (symmetry found to within 0.1 Å).
+    first = shortlist.loc[0]
+    analyzer = SpacegroupAnalyzer(
+        Structure.from_str(truth.loc[first["id"], "cif"], fmt="cif"), symprec=0.1
+    )
+    expected = f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
+    assert first["spacegroup"] == expected
+    assert not (shortlist["spacegroup"] == "unknown").any()
+    # Ranked by the probability of meeting every criterion, from the 90 % intervals
+    # (probabilities within 1e-9 are ties, broken by margin).
+    assert (np.diff(ranking["p_success"]) <= 1e-9).all()
+    assert ranking[["lower_band_gap", "upper_band_gap"]].notna().all().all()
     assert list(ranking["meets_criteria"]) == list(ranking["margin"] >= 0)
     assert list(ranking["formula"]) == [_reduced(truth.loc[i, "cif"]) for i in ranking["id"]]
 
@@ -102,7 +118,18 @@ def test_campaign_end_to_end(
     report = (out / "report.html").read_text()
     assert f"{metrics['targets']['heat_of_formation']['mae']:.4f}" in report
     assert file_sha256(perovskite_subset)[:16] in report
-    assert report.count("data:image/png;base64,") == 2
+    # Two parity plots and the calibration plot.
+    assert report.count("data:image/png;base64,") == 3
+    for target, m in metrics["targets"].items():
+        model = metrics["models"][target]
+        # Coverage of the 90 % intervals, as in metrics.json and on the calibration curve.
+        assert f"<td>{m['coverage']:.3f}</td>" in report
+        (at_90,) = [c for c in model["calibration"] if c["level"] == 0.9]
+        assert at_90["coverage"] == m["coverage"]
+        # Baselines on the same held-out rows, and the most important feature.
+        (forest,) = [b for b in model["baselines"] if b["name"] == "Magpie + RF"]
+        assert f"<td>{forest['mae']:.4f}</td>" in report
+        assert f"<code>{model['importance'][0]['feature']}</code>" in report
     assert unfeaturized in report and "DensityFeatures failed: TypeError" in report
 
     with Catalog(settings.catalog_url) as catalog:
@@ -216,21 +243,15 @@ def _check_catalog(catalog, artifacts, metrics, ranking, subset, truth, out) -> 
         assert a["metrics"] == {
             k: v for k, v in metrics["targets"][a["target"]].items() if k != "unit"
         }
-        model = TrainedModel(
-            target=a["target"],
-            algorithm="xgboost",
-            params=a["params"],
-            feature_labels=list(features.columns),
-            train_ids=[],
-            train_label_mean=0.0,
-            clip_min=a["clip_min"],
-            model_json=artifacts.get_bytes(a["artifact_sha256"]),
-            versions={},
+        model = SurrogateModel.from_json(artifacts.get_bytes(a["artifact_sha256"]))
+        predicted = predict_surrogate(
+            model, list(ranking["id"]), features.loc[ranking["id"]].to_numpy(), features.columns
         )
         np.testing.assert_allclose(
-            predict(model, features.loc[ranking["id"]].to_numpy()),
-            ranking[f"pred_{a['target']}"].to_numpy(),
-            rtol=1e-5,
+            predicted.prediction, ranking[f"pred_{a['target']}"].to_numpy(), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            predicted.lower, ranking[f"lower_{a['target']}"].to_numpy(), rtol=1e-5
         )
 
     # Lineage from the top candidate reaches its record and the source snapshot.

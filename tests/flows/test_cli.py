@@ -70,3 +70,71 @@ def test_bad_ingest_arguments_fail_before_any_work(
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not home.exists()
+
+
+class _RecordingFlow:
+    """Stands in for the campaign flow: keeps the parameters it is called with."""
+
+    def __init__(self) -> None:
+        self.parameters: dict | None = None
+
+    def with_options(self, **options: object) -> _RecordingFlow:
+        return self
+
+    def __call__(self, **parameters: object) -> dict:
+        self.parameters = parameters
+        return {}
+
+
+@pytest.fixture()
+def recording_flow(monkeypatch: pytest.MonkeyPatch) -> _RecordingFlow:
+    """The campaign command with the flow, Prefect API and Dask cluster stood in for."""
+    from contextlib import nullcontext
+
+    from matscreen.flows import campaign, cli, runtime
+
+    flow = _RecordingFlow()
+    monkeypatch.setattr(campaign, "screen_candidates", flow)
+    monkeypatch.setattr(runtime, "prefect_api", lambda: nullcontext("http://127.0.0.1:1/api"))
+    monkeypatch.setattr(
+        runtime, "dask_scheduler", lambda settings: nullcontext("tcp://127.0.0.1:1")
+    )
+    monkeypatch.setattr(cli, "_print_summary", lambda *args: None)
+    return flow
+
+
+def test_suggest_option_reaches_the_flow(home: Path, tmp_path: Path, recording_flow) -> None:
+    out = tmp_path / "out"
+    assert main(["campaign", "run", str(DEFAULT_SPEC), "--suggest", "8", "--output", str(out)]) == 0
+    assert recording_flow.parameters == {
+        "spec_path": str(DEFAULT_SPEC.resolve()),
+        "output_dir": str(out),
+        "suggest": 8,
+    }
+    assert main(["campaign", "run", str(DEFAULT_SPEC)]) == 0
+    assert recording_flow.parameters["suggest"] is None
+
+
+def test_the_campaign_flow_takes_a_suggest_count() -> None:
+    import inspect
+
+    from matscreen.flows.campaign import screen_candidates
+
+    parameter = inspect.signature(screen_candidates.fn).parameters["suggest"]
+    assert parameter.default is None
+
+
+def test_bad_suggest_count_fails_before_any_work(home: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["campaign", "run", "--suggest", "0"])
+    assert stopped.value.code == 2
+    assert "--suggest: expected 1 or more, got 0" in capsys.readouterr().err
+
+    data = yaml.safe_load(DEFAULT_SPEC.read_text())
+    data["ranking"] = {"method": "margin"}  # point predictions: no intervals needed
+    data["models"][1]["interval"] = "none"
+    spec = tmp_path / "no-intervals.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    assert main(["campaign", "run", str(spec), "--suggest", "3"]) == 2
+    assert "ranking.suggest: needs prediction intervals" in capsys.readouterr().err
+    assert not home.exists()

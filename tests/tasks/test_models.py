@@ -1,4 +1,4 @@
-"""xgboost surrogates on real perovskite features; metrics from prediction records."""
+"""Surrogates on real perovskite features; metrics from prediction records."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import pytest
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.errors import ModelError
 from matscreen.tasks.featurize import featurize_batch, join_batches, preset_config
-from matscreen.tasks.models import PredictionRecord, fit_and_predict, regression_metrics
-from matscreen.tasks.models.xgb import predict
+from matscreen.tasks.models import (
+    PredictionRecord,
+    SurrogateModel,
+    fit_and_evaluate,
+    predict_surrogate,
+    regression_metrics,
+)
 from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.spec import CsvCifSourceSpec, ModelSpec, PropertySpec, SplitSpec
 from matscreen.tasks.split import choose_split
@@ -41,36 +46,51 @@ def dataset(perovskite_csv: Path):
 def test_model_beats_the_mean_baseline_on_held_out_perovskites(dataset) -> None:
     records, table, split = dataset
     labels = labels_of(records, "heat_of_formation")
-    model, held_out = fit_and_predict(
+    columns = list(table.frame.columns)
+    fitted = fit_and_evaluate(
         ModelSpec(target="heat_of_formation", params={"n_estimators": 200}),
-        list(table.frame.columns),
+        columns,
         training_arrays(table.frame, labels, split.train_ids),
         candidate_arrays(table.frame, labels, split.test_ids),
         seed=0,
+        importance_repeats=2,
     )
+    model, held_out = fitted.model, fitted.record
     metrics = regression_metrics(held_out)
+    assert metrics["mae"] == pytest.approx(fitted.evaluation.metrics["mae"])
     assert metrics["n_train"] == len(split.train_ids) and metrics["n_test"] == len(split.test_ids)
     assert 70 < metrics["n_test"] < 130  # about a fifth of 500
     assert held_out.ids == split.test_ids
     assert set(model.train_ids) == set(split.train_ids)
     assert metrics["mae"] < 0.8 * metrics["dummy_mae"]
     assert metrics["r2"] > 0.3
-    # The stored native JSON reproduces the predictions exactly.
+    # Every held-out row has a 90 % interval around its prediction.
+    assert held_out.level == 0.9
+    rows = zip(held_out.lower, held_out.y_pred, held_out.upper, strict=True)
+    assert all(lo <= p <= hi for lo, p, hi in rows)
+    # The Magpie + random forest baseline is scored on the same rows, and loses.
+    forest = next(b for b in fitted.evaluation.baselines if b["name"] == "Magpie + RF")
+    assert forest["mae"] > metrics["mae"]
+    assert fitted.evaluation.importance[0]["importance"] > 0
+    # The stored document reproduces the predictions exactly.
     _, x_test, _ = candidate_arrays(table.frame, labels, split.test_ids)
-    np.testing.assert_array_equal(predict(model, x_test), np.array(held_out.y_pred))
+    loaded = SurrogateModel.from_json(model.model_json)
+    again = predict_surrogate(loaded, split.test_ids, x_test, columns)
+    np.testing.assert_array_equal(again.prediction, np.array(held_out.y_pred))
 
 
 def test_clip_keeps_band_gaps_non_negative(dataset) -> None:
     records, table, split = dataset
     gaps = {r.id: -1.0 + (i % 3) for i, r in enumerate(records)}  # includes negative labels
-    model, held_out = fit_and_predict(
+    held_out = fit_and_evaluate(
         ModelSpec(target="band_gap", params={"n_estimators": 30}, clip_min=0.0),
         list(table.frame.columns),
         training_arrays(table.frame, gaps, split.train_ids),
         candidate_arrays(table.frame, gaps, split.test_ids),
         seed=0,
-    )
-    assert min(held_out.y_pred) >= 0.0
+        importance_repeats=0,
+    ).record
+    assert min(held_out.y_pred) >= 0.0 and min(held_out.lower) >= 0.0
 
 
 def test_bad_training_data_is_refused_before_fitting(dataset) -> None:
@@ -82,11 +102,11 @@ def test_bad_training_data_is_refused_before_fitting(dataset) -> None:
     spec = ModelSpec(target="heat_of_formation")
     empty = ([], x[:0], [])
     with pytest.raises(ModelError, match=r"training labels are NaN or infinite, e.g. \[.cmr:"):
-        fit_and_predict(spec, columns, (ids, x, np.where(y > 1, np.nan, y)), empty, 0)
+        fit_and_evaluate(spec, columns, (ids, x, np.where(y > 1, np.nan, y)), empty, 0)
     with pytest.raises(ModelError, match="3 training rows with labels; at least 10"):
-        fit_and_predict(spec, columns, (ids[:3], x[:3], y[:3]), empty, 0)
+        fit_and_evaluate(spec, columns, (ids[:3], x[:3], y[:3]), empty, 0)
     with pytest.raises(ModelError, match=r"feature matrix has shape"):
-        fit_and_predict(spec, columns, (ids, x[:, :5], y), empty, 0)
+        fit_and_evaluate(spec, columns, (ids, x[:, :5], y), empty, 0)
 
 
 def test_metrics_are_computed_from_the_record() -> None:

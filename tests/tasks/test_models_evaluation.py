@@ -121,7 +121,7 @@ def test_search_picks_parameters_by_cross_validation(method: str) -> None:
 
 def test_prediction_record_metrics_include_interval_coverage() -> None:
     from matscreen.tasks.models.metrics import regression_metrics
-    from matscreen.tasks.models.xgb import PredictionRecord
+    from matscreen.tasks.models.records import PredictionRecord
 
     record = PredictionRecord(
         target="gap",

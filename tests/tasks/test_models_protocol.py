@@ -11,11 +11,8 @@ import pytest
 
 from matscreen.tasks.errors import ModelError
 from matscreen.tasks.models import pipeline
-from matscreen.tasks.models.surrogate import (
-    fit_surrogate_and_predict,
-    make_folds,
-    train_surrogate,
-)
+from matscreen.tasks.models.evaluation import fit_and_evaluate
+from matscreen.tasks.models.surrogate import make_folds, train_surrogate
 from matscreen.tasks.spec import ModelSpec, SplitSpec
 from matscreen.tasks.split import choose_split, group_key, record_groups
 
@@ -64,13 +61,14 @@ def test_held_out_rows_never_reach_search_folds_or_final_fit(fits_seen, kind) ->
         search_iterations=2,
         search_space={"max_depth": [2, 3], "n_estimators": [10, 20]},
     )
-    model, record = fit_surrogate_and_predict(
+    fitted = fit_and_evaluate(
         spec,
         labels,
         (split.train_ids, x[train_rows], y[train_rows]),
         (split.test_ids, x[test_rows], y[test_rows].tolist()),
         seed=0,
     )
+    model, record = fitted.model, fitted.record
     held_out = set(test_rows)
     stages = 2 if kind == "two_stage_gap" else 1
     # search: 2 candidates x 3 folds; calibration: 3 folds; final: 1 — per stage.

@@ -130,11 +130,11 @@ def test_rank_with_dispatches_on_the_spec() -> None:
     frame["std_band_gap"] = 0.3
     criteria = [HOF, GAP]
     pd.testing.assert_frame_equal(
-        rank_with(frame, criteria, RankingSpec()), rank_candidates(frame, criteria)
+        rank_with(frame, criteria, RankingSpec(method="margin")), rank_candidates(frame, criteria)
     )
+    # Probability is the default.
     pd.testing.assert_frame_equal(
-        rank_with(frame, criteria, RankingSpec(method="probability")),
-        rank_by_probability(frame, criteria),
+        rank_with(frame, criteria, RankingSpec()), rank_by_probability(frame, criteria)
     )
     pareto = rank_with(frame, criteria, RankingSpec(method="pareto", pareto_objective="margin"))
     assert list(pareto["id"]) == ["q", "p", "s", "t", "r", "u"]

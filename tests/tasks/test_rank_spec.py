@@ -9,7 +9,7 @@ import yaml
 
 from matscreen.flows.cli import DEFAULT_SPEC
 from matscreen.tasks.errors import SpecError
-from matscreen.tasks.spec import load_spec
+from matscreen.tasks.spec import SuggestSpec, load_spec, with_suggestions
 
 
 @pytest.fixture()
@@ -23,12 +23,14 @@ def _load(tmp_path: Path, data_dir: Path, data: dict):
     return load_spec(path, data_dir)
 
 
-def test_default_ranking_is_by_margin_without_diversity(tmp_path, data_dir, demo_data) -> None:
+def test_default_ranking_is_by_probability_without_diversity(
+    tmp_path, data_dir, demo_data
+) -> None:
     ranking = _load(tmp_path, data_dir, demo_data).ranking
-    assert ranking.method == "margin"
+    assert ranking.method == "probability"
     assert ranking.diversity.by == "none" and ranking.diversity.mmr_lambda is None
     assert ranking.suggest is None
-    assert ranking.needs_uncertainty() is None
+    assert ranking.needs_uncertainty() == "method"
 
 
 def test_a_full_ranking_section_loads(tmp_path, data_dir, demo_data) -> None:
@@ -83,3 +85,45 @@ def test_probability_ranking_needs_models_with_intervals(tmp_path, data_dir, dem
         _load(tmp_path, data_dir, demo_data)
     demo_data["ranking"] = {"method": "pareto", "pareto_objective": "margin"}
     assert _load(tmp_path, data_dir, demo_data).ranking.method == "pareto"
+
+
+def test_suggest_count_sets_suggestions_on_a_spec_without_them(tmp_path, data_dir, demo_data):
+    spec = _load(tmp_path, data_dir, demo_data)
+    assert with_suggestions(spec, None) is spec
+    effective = with_suggestions(spec, 7)
+    assert effective.ranking.suggest == SuggestSpec(n=7, kappa=1.0, exclude_shortlist=True)
+    # Only the suggestions change, and the run records (and fingerprints) the change.
+    assert effective.model_dump(exclude={"ranking"}) == spec.model_dump(exclude={"ranking"})
+    assert effective.fingerprint() != spec.fingerprint()
+
+
+def test_suggest_count_keeps_the_spec_kappa_and_exclusion(tmp_path, data_dir, demo_data):
+    demo_data["ranking"] = {
+        "method": "probability",
+        "suggest": {"n": 3, "kappa": 0.25, "exclude_shortlist": False},
+    }
+    effective = with_suggestions(_load(tmp_path, data_dir, demo_data), 12)
+    assert effective.ranking.suggest == SuggestSpec(n=12, kappa=0.25, exclude_shortlist=False)
+    assert effective.ranking.method == "probability"
+    # The recorded (dumped) effective spec loads again with the override: a reproduction
+    # of the run suggests as many.
+    recorded = tmp_path / "recorded.yaml"
+    recorded.write_text(yaml.safe_dump(effective.model_dump(mode="json")))
+    again = load_spec(recorded, data_dir)
+    assert again.ranking.suggest.n == 12
+    assert again.fingerprint() == effective.fingerprint()
+
+
+def test_suggest_count_is_refused_where_models_make_no_intervals(tmp_path, data_dir, demo_data):
+    spec = _load(tmp_path, data_dir, demo_data)
+    with pytest.raises(SpecError, match=r"ranking\.suggest\.n: .*\(got 0\)"):
+        with_suggestions(spec, 0)
+    demo_data["ranking"] = {"method": "margin"}  # point predictions: no intervals needed
+    demo_data["models"][1]["interval"] = "none"
+    spec = _load(tmp_path, data_dir, demo_data)
+    with pytest.raises(
+        SpecError,
+        match=r"perovskite-water-splitting with 5 suggestions: ranking\.suggest: needs "
+        r"prediction intervals, but models\.1\.interval is 'none'",
+    ):
+        with_suggestions(spec, 5)

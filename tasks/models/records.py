@@ -1,0 +1,29 @@
+"""Predictions of a model for a set of records, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Fewest labelled rows a model is fitted on.
+MIN_TRAINING_ROWS = 10
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """Predictions of one model for a set of records, with the labels where known.
+
+    ``baseline`` is the dummy model's prediction: the mean training label. Models with
+    calibrated uncertainty also give each row's interval (``lower``, ``upper`` at
+    ``level``) and, for classifiers and two-stage models, a probability.
+    """
+
+    target: str
+    ids: list[str]
+    y_true: list[float | None]
+    y_pred: list[float]
+    baseline: float
+    n_train: int
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+    probability: list[float] | None = None
+    level: float | None = None
