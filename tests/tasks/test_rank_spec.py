@@ -23,9 +23,7 @@ def _load(tmp_path: Path, data_dir: Path, data: dict):
     return load_spec(path, data_dir)
 
 
-def test_default_ranking_is_by_probability_without_diversity(
-    tmp_path, data_dir, demo_data
-) -> None:
+def test_default_ranking_is_by_probability_without_diversity(tmp_path, data_dir, demo_data) -> None:
     ranking = _load(tmp_path, data_dir, demo_data).ranking
     assert ranking.method == "probability"
     assert ranking.diversity.by == "none" and ranking.diversity.mmr_lambda is None
