@@ -765,6 +765,32 @@ def diff_runs(catalog: Catalog, artifacts: ArtifactStore, run_a: str, run_b: str
     )
 
 
+def stored_model(
+    catalog: Catalog, artifacts: ArtifactStore, fingerprint: str
+) -> tuple[str, Any] | None:
+    """The stored model whose training had this fingerprint, loaded, if there is one.
+
+    See :func:`matscreen.tasks.models.evaluation.training_fingerprint`. A model whose
+    artifact is missing or no longer loads is skipped (the caller fits again).
+
+    Returns
+    -------
+    (model entity id, SurrogateModel) or None
+    """
+    from matscreen.tasks.errors import ArtifactError, ModelError
+    from matscreen.tasks.models.surrogate import SurrogateModel
+
+    for model in catalog.find_entities("model"):
+        if model.attributes.get("training_fingerprint") != fingerprint:
+            continue
+        try:
+            data = artifacts.get_bytes(model.attributes["artifact_sha256"])
+            return model.id, SurrogateModel.from_json(data, f"model {model.id}")
+        except (ArtifactError, ModelError):
+            continue
+    return None
+
+
 def previous_run(catalog: Catalog, run_id: str, campaign: str) -> RunSummary | None:
     """The latest completed run of the same campaign spec that started before ``run_id``."""
     runs = find_runs(catalog, spec=campaign)  # by start time

@@ -241,8 +241,15 @@ class CampaignRecorder:
         run: RunInfo,
         split_id: str,
         features_id: str,
+        training_fingerprint: str | None = None,
+        reused: bool = False,
     ) -> tuple[str, str]:
         """Record one fitted model with its training set and held-out predictions.
+
+        ``training_fingerprint`` (see
+        :func:`~matscreen.tasks.models.evaluation.training_fingerprint`) is kept with the
+        model so that a later run with the same training set can find it; ``reused`` marks
+        a step that took the stored model instead of fitting it again.
 
         Returns
         -------
@@ -259,7 +266,8 @@ class CampaignRecorder:
                 "label_mean": trained.train_label_mean,
             },
         )
-        model = self._model_entity(trained, clip_min=trained.clip_min, metrics=metrics)
+        extra = {"training_fingerprint": training_fingerprint} if training_fingerprint else {}
+        model = self._model_entity(trained, clip_min=trained.clip_min, metrics=metrics, **extra)
         columns = {"y_true": labels[0], "y_pred": labels[1]}
         for name in ("lower", "upper", "probability"):
             if getattr(predictions, name, None) is not None:
@@ -278,7 +286,7 @@ class CampaignRecorder:
             },
         )
         self.catalog.record_step(
-            self._activity(run, {"target": trained.target}),
+            self._activity(run, {"target": trained.target, "reused_model": reused}),
             [training, model, prediction_set],
             used=[split_id, features_id],
             derived=[

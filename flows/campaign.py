@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
-from matscreen.catalog.queries import changes_since_previous
+from matscreen.catalog.queries import changes_since_previous, stored_model
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.ingest import ingest_and_record
@@ -24,6 +24,7 @@ from matscreen.tasks.dataset import (
     training_arrays,
 )
 from matscreen.tasks.featurize import describe, featurization_config
+from matscreen.tasks.models.evaluation import training_fingerprint
 from matscreen.tasks.rank import (
     add_intervals,
     candidate_frame,
@@ -46,6 +47,7 @@ from matscreen.tasks.spec import load_spec, with_suggestions
 from matscreen.tasks.split import record_groups
 from matscreen.tasks.steps import (
     choose_split_task,
+    evaluate_model_task,
     fit_surrogate_task,
     rank_candidates_task,
 )
@@ -122,18 +124,35 @@ def screen_candidates(
 
             with timer.step("train"):
                 labels = {m.target: labels_of(records, m.target) for m in spec.models}
-                futures = []
+                saved_featurization = model_featurization(featurization)
+                futures, fingerprints, reused = [], {}, {}
                 for model in spec.models:
                     train = training_arrays(table.frame, labels[model.target], train_ids)
+                    test = candidate_arrays(table.frame, labels[model.target], test_ids)
+                    train_groups = [groups[i] for i in train[0]] if groups else None
+                    fingerprint = training_fingerprint(
+                        model, columns, train, spec.split.seed, train_groups, saved_featurization
+                    )
+                    fingerprints[model.target] = fingerprint
+                    earlier = stored_model(catalog, artifacts, fingerprint)
+                    if earlier is not None:
+                        # The same training set, spec and software: the stored fit is reused.
+                        reused[model.target] = earlier[0]
+                        futures.append(
+                            evaluate_model_task.submit(
+                                earlier[1], columns, train, test, spec.split.seed
+                            )
+                        )
+                        continue
                     futures.append(
                         fit_surrogate_task.submit(
                             model,
                             columns,
                             train,
-                            candidate_arrays(table.frame, labels[model.target], test_ids),
+                            test,
                             spec.split.seed,
-                            [groups[i] for i in train[0]] if groups else None,
-                            model_featurization(featurization),
+                            train_groups,
+                            saved_featurization,
                         )
                     )
                 fits = [future.result() for future in futures]
@@ -146,6 +165,8 @@ def screen_candidates(
                         f.run,
                         split_id,
                         features_id,
+                        fingerprints[f.value.model.target],
+                        reused=f.value.model.target in reused,
                     )
                     for f in fits
                 ]
@@ -199,7 +220,7 @@ def screen_candidates(
                     screening,
                     counts,
                     timer.seconds,
-                    {t: model_summary(f) for t, f in fitted.items()},
+                    {t: model_summary(f, reused.get(t)) for t, f in fitted.items()},
                     changes,
                 )
                 html = campaign_report(
@@ -214,6 +235,7 @@ def screen_candidates(
                     describe(config, len(columns)),
                     software,
                     changes,
+                    suggestions=suggestions,
                 )
                 written = traced(write_outputs)(
                     out, ranking, shortlisted, document, html, suggestions

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from matscreen.tasks.featurize.batch import featurize_packed
-from matscreen.tasks.models.evaluation import fit_and_evaluate
+from matscreen.tasks.models.evaluation import evaluate_fitted, fit_and_evaluate
 from matscreen.tasks.rank.methods import rank_with
 from matscreen.tasks.runinfo import traced
 from matscreen.tasks.sources.base import read_source
@@ -21,4 +21,5 @@ ingest_source = task(name="ingest-source", cache_policy=NO_CACHE)(traced(read_so
 choose_split_task = task(name="choose-split", cache_policy=NO_CACHE)(traced(choose_split))
 featurize_batch_task = task(name="featurize-batch", cache_policy=NO_CACHE)(traced(featurize_packed))
 fit_surrogate_task = task(name="fit-surrogate", cache_policy=NO_CACHE)(traced(fit_and_evaluate))
+evaluate_model_task = task(name="evaluate-model", cache_policy=NO_CACHE)(traced(evaluate_fitted))
 rank_candidates_task = task(name="rank-candidates", cache_policy=NO_CACHE)(traced(rank_with))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.models.baselines import dummy_baseline, magpie_rf_baseline, median_baseline
 from matscreen.tasks.models.conformal import coverage
 from matscreen.tasks.models.interpret import permutation_importance
 from matscreen.tasks.models.metrics import classification_metrics, error_metrics
 from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.models.serialize import installed_version, library_of
 from matscreen.tasks.models.surrogate import (
     Predictions,
     SurrogateModel,
@@ -213,10 +216,22 @@ def fit_and_evaluate(
         Shuffles per feature for permutation importance (0 skips it).
     """
     model = train_surrogate(spec, labels, train, seed, groups, featurization, dask_address)
+    return evaluate_fitted(model, labels, train, test, seed, importance_repeats)
+
+
+def evaluate_fitted(
+    model: SurrogateModel,
+    labels: list[str],
+    train: tuple[list[str], np.ndarray, np.ndarray],
+    test: tuple[list[str], np.ndarray, Sequence[float | None]],
+    seed: int,
+    importance_repeats: int = 5,
+) -> FittedSurrogate:
+    """Predict and score the held-out rows with a model trained before on ``train``."""
     evaluation = evaluate(model, labels, train, test, seed, importance_repeats)
     predicted = evaluation.predictions
     record = PredictionRecord(
-        target=spec.target,
+        target=model.target,
         ids=list(predicted.ids),
         y_true=[None if not np.isfinite(v) else float(v) for v in evaluation.y_true],
         y_pred=predicted.prediction.tolist(),
@@ -228,3 +243,37 @@ def fit_and_evaluate(
         level=predicted.level,
     )
     return FittedSurrogate(model, record, evaluation)
+
+
+def training_fingerprint(
+    spec: ModelSpec,
+    labels: Sequence[str],
+    train: tuple[list[str], np.ndarray, np.ndarray],
+    seed: int,
+    groups: Sequence[str] | None = None,
+    featurization: dict[str, Any] | None = None,
+) -> str:
+    """A hash of everything a fit depends on: equal hashes give the same fitted model.
+
+    It covers the model's spec and seed, the feature labels and the featurization, the
+    training rows (ids, feature values and labels) and their groups, and the versions of
+    matscreen and of the libraries that fit the model. A campaign re-run whose training set
+    has this hash reuses the model fitted before instead of fitting it again.
+    """
+    ids, x, y = train
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    libraries = dict.fromkeys((library_of(spec.algorithm), "numpy", "scikit-learn", "matscreen"))
+    return content_hash(
+        {
+            "model": spec.model_dump(mode="json"),
+            "seed": seed,
+            "labels": list(labels),
+            "featurization": featurization,
+            "ids": list(ids),
+            "groups": None if groups is None else list(groups),
+            "values_sha256": digest.hexdigest(),
+            "versions": {name: installed_version(name) for name in libraries},
+        }
+    )

@@ -99,11 +99,17 @@ def metrics_document(
 TOP_FEATURES = 10
 
 
-def model_summary(fitted: FittedSurrogate) -> dict[str, Any]:
-    """What metrics.json keeps of a trained model besides its held-out metrics."""
+def model_summary(fitted: FittedSurrogate, reused_from: str | None = None) -> dict[str, Any]:
+    """What metrics.json keeps of a trained model besides its held-out metrics.
+
+    ``reused_from`` is the catalog id of the stored model a run took instead of fitting
+    again (its training set was unchanged); None when the run fitted the model.
+    """
     model = fitted.model
     return {
+        "reused_from": reused_from,
         "algorithm": model.algorithm,
+        "params": model.params,
         "kind": model.kind,
         "n_features": len(model.feature_labels),
         "baselines": fitted.evaluation.baselines,
@@ -150,6 +156,7 @@ def campaign_report(
     featurization: dict[str, Any],
     software: dict[str, str],
     changes: dict[str, Any] | None = None,
+    suggestions: pd.DataFrame | None = None,
 ) -> str:
     """Render ``report.html`` for a campaign run.
 

@@ -174,6 +174,23 @@ def test_campaign_end_to_end(
         ]
         assert second_featurize.parameters["structures_from_store"] == 240  # failure too
         assert catalog.activities(parent_id=second_featurize.id) == []
+        # The training sets are unchanged: the stored models are reused, not fitted again.
+        models = {m.attributes["target"]: m.id for m in catalog.find_entities("model")}
+        assert len(models) == 2
+        steps = [a for a in catalog.activities(parent_id=runs[1].id) if "target" in a.parameters]
+        assert {a.name for a in steps} == {"evaluate_fitted"}
+        assert all(a.parameters["reused_model"] for a in steps)
+    metrics2 = json.loads((out2 / "metrics.json").read_text())
+    for target, model_id in models.items():
+        assert metrics2["models"][target]["reused_from"] == model_id
+        assert metrics2["targets"][target] == metrics["targets"][target]
+    # What changed since the first run: nothing.
+    changes = metrics2["changes"]
+    assert changes["previous_run"] == metrics["run_id"] and metrics["changes"] is None
+    assert changes["unchanged"] == len(ranking) and changes["moved"] == 0
+    assert changes["new_hits"]["count"] == changes["new_candidates"]["count"] == 0
+    assert "Changes since the previous run" in (out2 / "report.html").read_text()
+    with Catalog(settings.catalog_url) as catalog:
         # The second run reused the first run's ranking; lineage finds it through either run.
         artifacts = ArtifactStore(settings.artifact_dir)
         for run in runs:
