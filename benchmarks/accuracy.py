@@ -18,11 +18,10 @@ hyperparameter search (cross-validation on the training part only); band gap as 
 regressor (the demo's), as the two-stage metal / non-metal model, and the two-stage model
 tuned. The held-out rows are touched once, to score the finished models.
 
-Featurizations: ``demo`` is the demo spec's (the ``fast`` preset plus site-resolved
-element properties); ``demo+lpd`` adds Ward et al.'s local property differences (Voronoi
-neighbours; about 0.7 s a structure); ``demo+fractions`` adds the element fractions;
-``fast+all-sites`` resolves all 22 Magpie properties by site instead of the demo's eight;
-``structure`` is the structure preset (adds CrystalNN fingerprints, structural
+Featurizations: ``demo`` is the demo spec's (the ``fast`` preset plus all 22 Magpie
+properties resolved by site); ``demo+lpd`` adds Ward et al.'s local property differences
+(Voronoi neighbours; about 0.7 s a structure); ``demo+fractions`` adds the element
+fractions; ``structure`` is the structure preset (adds CrystalNN fingerprints, structural
 heterogeneity, ordering and packing; about ten times slower to compute than ``demo``).
 """
 
@@ -88,21 +87,6 @@ ELEMENT_FRACTIONS = {
     "cls": "matminer.featurizers.composition.ElementFraction",
 }
 
-#: Every Magpie property with data for the perovskites' elements.
-MAGPIE_PROPERTIES = [
-    "Number", "MendeleevNumber", "AtomicWeight", "MeltingT", "Column", "Row",
-    "CovalentRadius", "Electronegativity", "NsValence", "NpValence", "NdValence",
-    "NfValence", "NValence", "NsUnfilled", "NpUnfilled", "NdUnfilled", "NfUnfilled",
-    "NUnfilled", "GSvolume_pa", "GSbandgap", "GSmagmom", "SpaceGroupNumber",
-]  # fmt: skip
-
-#: The site-resolved element properties for all of them instead of the demo's eight.
-ALL_SITE_PROPERTIES = {
-    "input": "structure",
-    "cls": "matscreen.tasks.featurize.site_resolved.CoordinationElementProperty",
-    "kwargs": {"properties": MAGPIE_PROPERTIES},
-}
-
 #: Featurizers added to the demo's by the ``demo+…`` featurizations.
 EXTRA_FEATURIZERS = {"demo+lpd": [LOCAL_DIFFERENCES], "demo+fractions": [ELEMENT_FRACTIONS]}
 
@@ -114,9 +98,6 @@ def featurization_for(name: str, demo: FeaturizationSpec) -> FeaturizationSpec:
     described = demo.model_dump()
     if name in EXTRA_FEATURIZERS:
         described["featurizers"] = [*described["featurizers"], *EXTRA_FEATURIZERS[name]]
-        return FeaturizationSpec.model_validate(described)
-    if name == "fast+all-sites":
-        described["featurizers"] = [ALL_SITE_PROPERTIES]
         return FeaturizationSpec.model_validate(described)
     return FeaturizationSpec(preset=name, time_limit_s=demo.time_limit_s)
 
@@ -146,7 +127,7 @@ def main() -> None:
     parser.add_argument(
         "--featurization",
         default="demo",
-        choices=("demo", *EXTRA_FEATURIZERS, "fast+all-sites", "fast", "structure"),
+        choices=("demo", *EXTRA_FEATURIZERS, "fast", "structure"),
     )
     parser.add_argument("--search", default="random", choices=("none", "random", "halving"))
     parser.add_argument("--iterations", type=int, default=12, help="search candidates")

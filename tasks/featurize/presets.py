@@ -99,14 +99,34 @@ _VERSIONED_PACKAGES = ("matminer", "pymatgen", "numpy")
 
 
 def featurization_config(spec: FeaturizationSpec) -> dict[str, Any]:
-    """Describe a featurization as plain data: featurizers in order and package versions."""
+    """Describe a featurization as plain data: featurizers in order and package versions.
+
+    matscreen's own featurizers also carry their class's ``REVISION``, so that changing
+    what one computes changes the description, and with it the feature store's key.
+    """
     featurizers = list(PRESETS[spec.preset]) if spec.preset else []
     featurizers += spec.featurizers
+    described = []
+    for featurizer in featurizers:
+        item = featurizer.model_dump()
+        if featurizer.cls.startswith("matscreen."):
+            item["revision"] = _revision(featurizer.cls)
+        described.append(item)
     return {
         "preset": spec.preset,
-        "featurizers": [f.model_dump() for f in featurizers],
+        "featurizers": described,
         "versions": {package: version(package) for package in _VERSIONED_PACKAGES},
     }
+
+
+def _revision(cls_path: str) -> int | None:
+    """The ``REVISION`` of a matscreen featurizer class (None if it has none or is unknown)."""
+    module_name, _, class_name = cls_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        return None  # reported with a clear message when the featurizers are built
+    return getattr(cls, "REVISION", None)
 
 
 def preset_config(name: str) -> dict[str, Any]:

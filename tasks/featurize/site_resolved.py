@@ -30,8 +30,10 @@ class CoordinationElementProperty(BaseFeaturizer):
     """Elemental properties resolved by the coordination number (CN) of their site.
 
     For every Magpie property p it gives: the CN-weighted mean of p over sites, p on the
-    most and on the least coordinated sites (averaged where several share that CN), and the
-    covariance of CN and p over the sites; plus the mean, largest and smallest CN.
+    most, on the least and on the intermediately coordinated sites (averaged where several
+    share that kind of site; NaN when a structure has no intermediate sites), and the
+    covariance of CN and p over the sites; plus the mean, largest and smallest CN. In an
+    ABX3 perovskite the three kinds are the A (12-fold), X (2-fold) and B (6-fold) sites.
     Coordination numbers come from pymatgen's CrystalNN. Disordered sites take the
     occupancy-weighted property of their species.
 
@@ -40,6 +42,10 @@ class CoordinationElementProperty(BaseFeaturizer):
     properties
         Magpie property names.
     """
+
+    #: Changes whenever the features this class computes change, so that the feature
+    #: store never serves rows computed by an older revision (see ``featurization_config``).
+    REVISION = 2
 
     def __init__(self, properties: tuple[str, ...] | list[str] = DEFAULT_PROPERTIES) -> None:
         self.properties = list(properties)
@@ -55,7 +61,7 @@ class CoordinationElementProperty(BaseFeaturizer):
         )
 
     def featurize(self, structure: Structure) -> list[float]:
-        """Return the CN statistics followed by four values per property.
+        """Return the CN statistics followed by five values per property.
 
         Raises
         ------
@@ -73,12 +79,14 @@ class CoordinationElementProperty(BaseFeaturizer):
             raise ValueError("CrystalNN found no neighbours for any site")
         values = [float(cn.mean()), float(cn.max()), float(cn.min())]
         top, bottom = cn == cn.max(), cn == cn.min()
+        middle = ~(top | bottom)
         for prop in self.properties:
             p = np.array([self._site_property(site, prop) for site in structure], dtype=float)
             values += [
                 float(np.sum(cn * p) / np.sum(cn)),
                 float(p[top].mean()),
                 float(p[bottom].mean()),
+                float(p[middle].mean()) if middle.any() else float("nan"),
                 float(np.mean((cn - cn.mean()) * (p - p.mean()))),
             ]
         return values
@@ -90,6 +98,7 @@ class CoordinationElementProperty(BaseFeaturizer):
                 f"CN-weighted mean {prop}",
                 f"{prop} at highest-CN sites",
                 f"{prop} at lowest-CN sites",
+                f"{prop} at intermediate-CN sites",
                 f"covariance of CN and {prop}",
             ]
         return labels
