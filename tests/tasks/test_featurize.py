@@ -145,3 +145,37 @@ def test_child_process_gives_the_same_values_and_errors(structures) -> None:
     assert child.ids == local.ids == ["a"]
     assert child.failures == local.failures
     np.testing.assert_array_equal(child.values, local.values)
+
+
+def test_site_resolved_features_name_each_kind_of_site_and_key_the_store() -> None:
+    from matscreen.tasks.featurize import featurization_config
+    from matscreen.tasks.featurize.site_resolved import CoordinationElementProperty
+    from matscreen.tasks.spec import FeaturizationSpec
+
+    srtio3 = Structure(
+        Lattice.cubic(3.905),
+        ["Sr", "Ti", "O", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+    featurizer = CoordinationElementProperty(properties=["Number"])
+    values = dict(zip(featurizer.feature_labels(), featurizer.featurize(srtio3), strict=True))
+    # Sr is 12-fold (A site), Ti 6-fold (B site), O 2-fold (X site).
+    assert (values["CN maximum"], values["CN minimum"]) == (12, 2)
+    assert values["Number at highest-CN sites"] == 38
+    assert values["Number at intermediate-CN sites"] == 22
+    assert values["Number at lowest-CN sites"] == 8
+    # A structure with two kinds of site has no intermediate one.
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    values = dict(zip(featurizer.feature_labels(), featurizer.featurize(cscl), strict=True))
+    assert np.isnan(values["Number at intermediate-CN sites"])
+    # The class's revision is part of the feature store's key.
+    spec = FeaturizationSpec(
+        featurizers=[
+            {
+                "input": "structure",
+                "cls": "matscreen.tasks.featurize.site_resolved.CoordinationElementProperty",
+            }
+        ]
+    )
+    described = featurization_config(spec)["featurizers"][-1]
+    assert described["revision"] == CoordinationElementProperty.REVISION
