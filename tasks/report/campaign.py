@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -10,9 +11,10 @@ import pandas as pd
 from matscreen.tasks.dataset import feature_failures
 from matscreen.tasks.featurize.batch import FeatureTable
 from matscreen.tasks.models.evaluation import FittedSurrogate
+from matscreen.tasks.models.pipeline import DEFAULT_PARAMS
 from matscreen.tasks.models.records import PredictionRecord
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
-from matscreen.tasks.rank.probability import SUCCESS_COLUMN, expected_funnel
+from matscreen.tasks.rank.probability import SUCCESS_COLUMN, expected_funnel, property_ranges
 from matscreen.tasks.report.html import (
     ReportContext,
     calibration_plot_png,
@@ -21,15 +23,163 @@ from matscreen.tasks.report.html import (
 )
 from matscreen.tasks.runinfo import utc_now
 from matscreen.tasks.sources.records import IngestResult, RecordFailure, StructureRecord
-from matscreen.tasks.spec import CampaignSpec, CriterionSpec
+from matscreen.tasks.spec import CampaignSpec, CriterionSpec, ModelSpec, RankingSpec
 from matscreen.tasks.split import DataSplit
 
 
 def criterion_label(criterion: CriterionSpec) -> str:
-    """Human form of a criterion, e.g. ``1.4 <= band_gap <= 3.1 eV``."""
-    low = f"{criterion.min:g} <= " if criterion.min is not None else ""
-    high = f" <= {criterion.max:g}" if criterion.max is not None else ""
-    return f"{low}{criterion.property}{high} {criterion.unit}"
+    """Human form of a criterion, the property first where it has one bound.
+
+    ``band_gap >= 3 eV``, ``heat_of_formation <= 0.21 eV``, ``1.4 <= band_gap <= 3.1 eV``.
+    """
+    name = criterion.property
+    if criterion.min is not None and criterion.max is not None:
+        text = f"{criterion.min:g} <= {name} <= {criterion.max:g}"
+    elif criterion.min is not None:
+        text = f"{name} >= {criterion.min:g}"
+    else:
+        text = f"{name} <= {criterion.max:g}"
+    return f"{text} {criterion.unit}".rstrip()
+
+
+def ranking_order(ranking: RankingSpec) -> dict[str, str]:
+    """How a ranking method orders candidates, in words.
+
+    Returns
+    -------
+    dict
+        ``order``: the order of the ranking; ``closest``: which candidates come first
+        when none is predicted to meet every criterion (the shortlist then holds them).
+    """
+    if ranking.method == "probability":
+        return {
+            "order": "by the probability of meeting every criterion, P(success), from the "
+            "models' prediction intervals (highest first; equal probabilities by margin)",
+            "closest": "the highest probability of meeting every criterion",
+        }
+    if ranking.method == "margin":
+        return {
+            "order": "by margin: the signed distance of the candidate's worst predicted "
+            "property to its range, positive inside every range (largest first)",
+            "closest": "the smallest shortfall (the margin closest to 0)",
+        }
+    if ranking.pareto_objective == "probability":
+        return {
+            "order": "by Pareto front of the per-property probabilities of meeting the "
+            "criteria (front 1 first), then by P(success)",
+            "closest": "the best trade-offs between the per-property probabilities "
+            "(the first Pareto fronts), the highest P(success) first within a front",
+        }
+    return {
+        "order": "by Pareto front of the per-property margins (front 1 first), then by margin",
+        "closest": "the best trade-offs between the per-property margins (the first Pareto "
+        "fronts), the smallest shortfall first within a front",
+    }
+
+
+def property_columns(
+    criteria: list[CriterionSpec], units: dict[str, str], held_out: dict[str, PredictionRecord]
+) -> list[dict[str, Any]]:
+    """The shortlist's columns per property the criteria name: unit, interval level, the
+    allowed range (criteria on one property intersected; None for an open end) and
+    whether the held-out records have reported values of it."""
+    columns = []
+    for prop, (low, high) in property_ranges(criteria).items():
+        record = held_out.get(prop)
+        columns.append(
+            {
+                "property": prop,
+                "unit": units.get(prop, ""),
+                "level": record.level if record is not None else None,
+                "reported": record is not None and any(v is not None for v in record.y_true),
+                "min": low if math.isfinite(low) else None,
+                "max": high if math.isfinite(high) else None,
+            }
+        )
+    return columns
+
+
+def with_reported(frame: pd.DataFrame, held_out: dict[str, PredictionRecord]) -> pd.DataFrame:
+    """A copy of ``frame`` with ``reported_<target>``: each candidate's reported (true)
+    value from the held-out records, None where the source has none."""
+    frame = frame.copy()
+    for target, record in held_out.items():
+        reported = dict(zip(record.ids, record.y_true, strict=True))
+        frame[f"reported_{target}"] = [reported.get(i) for i in frame["id"]]
+    return frame
+
+
+def model_settings(
+    specs: list[ModelSpec], models: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """How each model was set up, from its spec and the run's model summaries
+    (:func:`model_summary`, by target).
+
+    The parameters are those of the final fit (the summary's ``params``; for a summary
+    without them, the algorithm's defaults overridden by the spec's ``params`` and then
+    by the search's best parameters, as training does); each one says where it came
+    from: ``default``, ``spec`` or ``search``.
+    """
+    settings = []
+    for model in specs:
+        summary = models.get(model.target, {})
+        search = summary.get("search") or {}
+        best = search.get("best_params", {})
+        final = summary.get("params") or {
+            **DEFAULT_PARAMS.get(model.algorithm, {}),
+            **model.params,
+            **best,
+        }
+        parameters = []
+        for name, value in final.items():
+            origin = "default"
+            if name in best:
+                origin = "search"
+            elif name in model.params:
+                origin = "spec"
+            parameters.append({"name": name, "value": value, "origin": origin})
+        searched = (
+            f"{search['method']} search over {search['candidates']} candidates"
+            if search
+            else "none"
+        )
+        notes = []
+        if summary.get("reused_from"):
+            shown = summary["reused_from"]
+            shown = shown if len(shown) <= 16 else f"{shown[:12]}…"
+            notes.append(f"stored model {shown} reused (same training set)")
+        if model.kind == "two_stage_gap":
+            cross_validation = summary.get("cross_validation") or {}
+            decision = cross_validation.get("gap_decision", model.gap_decision)
+            notes.append(f"metal when the label is <= {model.metal_threshold:g}")
+            if decision is not None:
+                notes.append(f"gap predicted when P(gap) >= {decision:.2f}")
+        if model.select_features is not None:
+            notes.append(f"the {model.select_features} features most correlated with the label")
+        if model.positive_at_most is not None:
+            notes.append(f"class 1 when the label is <= {model.positive_at_most:g}")
+        if model.scale:
+            notes.append("standardized features")
+        if model.clip_min is not None:
+            notes.append(f"predictions clipped at >= {model.clip_min:g}")
+        settings.append(
+            {
+                "target": model.target,
+                "algorithm": summary.get("algorithm", model.algorithm),
+                "kind": summary.get("kind", model.kind),
+                "n_features": summary.get("n_features"),
+                "parameters": parameters,
+                "cv_folds": model.cv_folds,
+                "search": searched,
+                "interval": (
+                    "none"
+                    if model.interval == "none"
+                    else f"{model.interval} conformal, {model.interval_level:.0%}"
+                ),
+                "notes": notes,
+            }
+        )
+    return settings
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -173,6 +323,9 @@ def campaign_report(
         Preset name, feature count, featurizer class names, configuration hash.
     changes
         What changed since the campaign's previous run (``diff`` of metrics.json), if any.
+    suggestions
+        The next experiments (:func:`~matscreen.tasks.rank.suggest.suggest`), if the
+        campaign asks for them.
     """
     units = spec.units()
     parity = {}
@@ -204,8 +357,15 @@ def campaign_report(
         criteria=[c.model_dump() for c in spec.criteria],
         funnel=funnel(ranking, list(spec.criteria)),
         expected_funnel=expected_counts(ranking, list(spec.criteria)),
-        shortlist=_rows(shortlist),
+        shortlist=_rows(with_reported(shortlist, held_out)),
         ranking_method=spec.ranking.method,
+        ranking_order=ranking_order(spec.ranking),
+        properties=property_columns(list(spec.criteria), units, held_out),
+        model_settings=model_settings(list(spec.models), models),
+        suggestions=_rows(suggestions) if suggestions is not None else None,
+        suggest_settings=(
+            spec.ranking.suggest.model_dump() if spec.ranking.suggest is not None else None
+        ),
         validation=document["screening"].get("validation"),
         step_seconds=document["step_seconds"],
         software=software,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+import markupsafe
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,6 +44,11 @@ class ReportContext:
     calibration_png: bytes | None = None
     expected_funnel: dict[str, float] = field(default_factory=dict)
     changes: dict[str, Any] | None = None
+    ranking_order: dict[str, str] = field(default_factory=dict)
+    properties: list[dict[str, Any]] = field(default_factory=list)
+    model_settings: list[dict[str, Any]] = field(default_factory=list)
+    suggestions: list[dict[str, Any]] | None = None
+    suggest_settings: dict[str, Any] | None = None
 
 
 def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit: str) -> bytes:
@@ -83,6 +90,41 @@ def calibration_plot_png(curves: dict[str, list[dict[str, float]]]) -> bytes:
     return buffer.getvalue()
 
 
+#: Below this many true hits, recall and enrichment get a small-number caution.
+FEW_TRUE_HITS = 5
+
+
+def _utc(timestamp: str) -> str:
+    """An ISO 8601 time as ``2026-11-21 10:42:37 UTC``; other text unchanged."""
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        return str(timestamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _probability(value: Any) -> str:
+    """A probability (or an acquisition) for a table cell: 3 decimals, or 2 significant
+    digits below 0.001 so that small values stay distinguishable from 0."""
+    if value is None or value != value:
+        return "n/a"
+    if value == 0 or abs(value) >= 0.001:
+        return f"{value:.3f}"
+    return f"{value:.1e}"
+
+
+def _breakable(text: str, after: str = "/_") -> markupsafe.Markup:
+    """``text``, escaped, with a line-break opportunity after each of the characters
+    ``after``, so that a long path or property name wraps at its parts instead of
+    widening its column."""
+    escaped = str(markupsafe.escape(text))
+    for character in after:
+        escaped = escaped.replace(character, f"{character}<wbr>")
+    return markupsafe.Markup(escaped)
+
+
 def _number(value: Any, digits: int = 4) -> str:
     """A metric for a table cell: fixed digits, or n/a when missing or not finite."""
     if value is None or not isinstance(value, int | float) or value != value:
@@ -93,28 +135,66 @@ def _number(value: Any, digits: int = 4) -> str:
 _ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 _ENVIRONMENT.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
 _ENVIRONMENT.filters["num"] = _number
+_ENVIRONMENT.filters["prob"] = _probability
+_ENVIRONMENT.filters["utc"] = _utc
+_ENVIRONMENT.filters["breakable"] = _breakable
+_ENVIRONMENT.globals["FEW_TRUE_HITS"] = FEW_TRUE_HITS
 _TEMPLATE = _ENVIRONMENT.from_string(
     """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>matscreen report: {{ c.campaign }} ({{ c.run_id }})</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:78em;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}
+th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right;vertical-align:top}
 th{background:#f2f2f2}
 td.l,th.l{text-align:left}
+td.nw{white-space:nowrap}
+td.path{overflow-wrap:anywhere;min-width:12em}
+td.cite{min-width:18em}
+td.licence{min-width:8em}
+td.params{min-width:18em}
+td.notes{overflow-wrap:anywhere;min-width:12em}
 .ok{color:#176d2a;font-weight:600}
+.note{background:#fff8e1;border-left:4px solid #e0a800;padding:0.4em 0.8em}
+.sub{font-weight:normal;font-size:0.85em;color:#555}
+code.spec{font-weight:700}
+code.search{font-weight:700;font-style:italic}
 code{font-size:0.9em}
 figure{display:inline-block;margin:0 1em 1em 0}
+.wide{overflow-x:auto}
+table.compact{font-size:0.92em}
+table.compact th,table.compact td{padding:0.2em 0.4em}
+code.cmd{white-space:nowrap}
+nav.toc ol{margin:0.3em 0 1em;padding:0}
+nav.toc li{display:inline}
+nav.toc li+li:before{content:" · "}
+ul.packages{padding:0;margin:0.3em 0 1em}
+ul.packages li{display:inline-block;margin:0 1.4em 0.2em 0}
+ul.packages span{color:#555}
 </style></head><body>
 <h1>{{ c.campaign }}</h1>
 <p>{{ c.description }}</p>
-<p>Run <code>{{ c.run_id }}</code>, finished {{ c.finished_at }}; spec sha256
-<code>{{ c.spec_sha256 }}</code>.</p>
+<p>Run <code>{{ c.run_id }}</code>, finished {{ c.finished_at | utc }}; campaign spec
+sha256 <code title="{{ c.spec_sha256 }}">{{ c.spec_sha256[:16] }}…</code>.</p>
+<nav class="toc"><b>Contents</b><ol>
+{% if c.changes %}<li><a href="#changes">Changes</a></li>{% endif %}
+<li><a href="#summary">Summary</a></li>
+<li><a href="#sources">Data sources</a></li>
+<li><a href="#split">Held-out split</a></li>
+<li><a href="#features">Features</a></li>
+<li><a href="#models">Surrogate models</a></li>
+<li><a href="#criteria">Criteria and funnel</a></li>
+{% if c.validation %}<li><a href="#validation">Screening validation</a></li>{% endif %}
+<li><a href="#shortlist">Shortlist</a></li>
+{% if c.suggestions is not none %}<li><a href="#suggestions">Next experiments</a></li>{% endif %}
+{% if c.failures %}<li><a href="#failures">Records that failed</a></li>{% endif %}
+<li><a href="#run">Run</a></li>
+</ol></nav>
 
 {% if c.changes %}{% set d = c.changes %}
-<h2>Changes since the previous run</h2>
-<p>Compared with run <code>{{ d.previous_run }}</code> (started {{ d.previous_started_at }}):
+<h2 id="changes">Changes since the previous run</h2>
+<p>Compared with run <code>{{ d.previous_run }}</code> (started {{ d.previous_started_at | utc }}):
 {{ d.new_candidates.count }} new and {{ d.dropped_candidates.count }} dropped candidates;
 {{ d.new_hits.count }} new hits{% if d.new_hits.ids %}
 ({{ d.new_hits.ids[:10] | join(", ") }}){% endif %},
@@ -133,7 +213,7 @@ figure{display:inline-block;margin:0 1em 1em 0}
 now){% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
 {% endif %}
 
-<h2>Summary</h2>
+<h2 id="summary">Summary</h2>
 <table>
 <tr><th class="l">records read</th><td>{{ c.counts.records }}</td></tr>
 <tr><th class="l">records that failed to read</th><td>{{ c.counts.ingest_failures }}</td></tr>
@@ -146,31 +226,40 @@ now){% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
 <tr><th class="l">candidates ranked</th><td>{{ c.counts.candidates }}</td></tr>
 <tr><th class="l">candidates meeting every criterion</th><td>{{ c.counts.hits }}</td></tr>
 </table>
+{% if c.counts.hits == 0 %}
+<p class="note">No candidate is predicted to meet every criterion. The shortlist therefore
+holds the candidates closest to passing: those with {{ c.ranking_order.closest }}. They are
+near misses worth a closer look, not predicted hits.</p>
+{% endif %}
 
-<h2>Data sources</h2>
+<h2 id="sources">Data sources</h2>
+{% set show_version = c.sources | selectattr("database_version") | list | length > 0 %}
 <table>
 <tr><th class="l">source</th><th class="l">kind</th><th class="l">file or endpoint</th>
-<th class="l">database version</th><th class="l">sha256</th><th>records</th>
-<th class="l">licence</th><th class="l">cite</th></tr>
+{% if show_version %}<th class="l">database version</th>{% endif %}
+<th class="l">sha256</th><th>records</th><th class="l">licence</th><th class="l">cite</th></tr>
 {% for s in c.sources %}
 <tr><td class="l">{{ s.source }}</td><td class="l">{{ s.kind }}</td>
-<td class="l"><code>{{ s.location }}</code></td><td class="l">{{ s.database_version }}</td>
-<td class="l"><code>{{ s.sha256[:16] }}…</code></td><td>{{ s.n_rows }}</td>
-<td class="l">{{ s.licence }}</td><td class="l">{{ s.citation | join("; ") }}</td></tr>
+<td class="l path"><code>{{ s.location | breakable("/") }}</code></td>
+{% if show_version %}<td class="l">{{ s.database_version or "" }}</td>{% endif %}
+<td class="l nw"><code title="{{ s.sha256 }}">{{ s.sha256[:16] }}…</code></td>
+<td>{{ s.n_rows }}</td><td class="l licence">{{ s.licence }}</td>
+<td class="l cite">{{ s.citation | join("; ") }}</td></tr>
 {% endfor %}
 </table>
 
-<h2>Held-out split</h2>
+<h2 id="split">Held-out split</h2>
 <p>{{ c.split.method }} split chosen before any fitting: {{ c.split.n_test }} of
 {{ c.split.n_train + c.split.n_test }} records held out (fraction {{ c.split.test_fraction }},
 seed {{ c.split.seed }}).</p>
 
-<h2>Features</h2>
+<h2 id="features">Features</h2>
 <p>Preset <code>{{ c.featurization.preset }}</code>: {{ c.featurization.n_features }} features
 from {{ c.featurization.featurizers | join(", ") }} (configuration sha256
-<code>{{ c.featurization.config_sha256[:16] }}…</code>).</p>
+<code title="{{ c.featurization.config_sha256 }}">{{ c.featurization.config_sha256[:16] }}…</code>).
+</p>
 
-<h2>Surrogate models (held-out set)</h2>
+<h2 id="models">Surrogate models (held-out set)</h2>
 <p>Metrics on the held-out records, which no fit, search or calibration saw; the baselines
 are fitted on the same training records. Intervals are conformal, at the level shown.</p>
 <table>
@@ -205,7 +294,27 @@ recall {{ m.gap_classifier.recall | num(3) }} on the held-out records; the inter
 src="data:image/png;base64,{{ c.calibration_png | b64 }}"></figure>
 {% endif %}
 
-<h3>Feature importance</h3>
+{% if c.model_settings %}
+<h3 id="model-settings">Model settings</h3>
+<p>Parameters of the final fit: the algorithm's defaults, with those set in the campaign
+spec (<b>bold</b>) or chosen by the search (<b><i>bold italic</i></b>).</p>
+<table>
+<tr><th class="l">target</th><th class="l">model</th><th>features</th>
+<th class="l">parameters</th><th>CV folds</th><th class="l">search</th>
+<th class="l">intervals</th><th class="l">other</th></tr>
+{% for s in c.model_settings %}
+<tr><td class="l">{{ s.target }}</td><td class="l nw">{{ s.algorithm }} {{ s.kind }}</td>
+<td>{{ s.n_features if s.n_features is not none else "" }}</td>
+<td class="l params">{% for p in s.parameters %}
+<code class="{{ p.origin }}">{{ p.name }}={{ p.value }}</code>{% if not loop.last %},{% endif %}
+{% endfor %}</td>
+<td>{{ s.cv_folds }}</td><td class="l">{{ s.search }}</td><td class="l">{{ s.interval }}</td>
+<td class="l notes">{{ s.notes | join("; ") }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+
+<h3 id="importance">Feature importance</h3>
 <p>Permutation importance on the held-out records: how much the MAE grows when a feature's
 column is shuffled (mean ± standard deviation over repeats), most important first.</p>
 {% for target, info in c.models.items() %}{% if info.get("importance") %}
@@ -218,7 +327,7 @@ column is shuffled (mean ± standard deviation over repeats), most important fir
 </table>
 {% endif %}{% endfor %}
 
-<h2>Criteria and funnel</h2>
+<h2 id="criteria">Criteria and funnel</h2>
 <table>
 <tr><th class="l">criterion</th><th>candidates passing (point predictions)</th>
 {% if c.expected_funnel %}<th>expected passing (sum of probabilities)</th>{% endif %}</tr>
@@ -227,15 +336,21 @@ column is shuffled (mean ± standard deviation over repeats), most important fir
 {% endfor %}
 </table>
 
-{% if c.validation %}
-<h2>Screening validation (held-out candidates)</h2>
-<p>{{ c.validation.n_true_hits }} of {{ c.validation.n_candidates }} held-out candidates
-truly meet every criterion (reported values).{% if c.validation.note %}
-{{ c.validation.note }}{% endif %}</p>
+{% if c.validation %}{% set v = c.validation %}
+<h2 id="validation">Screening validation (held-out candidates)</h2>
+<p>{{ v.n_true_hits }} of {{ v.n_candidates }} held-out candidates
+truly meet every criterion (reported values).{% if v.note %}
+{{ v.note[:1] | upper }}{{ v.note[1:] }}.{% endif %}</p>
+{% if 0 < v.n_true_hits < FEW_TRUE_HITS %}
+<p class="note">Caution: only {{ v.n_true_hits }} true
+{{ "hit" if v.n_true_hits == 1 else "hits" }}.
+Recall and enrichment below rest on so few hits that one hit more or less near the top of
+the ranking changes them a lot; read them as an indication, not a measurement.</p>
+{% endif %}
 <table>
 <tr><th>top of the ranking</th><th>candidates</th><th>true hits</th><th>recall</th>
 <th>enrichment over random</th></tr>
-{% for t in c.validation.top %}
+{% for t in v.top %}
 <tr><td>{{ "%d%%" % (t.fraction * 100) }}</td><td>{{ t.k }}</td><td>{{ t.hits }}</td>
 <td>{{ "n/a" if t.recall is none else "%.2f" % t.recall }}</td>
 <td>{{ "n/a" if t.enrichment is none else "%.1f" % t.enrichment }}</td></tr>
@@ -243,43 +358,95 @@ truly meet every criterion (reported values).{% if c.validation.note %}
 </table>
 {% endif %}
 
-<h2>Shortlist</h2>
-<p>Ranked by {{ c.ranking_method }}.</p>
-<table>
+<h2 id="shortlist">Shortlist</h2>
+<p>Ranked {{ c.ranking_order.order or c.ranking_method }}.
+{% if c.counts.hits == 0 %}No candidate is predicted to meet every criterion, so these
+are the candidates closest to passing: those with {{ c.ranking_order.closest }}.{% endif %}
+Intervals are the models' conformal prediction intervals;
+{% set first = c.shortlist[0] if c.shortlist else {} %}
+{% if c.properties | selectattr("reported") | list %}reported values are the source's,
+shown in green where they lie inside the criteria's range. {% endif %}</p>
+<div class="wide"><table class="compact">
 <tr><th>rank</th><th class="l">id</th><th class="l">formula</th>
 <th class="l">space group</th>
-{% for cr in c.criteria %}<th>predicted {{ cr.property }} ({{ cr.unit }})</th>{% endfor %}
-{% if c.shortlist and "p_success" in c.shortlist[0] %}<th>P(success)</th>{% endif %}
+{% for col in c.properties %}<th>predicted {{ col.property | breakable("_") }} ({{ col.unit }})
+{%- if col.level %}
+<span class="sub">[{{ "%g" % (col.level * 100) }} % interval]</span>{% endif %}</th>{% endfor %}
+{% for col in c.properties %}{% if col.reported %}
+<th>reported {{ col.property | breakable("_") }} ({{ col.unit }})</th>{% endif %}{% endfor %}
+{% if "p_success" in first %}<th>P(success)</th>{% endif %}
 <th>margin</th><th class="l">meets criteria</th></tr>
 {% for row in c.shortlist %}
-<tr><td>{{ row.rank }}</td><td class="l">{{ row.id }}</td><td class="l">{{ row.formula }}</td>
-<td class="l">{{ row.get("spacegroup") or "" }}</td>
-{% for cr in c.criteria %}<td>{{ "%.3f" % row["pred_" ~ cr.property] }}
-{%- if row.get("lower_" ~ cr.property) is not none %}
-[{{ "%.3f" % row["lower_" ~ cr.property] }}, {{ "%.3f" % row["upper_" ~ cr.property] }}]
-{%- endif %}</td>{% endfor %}
-{% if "p_success" in row %}<td>{{ "%.3f" % row.p_success }}</td>{% endif %}
+<tr><td>{{ row.rank }}</td><td class="l nw">{{ row.id }}</td><td class="l">{{ row.formula }}</td>
+<td class="l nw">{{ row.get("spacegroup") or "" }}</td>
+{% for col in c.properties %}{% set low = row.get("lower_" ~ col.property) %}
+<td class="nw">{{ "%.3f" % row["pred_" ~ col.property] }}{% if low is not none %}
+{{- " [%.3f, %.3f]" % (low, row["upper_" ~ col.property]) }}{% endif %}</td>{% endfor %}
+{% for col in c.properties %}{% if col.reported %}
+{% set value = row["reported_" ~ col.property] %}
+{% if value is none %}<td>n/a</td>{% else %}
+{% set inside = (col.min is none or value >= col.min) and (col.max is none or value <= col.max) %}
+<td{% if inside %} class="ok"{% endif %}>{{ "%.3f" % value }}</td>{% endif %}
+{% endif %}{% endfor %}
+{% if "p_success" in row %}<td>{{ row.p_success | prob }}</td>{% endif %}
 <td>{{ "%.3f" % row.margin }}</td>
 <td class="l">{% if row.meets_criteria %}<span class="ok">yes</span>
 {% else %}no{% endif %}</td></tr>
 {% endfor %}
-</table>
+</table></div>
+<p>Trace any candidate back to its source file and row:
+<code class="cmd">matscreen lineage &lt;id&gt; --run {{ c.run_id }}</code>{% if c.shortlist %},
+e.g. <code class="cmd">matscreen lineage {{ c.shortlist[0].id }} --run {{ c.run_id }}</code>
+{%- endif %}.</p>
+
+{% if c.suggestions is not none %}{% set g = c.suggest_settings or {} %}
+<h2 id="suggestions">Next experiments</h2>
+<p>Candidates worth measuring next, by the acquisition P(success) + κ·H: the chance of a
+hit plus κ times the information (in bits) that the measurement's outcome, hit or not,
+carries{% if g %}; κ = {{ g.kappa }}{% if g.exclude_shortlist %}, shortlisted candidates
+left out{% endif %}{% endif %}. Candidates with equal acquisitions (all ~0 when no candidate is
+likely to pass) go by log<sub>10</sub> P(success), the least unlikely first, then by
+margin. Also written to <code>suggestions.csv</code>.</p>
+{% if c.suggestions %}
+<div class="wide"><table class="compact">
+<tr><th>#</th><th class="l">id</th><th class="l">formula</th><th class="l">space group</th>
+<th>rank in the ranking</th><th>P(success)</th><th>log<sub>10</sub> P(success)</th>
+<th>information (bits)</th><th>acquisition</th></tr>
+{% for row in c.suggestions %}
+<tr><td>{{ row.suggestion }}</td><td class="l nw">{{ row.id }}</td>
+<td class="l">{{ row.get("formula") or "" }}</td>
+<td class="l nw">{{ row.get("spacegroup") or "" }}</td>
+<td>{{ row.get("rank") if row.get("rank") is not none else "" }}</td>
+<td>{{ row.p_success | prob }}</td>
+{% set log_p = row.get("log10_p_success") %}
+<td>{{ "−∞" if log_p is not none and log_p < -1e308 else log_p | num(1) }}</td>
+<td>{{ row.information_bits | prob }}</td><td>{{ row.acquisition | prob }}</td></tr>
+{% endfor %}
+</table></div>
+{% else %}<p>No candidate is left to suggest.</p>{% endif %}
+{% endif %}
 
 {% if c.failures %}
-<h2>Records that failed</h2>
+<h2 id="failures">Records that failed</h2>
 <table><tr><th class="l">record</th><th class="l">stage</th><th class="l">message</th></tr>
 {% for f in c.failures %}<tr><td class="l">{{ f.id }}</td><td class="l">{{ f.stage }}</td>
 <td class="l">{{ f.message }}</td></tr>{% endfor %}
 </table>
 {% endif %}
 
-<h2>Run</h2>
+<h2 id="run">Run</h2>
+<p>Run <code>{{ c.run_id }}</code>, finished {{ c.finished_at | utc }}.</p>
 <table><tr><th class="l">step</th><th>seconds</th></tr>
 {% for step, seconds in c.step_seconds.items() %}
 <tr><td class="l">{{ step }}</td><td>{{ "%.1f" % seconds }}</td></tr>{% endfor %}
+<tr><th class="l">total (steps before the report)</th>
+<th>{{ "%.1f" % (c.step_seconds.values() | sum) }}</th></tr>
 </table>
-<p>Software: {% for name, v in c.software.items() %}{{ name }} {{ v }}{% if not loop.last %},
-{% endif %}{% endfor %}.</p>
+<p>Software:</p>
+<ul class="packages">
+{% for name, v in c.software | dictsort %}<li>{{ name }} <span>{{ v }}</span></li>
+{% endfor %}
+</ul>
 </body></html>
 """
 )

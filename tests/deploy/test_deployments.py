@@ -14,6 +14,7 @@ campaign deployment on a subset of the real perovskites:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -211,6 +212,11 @@ def test_deploy_run_rerun_kill_resume(stack: dict, perovskite_csv: Path) -> None
         assert step2.parameters["batches"] == 0
         assert step2.parameters["structures_from_store"] == 150
         assert catalog.run_entities(run2, ["ranking"])[0].id == ranking1
+        # Nor is any model fitted again: the training sets are unchanged.
+        fits = [a for a in catalog.activities(parent_id=run2) if "reused_model" in a.parameters]
+        assert len(fits) == 2 and all(a.parameters["reused_model"] for a in fits)
+    changes = json.loads((folder / "out2" / "metrics.json").read_text())["changes"]
+    assert changes["previous_run"] == run1 and changes["moved"] == 0
 
     # 3. A larger subset, killed once a few batches are stored, then run again.
     large = _spec(folder, perovskite_csv, 700, batch_size=10)

@@ -10,6 +10,7 @@ content-addressed catalog reuses what it has and the ranking comes out identical
 from __future__ import annotations
 
 import json
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,22 @@ def test_campaign_end_to_end(
         assert f"<td>{forest['mae']:.4f}</td>" in report
         assert f"<code>{model['importance'][0]['feature']}</code>" in report
     assert unfeaturized in report and "DensityFeatures failed: TypeError" in report
+    # Criteria with the property first, intervals with their level, and for each
+    # shortlisted candidate its reported values next to the predictions.
+    for label in ("heat_of_formation <= 0.21 eV", "1.4 <= band_gap <= 3.1 eV"):
+        assert escape(label) in report
+    assert f"[{metrics['targets']['band_gap']['level'] * 100:g} % interval]" in report
+    top = shortlist.loc[0, "id"]
+    for column in ("heat_ref", "band_gap"):
+        assert f">{truth.loc[top, column]:.3f}</td>" in report
+    if counts["hits"] == 0:
+        assert "closest to passing: those with the highest probability" in report
+    assert f'<code title="{file_sha256(perovskite_subset)}">' in report
+    assert '<code class="spec">n_estimators=150</code>' in report  # set in the spec
+    assert f"matscreen lineage {top} --run {metrics['run_id']}" in report
+    total = sum(metrics["step_seconds"].values())
+    assert f"total (steps before the report)</th>\n<th>{total:.1f}</th>" in report
+    assert 'id="suggestions"' not in report  # none asked for
 
     with Catalog(settings.catalog_url) as catalog:
         _check_catalog(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import entropy
@@ -124,3 +127,31 @@ def test_suggestions_skip_the_shortlist_when_asked() -> None:
 def test_suggestions_need_probabilities() -> None:
     with pytest.raises(ModelError, match="no p_success"):
         suggest(_scored().drop(columns=["p_success"]), 2)
+
+
+def test_suggestions_among_long_shots_go_by_log_probability_then_margin() -> None:
+    # Every candidate is all but certain to fail: all acquisitions round to 0.
+    p_hof = np.array([1e-7, 0.8, 1e-200, 0.0, 0.0])
+    p_gap = np.array([1e-7, 1e-12, 1e-200, 0.5, 0.0])
+    ranked = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "p_heat_of_formation": p_hof,
+            "p_band_gap": p_gap,
+            "p_success": p_hof * p_gap,  # c's product underflows to 0
+            "margin": [-0.2, -0.3, -0.9, -0.1, -0.05],
+        }
+    )
+    assert ranked.loc[2, "p_success"] == 0.0
+    suggested = suggest(ranked, 5, kappa=1.0)
+    assert (suggested["acquisition"] < 1e-9).all()
+    # b (likely stable, gap far off) before a (both properties unlikely) before c; d and e
+    # each have a property with probability 0, so the smaller miss (e) comes first.
+    assert list(suggested["id"]) == ["b", "a", "c", "e", "d"]
+    assert list(suggested["log10_p_success"][:3]) == pytest.approx(
+        [math.log10(0.8) - 12, -14.0, -400.0]
+    )
+    assert np.isneginf(suggested["log10_p_success"][3:]).all()
+    # Without per-property columns the logarithm comes from p_success itself.
+    alone = suggest(ranked.drop(columns=["p_heat_of_formation", "p_band_gap"]), 5)
+    assert list(alone["id"]) == ["b", "a", "e", "d", "c"]
