@@ -83,6 +83,24 @@ def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> se
         return {row[0] for row in rows}
 
 
+def _this_runs_snapshots(catalog: Catalog, entities: list[Entity]) -> list[Entity]:
+    """Drop source snapshots the ranking's data split was not drawn from.
+
+    A record read unchanged by two runs (the same row of two releases of a file) derives
+    from both runs' snapshots; the lineage of one ranking names the snapshot its own run
+    read, which is the one its split derives from.
+    """
+    splits = [e.id for e in entities if e.kind == "data_split"]
+    drawn_from = {
+        edge.object_id
+        for split_id in splits
+        for edge in catalog.edges(relation="wasDerivedFrom", subject_id=split_id)
+    }
+    if not drawn_from:
+        return entities
+    return [e for e in entities if e.kind != "source_snapshot" or e.id in drawn_from]
+
+
 def resolve_record(catalog: Catalog, candidate: str) -> Entity:
     """Find a structure record by its id (``source:id``) or by the source's own id.
 
@@ -143,7 +161,7 @@ def lineage(
     row = {"id": record.name, **frame.loc[record.name].to_dict()}
 
     ids = upstream_ids(catalog, ranking.id, keep=record.id)
-    entities = catalog.get_entities(sorted(ids))
+    entities = _this_runs_snapshots(catalog, catalog.get_entities(sorted(ids)))
     order = {kind: i for i, kind in enumerate(KIND_ORDER)}
     entities.sort(key=lambda e: (order.get(e.kind, len(order)), e.name))
     generated_by: dict[str, Activity] = {}

@@ -10,6 +10,7 @@ of two real campaign runs and check the answers against their output files.
 from __future__ import annotations
 
 import csv
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 
 from matscreen.catalog import ArtifactStore, Catalog, schema
+from matscreen.catalog.lineage import lineage
 from matscreen.catalog.queries import (
     diff_runs,
     find_candidates,
@@ -547,6 +549,25 @@ def test_real_diff_runs_against_the_ranking_files(real) -> None:
     assert set(diff.new_hits) == {i for i in both if hit_b[i] and not hit_a[i]}
     assert set(diff.dropped_hits) == {i for i in both if hit_a[i] and not hit_b[i]}
     assert {"source_snapshot", "model"} <= {change.kind for change in diff.inputs}
+    # The second run wrote the same comparison into its metrics.json.
+    changes = json.loads((Path(runs[1]["output_dir"]) / "metrics.json").read_text())["changes"]
+    assert changes["previous_run"] == runs[0]["run_id"]
+    assert changes["new_candidates"]["count"] == len(diff.new)
+    assert changes["dropped_candidates"]["count"] == len(diff.dropped)
+    assert changes["moved"] == len(diff.moves) and changes["unchanged"] == diff.unchanged
+    new_hits = [c.id for c in diff.new if c.meets_criteria] + diff.new_hits
+    assert changes["new_hits"]["count"] == len(new_hits)
+
+
+@pytest.mark.slow
+def test_real_lineage_of_a_shared_record_names_its_own_runs_snapshot(real) -> None:
+    catalog, artifacts, runs = real
+    first, second = _ranking_csv(runs[0]), _ranking_csv(runs[1])
+    shared = first.index.intersection(second.index)[0]
+    for run in runs:
+        found = lineage(catalog, artifacts, shared, run_id=run["run_id"])
+        snapshots = [e for e in found.entities if e.kind == "source_snapshot"]
+        assert [e.attributes["sha256"] for e in snapshots] == [file_sha256(_input_csv(run))]
 
 
 @pytest.mark.slow
