@@ -53,18 +53,17 @@ DEMO_PARAMS = {"n_estimators": 800, "learning_rate": 0.05, "max_depth": 6}
 def featurize(records: list[Any], featurization: FeaturizationSpec, workers: int) -> Any:
     """The feature table of every record, from the store where it has them."""
     from prefect import flow
-    from prefect_dask import DaskTaskRunner
 
     from matscreen.catalog.features import FeatureStore
     from matscreen.flows.featurize import featurize_records
-    from matscreen.flows.runtime import local_cluster, prefect_api
+    from matscreen.flows.runtime import dask_task_runner, local_cluster, prefect_api
     from matscreen.tasks.featurize import featurization_config
 
     settings = Settings()
     store = FeatureStore(settings.feature_dir, featurization_config(featurization))
     with prefect_api(), local_cluster(workers) as cluster:
 
-        @flow(name="benchmark-featurize", task_runner=DaskTaskRunner(cluster.scheduler_address))
+        @flow(name="benchmark-featurize", task_runner=dask_task_runner(cluster.scheduler_address))
         def run() -> tuple[Any, int]:
             table, _, reused = featurize_records(records, featurization, store, workers)
             return table, reused

@@ -16,11 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from prefect_dask import DaskTaskRunner
-
 from matscreen.flows.campaign import screen_candidates
 from matscreen.flows.cli import DEFAULT_SPEC
-from matscreen.flows.runtime import dask_scheduler, prefect_api
+from matscreen.flows.runtime import dask_scheduler, dask_task_runner, prefect_api
 from matscreen.flows.settings import Settings
 
 
@@ -39,9 +37,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as home:
                 os.environ["MATSCREEN_HOME"] = home
                 t0 = time.perf_counter()
-                result = screen_candidates.with_options(
-                    task_runner=DaskTaskRunner(address=address)
-                )(spec_path=str(Path(args.spec).resolve()), output_dir=str(Path(home) / "out"))
+                result = screen_candidates.with_options(task_runner=dask_task_runner(address))(
+                    spec_path=str(Path(args.spec).resolve()), output_dir=str(Path(home) / "out")
+                )
                 steps = dict(result["step_seconds"])
                 steps["flow total"] = time.perf_counter() - t0
                 runs.append(steps)

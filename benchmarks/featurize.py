@@ -31,12 +31,11 @@ import psutil
 from distributed import Client
 from matminer.featurizers.base import MultipleFeaturizer
 from prefect import flow
-from prefect_dask import DaskTaskRunner
 from pymatgen.core import Structure
 
 from matscreen.catalog.features import FeatureStore
 from matscreen.flows.featurize import featurize_records
-from matscreen.flows.runtime import local_cluster, prefect_api
+from matscreen.flows.runtime import dask_task_runner, local_cluster, prefect_api
 from matscreen.flows.settings import Settings
 from matscreen.tasks.featurize import build_featurizers, featurization_config
 from matscreen.tasks.sources import StructureRecord
@@ -154,7 +153,7 @@ def main() -> None:
 
             @flow(
                 name="benchmark-featurize",
-                task_runner=DaskTaskRunner(address=clusters[workers].scheduler_address),
+                task_runner=dask_task_runner(clusters[workers].scheduler_address),
             )
             def bench() -> float:
                 start = time.perf_counter()

@@ -35,10 +35,9 @@ def _execute_campaign(
     ``suggest``, when given, sets the number of suggested next experiments of this run.
     """
     from prefect.settings import PREFECT_API_URL
-    from prefect_dask import DaskTaskRunner
 
     from matscreen.flows.campaign import screen_candidates
-    from matscreen.flows.runtime import dask_scheduler, prefect_api
+    from matscreen.flows.runtime import dask_scheduler, dask_task_runner, prefect_api
 
     print(f"catalog {settings.catalog_url_for_display}, data {settings.data_dir}")
     if settings.dask_address and not PREFECT_API_URL.value():
@@ -51,7 +50,7 @@ def _execute_campaign(
     with prefect_api() as api_url, dask_scheduler(settings) as address:
         startup = time.perf_counter() - started
         print(f"Prefect API {api_url}; Dask scheduler {address} ({startup:.1f} s to start)")
-        runner = DaskTaskRunner(address=address)
+        runner = dask_task_runner(address)
         result = screen_candidates.with_options(task_runner=runner)(
             spec_path=str(spec_path.resolve()),
             output_dir=str(output) if output else None,

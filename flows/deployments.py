@@ -39,14 +39,13 @@ def campaign(spec: str, output_dir: str | None = None) -> dict[str, Any]:
     dict
         The campaign flow's result (run id, outputs, metrics, step times).
     """
-    from prefect_dask import DaskTaskRunner
 
     from matscreen.flows.campaign import screen_candidates
-    from matscreen.flows.runtime import dask_scheduler
+    from matscreen.flows.runtime import dask_scheduler, dask_task_runner
 
     settings = Settings()
     with dask_scheduler(settings) as address:
-        return screen_candidates.with_options(task_runner=DaskTaskRunner(address=address))(
+        return screen_candidates.with_options(task_runner=dask_task_runner(address))(
             spec_path=str(spec_path(spec)), output_dir=output_dir
         )
 

@@ -95,6 +95,14 @@ def _flush_prefect_logs() -> None:
     APILogWorker.drain_all(timeout=5)
 
 
+def dask_task_runner(address: str) -> Any:
+    """Prefect's Dask task runner on the scheduler at ``address`` (see
+    :class:`matscreen.flows.dask_runner.FreshKeyDaskTaskRunner`)."""
+    from matscreen.flows.dask_runner import FreshKeyDaskTaskRunner
+
+    return FreshKeyDaskTaskRunner(address=address)
+
+
 def local_cluster(workers: int, memory_limit: str = "auto") -> Any:
     """A Dask LocalCluster as matscreen runs it: one single-threaded worker process per
     core (featurizers and xgboost fits are CPU-bound Python), loopback only, and each

@@ -583,14 +583,13 @@ def _run(
     With ``search_on_dask`` the flow also gets the scheduler's address for the fits of a
     hyperparameter search.
     """
-    from prefect_dask import DaskTaskRunner
 
-    from matscreen.flows.runtime import dask_scheduler, prefect_api
+    from matscreen.flows.runtime import dask_scheduler, dask_task_runner, prefect_api
 
     settings = Settings()
     started = time.perf_counter()
     with prefect_api(), dask_scheduler(settings) as address:
-        runner = DaskTaskRunner(address=address)
+        runner = dask_task_runner(address)
         if search_on_dask:
             kwargs["dask_address"] = address
         result = as_flow(function).with_options(task_runner=runner)(**kwargs)
