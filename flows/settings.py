@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         Worker count of that LocalCluster (``MATSCREEN_DASK_WORKERS``); 0 means one per core.
     dask_memory_limit
         Memory limit per LocalCluster worker (``MATSCREEN_DASK_MEMORY_LIMIT``), e.g. "4GiB".
+    featurizer_memory_mb
+        Heap limit of each featurizer child process in MiB
+        (``MATSCREEN_FEATURIZER_MEMORY_MB``; 0: none). A structure whose featurization
+        needs more gets an error row; the worker and the batch go on.
     """
 
     model_config = SettingsConfigDict(env_prefix="MATSCREEN_", extra="ignore")
@@ -42,6 +46,7 @@ class Settings(BaseSettings):
     dask_address: str = ""
     dask_workers: int = Field(default=0, ge=0)
     dask_memory_limit: str = "auto"
+    featurizer_memory_mb: int = Field(default=4096, ge=0)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

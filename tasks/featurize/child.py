@@ -3,11 +3,16 @@
 Reads the featurization description, then structures, from standard input; answers each
 with ``("ok", values)`` or ``("error", message)``. Standard output is reserved for these
 answers: anything a library prints goes to standard error.
+
+The child's heap is limited (``MATSCREEN_FEATURIZER_MEMORY_MB``, see
+:class:`~matscreen.flows.settings.Settings`): a structure whose featurization needs more
+memory fails with an error answer, and the child serves the next one.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import warnings
 
@@ -15,8 +20,26 @@ from matscreen.tasks.errors import RecordError
 from matscreen.tasks.featurize.isolated import receive, send
 
 
+def limit_heap(megabytes: int) -> None:
+    """Cap this process's data segment (heap and anonymous memory) at ``megabytes`` MiB.
+
+    Allocations beyond it fail with MemoryError instead of exhausting the machine. 0 sets
+    no limit; a limit above the hard one is lowered to it.
+    """
+    if megabytes <= 0:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    wanted = megabytes * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (wanted, hard))
+
+
 def main() -> None:
     """Serve featurization requests until standard input closes."""
+    from matscreen.flows.settings import Settings
+
+    memory_mb = Settings().featurizer_memory_mb
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     warnings.simplefilter("ignore")
@@ -38,6 +61,8 @@ def main() -> None:
         send(protocol, ("fatal", f"{type(exc).__name__}: {exc}"))
         return
     send(protocol, ("ready", labels))
+    # After the imports and set-up, so that only the featurization itself is bounded.
+    limit_heap(memory_mb)
     while True:
         try:
             structure = receive(stdin, 1e9)
@@ -50,6 +75,9 @@ def main() -> None:
             continue
         except (KeyError, ValueError, TypeError) as exc:
             send(protocol, ("error", f"not a structure: {exc}"))
+            continue
+        except MemoryError:
+            send(protocol, ("error", f"memory limit of {memory_mb} MiB exceeded"))
             continue
         send(protocol, ("ok", values))
 

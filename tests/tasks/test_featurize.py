@@ -179,3 +179,32 @@ def test_site_resolved_features_name_each_kind_of_site_and_key_the_store() -> No
     )
     described = featurization_config(spec)["featurizers"][-1]
     assert described["revision"] == CoordinationElementProperty.REVISION
+
+
+def test_memory_limit_stops_one_structure_and_the_batch_goes_on(
+    structures, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child imports the featurizer from tests/support and reads its limit at start.
+    support = Path(__file__).resolve().parents[1] / "support"
+    monkeypatch.setenv("PYTHONPATH", str(support))
+    monkeypatch.setenv("MATSCREEN_FEATURIZER_MEMORY_MB", "1024")
+    config = preset_config("fast")
+    config["featurizers"] = [
+        {
+            "input": "structure",
+            "cls": "hungry_featurizer.MemoryPerSite",
+            "from_preset": None,
+            "kwargs": {"megabytes_per_site": 100},
+        }
+    ]
+    big = structures[0].copy()
+    big.make_supercell([2, 2, 1])  # 20 sites: 2 GiB, over the limit; 5 sites fit
+    items = [
+        ("small-1", structures[1].as_dict()),
+        ("big", big.as_dict()),
+        ("small-2", structures[2].as_dict()),
+    ]
+    batch = featurize_batch(items, config, time_limit_s=120)
+    assert batch.ids == ["small-1", "small-2"]
+    np.testing.assert_array_equal(batch.values, [[5.0], [5.0]])
+    assert batch.failures == {"big": "memory limit of 1024 MiB exceeded"}
