@@ -144,13 +144,21 @@ def _print_summary(result: dict[str, Any], startup: float, total: float) -> None
         print(f"  {step:<22}{seconds:8.1f}")
     print(f"  {'total':<22}{total:8.1f}")
     print("held-out metrics:")
-    print(f"  {'target':<20}{'MAE':>9}{'RMSE':>9}{'R2':>8}{'dummy MAE':>11}{'train':>7}{'test':>6}")
+    print(
+        f"  {'target':<20}{'MAE':>9}{'RMSE':>9}{'R2':>8}{'dummy MAE':>11}{'coverage':>10}"
+        f"{'train':>7}{'test':>6}"
+    )
     for target, m in document["targets"].items():
         mae, rmse, r2, dummy = (_number(m[k], 4) for k in ("mae", "rmse", "r2", "dummy_mae"))
+        level = m.get("level")
+        covered = f"{_number(m['coverage'], 3)}/{level:g}" if level is not None else "-"
         print(
-            f"  {target:<20}{mae:>9}{rmse:>9}{r2:>8}{dummy:>11}"
+            f"  {target:<20}{mae:>9}{rmse:>9}{r2:>8}{dummy:>11}{covered:>10}"
             f"{m['n_train']:7d}{m['n_test']:6d}  ({m['unit']})"
         )
+    for target, model in document.get("models", {}).items():
+        if model.get("reused_from"):
+            print(f"  {target}: stored model reused (training set unchanged)")
     s = document["screening"]
     print(
         f"screening: {s['n_predicted_hits']} of {s['n_candidates']} held-out candidates predicted "
