@@ -89,10 +89,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
     finally:
         for process in (worker, server):
             if process is not None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=60)
+                _stop(process)
         for handle in logs.values():
             handle.close()
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 60) -> None:
+    """Stop a process group: SIGTERM, then SIGKILL if it has not exited after ``grace_s``.
+
+    A Prefect worker asked to stop waits for the flow runs it started; when one of them
+    hangs on a dying Dask cluster, the worker would not exit on its own.
+    """
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
