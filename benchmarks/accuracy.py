@@ -180,7 +180,10 @@ def main() -> None:
         results.append(row)
         m = result.metrics
         extra = (
-            f", coverage with gap {m['coverage_with_gap']:.3f}" if "coverage_with_gap" in m else ""
+            f", coverage with gap {m['coverage_with_gap']:.3f}, on the "
+            f"{m['n_predicted_gap']} predicted gaps {m['coverage_predicted_gap']:.3f}"
+            if "coverage_predicted_gap" in m
+            else ""
         )
         print(
             f"{label:<38} MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  R2 {m['r2']:.3f}  "

@@ -46,7 +46,8 @@ def held_out_metrics(
     Regressors: ``mae``, ``rmse``, ``r2``, ``dummy_mae``; classifiers: ``precision``,
     ``recall``, ``f1``, ``accuracy``, ``roc_auc``; both: ``n_train``, ``n_test`` and, with
     intervals, ``level``, ``coverage`` and ``mean_width``. A two-stage gap model adds the
-    classifier's scores (``gap_classifier``) and the coverage on rows with a gap.
+    classifier's scores (``gap_classifier``), the coverage on rows with a gap and on the
+    rows it predicts to have one (``coverage_predicted_gap``, ``n_predicted_gap``).
     """
     y_true = np.asarray(y_true, dtype=np.float64)
     if model.is_classifier:
@@ -79,6 +80,14 @@ def held_out_metrics(
         if predicted.level is not None and has_gap.any():
             metrics["coverage_with_gap"] = coverage(
                 truth[has_gap], predicted.lower[has_gap], predicted.upper[has_gap]
+            )
+        # The rows the model calls semiconductors are calibrated on their own (Mondrian):
+        # their coverage is the one the interval level promises.
+        called_gap = predicted.probability >= model.estimator["decision"]
+        if predicted.level is not None and called_gap.any():
+            metrics["n_predicted_gap"] = int(called_gap.sum())
+            metrics["coverage_predicted_gap"] = coverage(
+                truth[called_gap], predicted.lower[called_gap], predicted.upper[called_gap]
             )
     return metrics
 

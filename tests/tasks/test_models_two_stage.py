@@ -168,3 +168,25 @@ def test_hull_energy_turns_formation_energies_into_hull_distances(references) ->
     )
     for i, energy in predicted.items():
         assert distances[i] == pytest.approx(energy - hull[i], abs=1e-9)
+
+
+def test_held_out_coverage_of_the_rows_called_semiconductors() -> None:
+    from matscreen.tasks.models.evaluation import held_out_metrics
+
+    rng = np.random.default_rng(3)
+    x, y = _gaps(1500, seed=2)
+    y = np.where(y > 0, y + rng.normal(0, 0.3, len(y)), 0.0)  # noisy gaps, exact metals
+    spec = ModelSpec(
+        target="gap", kind="two_stage_gap", params={"n_estimators": 60}, clip_min=0.0, cv_folds=3
+    )
+    ids = [f"r{i}" for i in range(len(y))]
+    model = train_surrogate(spec, ["a", "b", "c"], (ids[:1000], x[:1000], y[:1000]), seed=0)
+    predicted = predict_surrogate(model, ids[1000:], x[1000:], ["a", "b", "c"])
+    metrics = held_out_metrics(model, predicted, y[1000:], 1000)
+    called = predicted.probability >= model.estimator["decision"]
+    inside = (y[1000:] >= predicted.lower) & (y[1000:] <= predicted.upper)
+    assert metrics["n_predicted_gap"] == int(called.sum()) > 100
+    assert metrics["coverage_predicted_gap"] == pytest.approx(inside[called].mean())
+    # Calibrated on their own: near the 90 % level, not lifted by the exact metals.
+    assert 0.84 <= metrics["coverage_predicted_gap"] <= 0.96
+    assert metrics["coverage"] > metrics["coverage_predicted_gap"]
