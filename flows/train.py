@@ -396,10 +396,8 @@ def predict_properties(
     import numpy as np
 
     from matscreen.catalog import Catalog
-    from matscreen.catalog.features import FeatureStore
-    from matscreen.flows.featurize import featurize_records
+    from matscreen.flows.featurize import featurize_and_record
     from matscreen.tasks.dataset import feature_failures
-    from matscreen.tasks.featurize import citations, featurization_config
     from matscreen.tasks.files import write_atomically
     from matscreen.tasks.models.surrogate import predict_surrogate
     from matscreen.tasks.runinfo import traced
@@ -407,7 +405,6 @@ def predict_properties(
     settings = Settings()
     trained, provenance = load_model_folder(Path(model_dir))
     featurization_spec = _featurization_of(trained, model_dir)
-    config = featurization_config(featurization_spec)
     path = Path(input_path)
     parameters = {"model_dir": str(Path(model_dir).resolve()), "input": str(path.resolve())}
     with Catalog(settings.catalog_url) as catalog:
@@ -416,21 +413,11 @@ def predict_properties(
             records, record_ids, failures, _ = _read_records(
                 path, recorder, settings, None, keep_duplicates=True
             )
-            store = FeatureStore(settings.feature_dir, config)
             unique = [r for r in records if r.duplicate_of is None]
-            table, runs, reused = featurize_records(
-                unique, featurization_spec, store, settings.worker_count
+            table, features_id, _ = featurize_and_record(
+                unique, featurization_spec, settings, recorder, record_ids
             )
             featurize_failures = feature_failures(unique, table)
-            features_id = recorder.features(
-                table,
-                runs,
-                config,
-                citations(config),
-                record_ids,
-                failures=featurize_failures,
-                reused=reused,
-            )
             # A repeated structure takes the features of its first record.
             rows = {r.id: r.duplicate_of or r.id for r in records}
             ids = [i for i, row in rows.items() if row in table.frame.index]
