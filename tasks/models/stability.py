@@ -74,6 +74,17 @@ def _total_energy(formula: str, formation_energy: float, references: dict[str, A
     return PDEntry(composition, energy, name=formula)
 
 
+def _phase_diagram(system: str, references: dict[str, Any], known_entries: list[Any]) -> Any:
+    """The phase diagram of a chemical system (``O-Sr-Ti``): its elemental references plus
+    the known phases made of its elements only."""
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+
+    elements = set(system.split("-"))
+    phases = [PDEntry(references[el].composition, references[el].energy) for el in sorted(elements)]
+    phases += [e for e in known_entries if {str(el) for el in e.composition.elements} <= elements]
+    return PhaseDiagram(phases)
+
+
 def hull_distances(
     candidates: Iterable[tuple[str, str, float]],
     references: dict[str, Any],
@@ -101,7 +112,6 @@ def hull_distances(
     ModelError
         If a formula holds an element without a reference entry.
     """
-    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
     known_entries = [_total_energy(f, e, references) for f, e in known]
@@ -111,14 +121,7 @@ def hull_distances(
         by_system[Composition(formula).chemical_system].append((record_id, entry))
     distances: dict[str, float] = {}
     for system, members in by_system.items():
-        elements = set(system.split("-"))
-        phases = [
-            PDEntry(references[el].composition, references[el].energy) for el in sorted(elements)
-        ]
-        phases += [
-            e for e in known_entries if {str(el) for el in e.composition.elements} <= elements
-        ]
-        diagram = PhaseDiagram(phases)
+        diagram = _phase_diagram(system, references, known_entries)
         for record_id, entry in members:
             _, distance = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
             distances[record_id] = float(distance)
@@ -149,7 +152,6 @@ def hull_formation_energies(
     ModelError
         If a formula holds an element without a reference entry.
     """
-    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
     known_entries = [_total_energy(f, e, references) for f, e in known]
@@ -162,14 +164,7 @@ def hull_formation_energies(
         by_system[composition.chemical_system].append((record_id, composition))
     energies: dict[str, float] = {}
     for system, members in by_system.items():
-        elements = set(system.split("-"))
-        phases = [
-            PDEntry(references[el].composition, references[el].energy) for el in sorted(elements)
-        ]
-        phases += [
-            e for e in known_entries if {str(el) for el in e.composition.elements} <= elements
-        ]
-        diagram = PhaseDiagram(phases)
+        diagram = _phase_diagram(system, references, known_entries)
         for record_id, composition in members:
             elemental = sum(
                 composition.get_atomic_fraction(el) * references[str(el)].energy_per_atom

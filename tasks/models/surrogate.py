@@ -434,33 +434,28 @@ def search_parameters(
     combinations = math.prod(len(v) for v in distributions.values())
     scoring = "neg_log_loss" if spec.kind == "classifier" else "neg_mean_absolute_error"
     with _parallel(dask_address) as n_jobs:
+        # Both searches score the same folds the same way and never refit on all rows.
+        common = {
+            "cv": folds,
+            "scoring": scoring,
+            "refit": False,
+            "random_state": seed,
+            "n_jobs": n_jobs,
+            "error_score": "raise",
+        }
+        candidates = min(spec.search_iterations, combinations)
         if spec.search == "halving":
             n_rows = len(y)
             searcher: Any = HalvingRandomSearchCV(
                 base,
                 distributions,
-                n_candidates=min(spec.search_iterations, combinations),
+                n_candidates=candidates,
                 factor=3,
                 min_resources=min(n_rows, max(n_rows // 9, 20 * len(folds))),
-                cv=folds,
-                scoring=scoring,
-                refit=False,
-                random_state=seed,
-                n_jobs=n_jobs,
-                error_score="raise",
+                **common,
             )
         else:
-            searcher = RandomizedSearchCV(
-                base,
-                distributions,
-                n_iter=min(spec.search_iterations, combinations),
-                cv=folds,
-                scoring=scoring,
-                refit=False,
-                random_state=seed,
-                n_jobs=n_jobs,
-                error_score="raise",
-            )
+            searcher = RandomizedSearchCV(base, distributions, n_iter=candidates, **common)
         searcher.fit(x, y)
     best = {}
     for nested, value in searcher.best_params_.items():
