@@ -56,6 +56,17 @@ OUTPUT_FILES = {
     "metrics.json": "application/json",
     "report.html": "text/html",
 }
+#: Sub-folders of the output folder whose files belong to the run (DFT hand-off structures).
+OUTPUT_FOLDERS = ("structures",)
+#: Media types of the files in those sub-folders, by suffix; others are ``text/plain``.
+SUFFIX_MEDIA_TYPES = {
+    ".cif": "chemical/x-cif",
+    ".jsonl": "application/jsonl",
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".png": "image/png",
+    ".html": "text/html",
+}
 CRATE_METADATA = "ro-crate-metadata.json"
 PROCESS_RUN_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
 
@@ -643,8 +654,50 @@ def _written_by(facts: _RunFacts, name: str) -> str:
     return f"{name} written by run {run_id}, recorded in {entity_urn(facts.report.id)}"
 
 
+def _media_type(name: str) -> str:
+    return OUTPUT_FILES.get(name) or SUFFIX_MEDIA_TYPES.get(Path(name).suffix, "text/plain")
+
+
+def _recorded_in_folders(recorded: Mapping[str, Any]) -> list[str]:
+    """Recorded names of files in sub-folders; names that could leave the folder are not."""
+    return sorted(
+        name
+        for name in recorded
+        if "/" in name
+        and not name.startswith("/")
+        and all(part not in ("", ".", "..") for part in name.split("/"))
+    )
+
+
+def _subfolder_names(folder: Path, recorded: Mapping[str, Any]) -> list[str]:
+    """Names (``structures/001_x.cif``) of the run's files in sub-folders of ``folder``.
+
+    The sub-folders are :data:`OUTPUT_FOLDERS` and those of files the run recorded. Where
+    the run recorded files of a sub-folder, exactly those are the run's (found or not);
+    otherwise every regular file in it is. Hidden names (temporary files) and symbolic
+    links are never taken.
+    """
+    in_folders = _recorded_in_folders(recorded)
+    tops = dict.fromkeys([*OUTPUT_FOLDERS, *(n.split("/", 1)[0] for n in in_folders)])
+    names = set(in_folders)
+    for top in tops:
+        if any(n.startswith(f"{top}/") for n in in_folders):
+            continue
+        base = folder / top
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for path in base.rglob("*"):
+            parts = path.relative_to(folder).parts
+            if path.is_file() and not path.is_symlink() and not any(p[0] == "." for p in parts):
+                names.add("/".join(parts))
+    return sorted(names)
+
+
 def _folder_outputs(facts: _RunFacts, folder: Path, secrets: list[str]) -> list[_CrateFile]:
     """The run's output files found in ``folder``, checked against what the run recorded.
+
+    These are :data:`OUTPUT_FILES` and the files in sub-folders (:func:`_subfolder_names`),
+    named by their path relative to ``folder``.
 
     Raises
     ------
@@ -656,7 +709,7 @@ def _folder_outputs(facts: _RunFacts, folder: Path, secrets: list[str]) -> list[
     run_id = facts.graph.run.id
     recorded = facts.report.attributes.get("files", {}) if facts.report else {}
     files = []
-    for name, media_type in OUTPUT_FILES.items():
+    for name in [*OUTPUT_FILES, *_subfolder_names(folder, recorded)]:
         path = folder / name
         if not path.is_file():
             if name in recorded:
@@ -664,7 +717,7 @@ def _folder_outputs(facts: _RunFacts, folder: Path, secrets: list[str]) -> list[
             continue
         _verify_recorded(path, recorded.get(name), run_id)
         _check_secrets(path.read_bytes(), path, secrets)
-        files.append(_CrateFile(name, media_type, _written_by(facts, name)))
+        files.append(_CrateFile(name, _media_type(name), _written_by(facts, name)))
     return files
 
 
@@ -695,6 +748,7 @@ def _gather_outputs(
         for item in files:
             source, target = Path(outputs_dir) / item.name, out_dir / item.name
             if not (target.exists() and target.samefile(source)):
+                target.parent.mkdir(parents=True, exist_ok=True)
                 write_atomically(target, source.read_bytes())
         return files, []
 
@@ -702,7 +756,8 @@ def _gather_outputs(
     recorded = facts.report.attributes.get("files", {}) if facts.report else {}
     tables = _regenerated_tables(facts, artifacts)
     files, omitted = [], []
-    for name, media_type in OUTPUT_FILES.items():
+    for name in [*OUTPUT_FILES, *_recorded_in_folders(recorded)]:
+        media_type = _media_type(name)
         entry = recorded.get(name)
         if name in tables and facts.ranking is not None:
             data = tables[name].encode("utf-8")
@@ -719,6 +774,7 @@ def _gather_outputs(
         if entry and source and source.is_file() and file_sha256(source) == entry["sha256"]:
             data = source.read_bytes()
             _check_secrets(data, source, secrets)
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
             write_atomically(out_dir / name, data)
             files.append(_CrateFile(name, media_type, _written_by(facts, name)))
         else:
@@ -1019,7 +1075,8 @@ def _build_crate(
         entities[item.name] = crate.add_file(path, item.name, properties=properties)
 
     inputs = ([entities[spec_file]] if spec_file in entities else []) + sources
-    results = [entities[n] for n in OUTPUT_FILES if n in entities] + models
+    results = [entities[n] for n in OUTPUT_FILES if n in entities]
+    results += [entity for name, entity in entities.items() if "/" in name] + models
     action_properties: dict[str, Any] = {
         "@type": "CreateAction",
         "name": f"{run.name} run {run.id}",
@@ -1119,7 +1176,9 @@ def export_rocrate(
     files += outputs
     files += _write_model_cards(facts, artifacts, out_dir)
 
-    tables = {f.name: out_dir / f.name for f in outputs if f.name.endswith(".csv")}
+    tables = {
+        f.name: out_dir / f.name for f in outputs if f.name.endswith(".csv") and "/" not in f.name
+    }
     dataset = out_dir / "dataset.jsonld"
     document = dataset_description(facts, tables)
     write_atomically(dataset, (json.dumps(document, indent=2) + "\n").encode("utf-8"))

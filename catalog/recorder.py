@@ -233,6 +233,18 @@ class CampaignRecorder:
         )
         return entity.id
 
+    def exclusions(
+        self, failures: Sequence[Any], run: RunInfo, record_ids: dict[str, str]
+    ) -> list[str]:
+        """Record the records a step left out (RecordFailure-like: stage and reason) as
+        ``record_error`` entities derived from their records; return their ids."""
+        errors = [Entity.new("record_error", f.id, asdict(f)) for f in failures]
+        if not errors:
+            return []
+        derived = [Edge("wasDerivedFrom", e.id, record_ids[e.name]) for e in errors]
+        self.catalog.record_step(self._activity(run), errors, derived=derived)
+        return [e.id for e in errors]
+
     def model(
         self,
         trained: Any,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -13,21 +14,18 @@ from prefect.runtime import flow_run
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.queries import changes_since_previous, stored_model
-from matscreen.catalog.recorder import CampaignRecorder
+from matscreen.catalog.recorder import PredictionRecorder
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
-from matscreen.tasks.dataset import (
-    candidate_arrays,
-    labels_of,
-    training_arrays,
-)
+from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
-from matscreen.tasks.models.evaluation import training_fingerprint
+from matscreen.tasks.models.evaluation import FittedSurrogate, training_fingerprint
+from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.models.stability import hull_stability, reference_phases
+from matscreen.tasks.pools import assign_pools
 from matscreen.tasks.rank import (
-    add_intervals,
-    candidate_frame,
     screening_summary,
     screening_validation,
     shortlist_with,
@@ -40,17 +38,34 @@ from matscreen.tasks.report.campaign import (
     model_summary,
     run_counts,
 )
+from matscreen.tasks.report.handoff import JSONL_NAME, STRUCTURES_DIR, write_structures
 from matscreen.tasks.report.outputs import with_space_groups, write_outputs
-from matscreen.tasks.runinfo import StepTimer, traced
-from matscreen.tasks.sources.dedup import unique_records
-from matscreen.tasks.spec import load_spec, with_suggestions
+from matscreen.tasks.report.pictures import structure_picture_png
+from matscreen.tasks.runinfo import RunInfo, StepTimer, traced, utc_now
+from matscreen.tasks.screen import (
+    PoolTable,
+    chemical_system,
+    expected_hits,
+    hull_inputs,
+    pool_table,
+    prediction_frame,
+    reported_values,
+    training_phases,
+    with_hull,
+)
+from matscreen.tasks.spec import HULL_PROPERTY, load_spec, with_suggestions
 from matscreen.tasks.split import record_groups
 from matscreen.tasks.steps import (
     choose_split_task,
     evaluate_model_task,
     fit_surrogate_task,
+    hull_task,
+    predict_pool_task,
     rank_candidates_task,
 )
+
+#: Shortlisted candidates whose unit cells the report pictures.
+PICTURED = 8
 
 
 @flow(name="screen-candidates")
@@ -90,7 +105,7 @@ def screen_candidates(
 
     with Catalog(settings.catalog_url) as catalog:
         artifacts = ArtifactStore(settings.artifact_dir)
-        recorder = CampaignRecorder(
+        recorder = PredictionRecorder(
             catalog,
             artifacts,
             run_id,
@@ -103,85 +118,97 @@ def screen_candidates(
         )
         with recorder.running():
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
+            targets = [m.target for m in spec.models]
 
             with timer.step("ingest"):
                 ingested = ingest_and_record(spec.sources, recorder, settings.source_state_dir)
-            results, snapshot_ids = ingested.results, ingested.snapshot_ids
-            record_ids = ingested.record_ids
-            records = unique_records(results)
+                record_ids = ingested.record_ids
+                sorted_pools = traced(assign_pools)(
+                    ingested.results, {s.name: s.pool for s in spec.sources}, targets
+                )
+                pools = sorted_pools.value
+                recorder.exclusions(pools.excluded, sorted_pools.run, record_ids)
+            training = pools.training
 
             with timer.step("split"):
-                groups = record_groups(records, spec.split.method)
-                split = choose_split_task([r.id for r in records], spec.split, groups)
-                split_id = recorder.split(split.value, split.run, snapshot_ids)
+                groups = record_groups(training, spec.split.method)
+                split = choose_split_task([r.id for r in training], spec.split, groups)
+                split_id = recorder.split(split.value, split.run, ingested.snapshot_ids)
             train_ids, test_ids = split.value.train_ids, split.value.test_ids
 
+            records = training + [r for r in pools.candidates if r.id not in set(train_ids)]
+            records = list({r.id: r for r in records}.values())
+            by_id = {r.id: r for r in records}
             with timer.step("featurize"):
                 table, features_id, _ = featurize_and_record(
                     records, featurization, settings, recorder, record_ids
                 )
             columns = list(table.frame.columns)
+            labels = {t: labels_of(records, t) for t in targets}
 
             with timer.step("train"):
-                labels = {m.target: labels_of(records, m.target) for m in spec.models}
-                saved_featurization = model_featurization(featurization)
-                futures, fingerprints, reused = [], {}, {}
-                for model in spec.models:
-                    train = training_arrays(table.frame, labels[model.target], train_ids)
-                    test = candidate_arrays(table.frame, labels[model.target], test_ids)
-                    train_groups = [groups[i] for i in train[0]] if groups else None
-                    fingerprint = training_fingerprint(
-                        model, columns, train, spec.split.seed, train_groups, saved_featurization
-                    )
-                    fingerprints[model.target] = fingerprint
-                    earlier = stored_model(catalog, artifacts, fingerprint)
-                    if earlier is not None:
-                        # The same training set, spec and software: the stored fit is reused.
-                        reused[model.target] = earlier[0]
-                        futures.append(
-                            evaluate_model_task.submit(
-                                earlier[1], columns, train, test, spec.split.seed
-                            )
-                        )
-                        continue
-                    futures.append(
-                        fit_surrogate_task.submit(
-                            model,
-                            columns,
-                            train,
-                            test,
-                            spec.split.seed,
-                            train_groups,
-                            saved_featurization,
-                        )
-                    )
-                fits = [future.result() for future in futures]
-                fitted = {f.value.model.target: f.value for f in fits}
-                stored = [
-                    recorder.model(
-                        f.value.model,
-                        f.value.record,
-                        f.value.evaluation.metrics,
-                        f.run,
-                        split_id,
-                        features_id,
-                        fingerprints[f.value.model.target],
-                        reused=f.value.model.target in reused,
-                    )
-                    for f in fits
-                ]
+                fitted, stored, reused = _train(
+                    spec,
+                    catalog,
+                    artifacts,
+                    recorder,
+                    table,
+                    labels,
+                    train_ids,
+                    test_ids,
+                    groups,
+                    split_id,
+                    features_id,
+                )
             metrics = {t: f.evaluation.metrics for t, f in fitted.items()}
             held_out = {t: f.record for t, f in fitted.items()}
+            model_ids = {t: model_id for t, (model_id, _) in zip(fitted, stored, strict=True)}
+
+            with timer.step("predict"):
+                if pools.retrospective:
+                    screened = held_out
+                    prediction_ids = [prediction_id for _, prediction_id in stored]
+                else:
+                    screened, prediction_ids = _predict_candidates(
+                        pools.candidates, fitted, table, labels, recorder, features_id, model_ids
+                    )
+
+            with timer.step("stability"):
+                validation_table = pool_table(by_id, held_out)
+                screen_table = (
+                    validation_table
+                    if pools.retrospective
+                    else pool_table(by_id, screened, trained_on=set(train_ids))
+                )
+                if spec.stability is not None:
+                    validation_table, screen_table = _add_hull(
+                        spec,
+                        settings,
+                        by_id,
+                        labels,
+                        train_ids,
+                        held_out,
+                        fitted,
+                        validation_table,
+                        screen_table,
+                        pools.retrospective,
+                    )
+                    recorder.exclusions(
+                        screen_table.failures, _step_run("hull-stability"), record_ids
+                    )
 
             with timer.step("rank"):
-                ids = held_out[spec.models[0].target].ids
-                formulas = {r.id: r.formula for r in records}
-                candidates = candidate_frame(
-                    ids, [formulas[i] for i in ids], {t: p.y_pred for t, p in held_out.items()}
+                criteria = list(spec.criteria)
+                properties = [c.property for c in criteria]
+                validated = rank_candidates_task(
+                    validation_table.frame, criteria, spec.ranking, validation_table.levels or None
                 )
-                levels = add_intervals(candidates, held_out)
-                ranked = rank_candidates_task(
-                    candidates, list(spec.criteria), spec.ranking, levels or None
+                ranked = (
+                    validated
+                    if pools.retrospective
+                    else rank_candidates_task(
+                        screen_table.frame, criteria, spec.ranking, screen_table.levels or None
+                    )
                 )
                 mmr = spec.ranking.diversity.mmr_lambda is not None
                 shortlist = shortlist_with(
@@ -193,8 +220,8 @@ def screen_candidates(
                 ranking_id = recorder.ranking(
                     ranking,
                     ranked.run,
-                    [c.model_dump() for c in spec.criteria],
-                    [prediction_id for _, prediction_id in stored],
+                    [c.model_dump() for c in criteria],
+                    prediction_ids,
                     record_ids,
                     method=spec.ranking.model_dump(mode="json"),
                 )
@@ -205,13 +232,30 @@ def screen_candidates(
                 if suggestions is not None:
                     suggestions = with_space_groups(suggestions, structures)
                 changes = changes_since_previous(catalog, artifacts, run_id, spec.name)
+                validation_labels = reported_values(validated.value, properties)
                 screening = screening_summary(
-                    ranked.value, labels, list(spec.criteria), spec.shortlist_size, shortlist.ids
+                    ranked.value,
+                    reported_values(ranked.value, properties),
+                    criteria,
+                    spec.shortlist_size,
+                    shortlist.ids,
                 )
                 screening["validation"] = screening_validation(
-                    ranked.value, labels, list(spec.criteria)
+                    validated.value, validation_labels, criteria
                 )
-                counts = run_counts(results, table, split.value, ranked.value)
+                screening["held_out"] = screening_summary(
+                    validated.value, validation_labels, criteria, spec.shortlist_size
+                )
+                screening["retrospective"] = pools.retrospective
+                screening["expected_hits"] = expected_hits(ranked.value)
+                counts = run_counts(
+                    ingested.results,
+                    table,
+                    split.value,
+                    ranked.value,
+                    pools,
+                    screen_table.failures,
+                )
                 document = metrics_document(
                     run_id,
                     spec,
@@ -223,10 +267,22 @@ def screen_candidates(
                     {t: model_summary(f, reused.get(t)) for t, f in fitted.items()},
                     changes,
                 )
+                handoff = traced(write_structures)(
+                    out, shortlisted, structures, record_ids, spec.units()
+                )
+                pictures = [
+                    {
+                        "rank": row["rank"],
+                        "id": row["id"],
+                        "formula": row["formula"],
+                        "png": structure_picture_png(structures[row["id"]], candidate_id=row["id"]),
+                    }
+                    for row in shortlisted.head(PICTURED).to_dict(orient="records")
+                ]
                 html = campaign_report(
                     spec,
                     document,
-                    results,
+                    ingested.results,
                     records,
                     table,
                     held_out,
@@ -236,13 +292,29 @@ def screen_candidates(
                     software,
                     changes,
                     suggestions=suggestions,
+                    excluded=pools.excluded + screen_table.failures,
+                    pictures=pictures,
+                    structure_files={
+                        "folder": STRUCTURES_DIR,
+                        "jsonl": f"{STRUCTURES_DIR}/{JSONL_NAME}",
+                        "count": len(handoff.value),
+                    },
                 )
                 written = traced(write_outputs)(
-                    out, ranking, shortlisted, document, html, suggestions
+                    out,
+                    ranking,
+                    shortlisted,
+                    document,
+                    html,
+                    suggestions,
+                    validation=validated.value,
                 )
                 publish_artifacts(shortlisted, document)
                 recorder.report(
-                    written.value, written.run, ranking_id, [model_id for model_id, _ in stored]
+                    {**written.value, **handoff.value},
+                    written.run,
+                    ranking_id,
+                    [model_id for model_id, _ in stored],
                 )
         # After the run is closed, so that the crate holds its end time and final status.
         crate = write_run_crate(catalog, artifacts, run_id, out)
@@ -254,3 +326,158 @@ def screen_candidates(
         "metrics": document,
         "step_seconds": dict(timer.seconds),
     }
+
+
+def _step_run(name: str) -> RunInfo:
+    """A run record for a step the flow itself performs (no task of its own)."""
+    now = utc_now()
+    return RunInfo(name, now, now, socket.gethostname(), os.getpid(), None)
+
+
+def _train(
+    spec: Any,
+    catalog: Catalog,
+    artifacts: ArtifactStore,
+    recorder: PredictionRecorder,
+    table: Any,
+    labels: dict[str, dict[str, float | None]],
+    train_ids: list[str],
+    test_ids: list[str],
+    groups: dict[str, str] | None,
+    split_id: str,
+    features_id: str,
+) -> tuple[dict[str, FittedSurrogate], list[tuple[str, str]], dict[str, str]]:
+    """Fit (or reuse) every model on the training part, score it on the held-out part.
+
+    Returns
+    -------
+    (fitted by target, (model id, held-out prediction id) per model, reused model ids)
+    """
+    columns = list(table.frame.columns)
+    saved_featurization = model_featurization(spec.featurization)
+    futures, fingerprints, reused = [], {}, {}
+    for model in spec.models:
+        train = training_arrays(table.frame, labels[model.target], train_ids)
+        test = candidate_arrays(table.frame, labels[model.target], test_ids)
+        train_groups = [groups[i] for i in train[0]] if groups else None
+        fingerprint = training_fingerprint(
+            model, columns, train, spec.split.seed, train_groups, saved_featurization
+        )
+        fingerprints[model.target] = fingerprint
+        earlier = stored_model(catalog, artifacts, fingerprint)
+        if earlier is not None:
+            # The same training set, spec and software: the stored fit is reused.
+            reused[model.target] = earlier[0]
+            futures.append(
+                evaluate_model_task.submit(earlier[1], columns, train, test, spec.split.seed)
+            )
+            continue
+        futures.append(
+            fit_surrogate_task.submit(
+                model, columns, train, test, spec.split.seed, train_groups, saved_featurization
+            )
+        )
+    fits = [future.result() for future in futures]
+    fitted = {f.value.model.target: f.value for f in fits}
+    stored = [
+        recorder.model(
+            f.value.model,
+            f.value.record,
+            f.value.evaluation.metrics,
+            f.run,
+            split_id,
+            features_id,
+            fingerprints[f.value.model.target],
+            reused=f.value.model.target in reused,
+        )
+        for f in fits
+    ]
+    return fitted, stored, reused
+
+
+def _predict_candidates(
+    candidates: list[Any],
+    fitted: dict[str, FittedSurrogate],
+    table: Any,
+    labels: dict[str, dict[str, float | None]],
+    recorder: PredictionRecorder,
+    features_id: str,
+    model_ids: dict[str, str],
+) -> tuple[dict[str, PredictionRecord], list[str]]:
+    """Predict every featurized candidate with every model and record the predictions.
+
+    Returns
+    -------
+    (predictions by target, prediction set ids)
+    """
+    columns = list(table.frame.columns)
+    ids = [c.id for c in candidates]
+    futures = {
+        target: predict_pool_task.submit(
+            f.model,
+            columns,
+            candidate_arrays(table.frame, labels[target], ids),
+            len(f.model.train_ids),
+        )
+        for target, f in fitted.items()
+    }
+    predictions, prediction_ids = {}, []
+    for target, future in futures.items():
+        done = future.result()
+        predictions[target] = done.value
+        _, prediction_id = recorder.applied_model(
+            fitted[target].model,
+            prediction_frame(done.value),
+            done.run,
+            features_id,
+            model_ids[target],
+        )
+        prediction_ids.append(prediction_id)
+    return predictions, prediction_ids
+
+
+def _add_hull(
+    spec: Any,
+    settings: Settings,
+    by_id: dict[str, Any],
+    labels: dict[str, dict[str, float | None]],
+    train_ids: list[str],
+    held_out: dict[str, PredictionRecord],
+    fitted: dict[str, FittedSurrogate],
+    validation: PoolTable,
+    screen: PoolTable,
+    retrospective: bool,
+) -> tuple[PoolTable, PoolTable]:
+    """Place the validation records and the candidates against the convex hull."""
+    stability = spec.stability
+    energy = stability.formation_energy
+    required = any(c.property == HULL_PROPERTY for c in spec.criteria)
+    level = fitted[energy].record.level
+    pools = [validation] if retrospective else [validation, screen]
+    systems = {chemical_system(by_id[i].formula) for t in pools for i in t.frame["id"]}
+    phases = reference_phases(
+        stability,
+        training_phases(by_id, labels[energy], train_ids, stability.per),
+        systems,
+        settings.source_state_dir,
+    )
+    placed = []
+    for pool in pools:
+        rows, atoms = hull_inputs(pool.frame, energy, by_id, stability.per)
+        hull, failures = hull_task(rows, phases, atoms).value
+        # The reported formation energies, placed against the same hull, are the true hull
+        # distances the screening validation compares the ranking with.
+        truth_rows, truth_atoms = hull_inputs(
+            pool.frame, energy, by_id, stability.per, reported=True
+        )
+        if truth_rows:
+            truth, _ = hull_stability(truth_rows, phases, truth_atoms)
+            hull = hull.merge(
+                truth[["id", f"pred_{HULL_PROPERTY}"]].rename(
+                    columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
+                ),
+                on="id",
+                how="left",
+            )
+        placed.append(with_hull(pool, hull, failures, by_id, required, level))
+    return placed[0], placed[-1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,33 +29,16 @@ def _run_campaign(args: argparse.Namespace) -> int:
 def _execute_campaign(
     settings: Settings, spec_path: Path, output: Path | None, suggest: int | None = None
 ) -> dict[str, Any]:
-    """Run the campaign flow on Prefect and Dask (served locally when not configured).
-
-    ``suggest``, when given, sets the number of suggested next experiments of this run.
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    from matscreen.flows.campaign import screen_candidates
-    from matscreen.flows.runtime import dask_scheduler, dask_task_runner, prefect_api
+    """Run the campaign flow through the Python API and print its summary."""
+    from matscreen import execute_campaign
 
     print(f"catalog {settings.catalog_url_for_display}, data {settings.data_dir}")
-    if settings.dask_address and not PREFECT_API_URL.value():
-        raise MatscreenError(
-            f"MATSCREEN_DASK_ADDRESS is set ({settings.dask_address}) but PREFECT_API_URL is "
-            "not: workers of an existing Dask cluster cannot reach the Prefect API this "
-            "command would serve on loopback; start a Prefect server and set PREFECT_API_URL"
-        )
-    started = time.perf_counter()
-    with prefect_api() as api_url, dask_scheduler(settings) as address:
-        startup = time.perf_counter() - started
-        print(f"Prefect API {api_url}; Dask scheduler {address} ({startup:.1f} s to start)")
-        runner = dask_task_runner(address)
-        result = screen_candidates.with_options(task_runner=runner)(
-            spec_path=str(spec_path.resolve()),
-            output_dir=str(output) if output else None,
-            suggest=suggest,
-        )
-    _print_summary(result, startup, time.perf_counter() - started)
+    result = execute_campaign(settings, spec_path, output, suggest)
+    print(
+        f"Prefect API {result['prefect_api']}; Dask scheduler {result['dask_scheduler']} "
+        f"({result['startup_seconds']:.1f} s to start)"
+    )
+    _print_summary(result, result["startup_seconds"], result["total_seconds"])
     return result
 
 
@@ -160,11 +142,27 @@ def _print_summary(result: dict[str, Any], startup: float, total: float) -> None
         if model.get("reused_from"):
             print(f"  {target}: stored model reused (training set unchanged)")
     s = document["screening"]
+    held = s.get("held_out", s)
     print(
-        f"screening: {s['n_predicted_hits']} of {s['n_candidates']} held-out candidates predicted "
-        f"to meet every criterion; {s['n_true_hits']} truly do; "
-        f"{s['true_hits_in_shortlist']} of them in the top {s['shortlist_size']}"
+        f"validation: {held['n_predicted_hits']} of {held['n_candidates']} held-out records "
+        f"predicted to meet every criterion; {held['n_true_hits']} truly do"
     )
+    counts = document["counts"]
+    if s.get("retrospective", True):
+        print("screen: no candidate source; the held-out records were screened")
+    else:
+        print(
+            f"screen: {counts['candidate_pool']} candidates, {counts['known_candidates']} "
+            f"already known, {counts['candidates']} ranked, {s['n_predicted_hits']} "
+            "predicted to meet every criterion"
+            + (
+                f" ({s['expected_hits']:.1f} expected by P(success))"
+                if s.get("expected_hits") is not None
+                else ""
+            )
+        )
+    if counts.get("excluded"):
+        print(f"left out with a reason (see the report): {counts['excluded']} records")
     print("outputs:")
     for info in result["files"].values():
         print(f"  {info['path']}")
@@ -176,7 +174,7 @@ def _describe(entity: Any) -> str:
         case "ranking":
             return f"{a['method']}; {a['n_candidates']} candidates, {a['n_meeting_criteria']} hits"
         case "prediction_set":
-            return f"{a['target']}: {a['n_rows']} held-out predictions"
+            return f"{a['target']}: predictions for {a['n_rows']} records"
         case "model":
             m = a["metrics"]
             return (

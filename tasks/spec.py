@@ -74,14 +74,30 @@ class RangeSpec(_Strict):
         return self
 
 
+#: What a source's records are for: ``train`` (labelled records the models learn from; the
+#: held-out validation split is drawn from these), ``screen`` (candidates to rank; labels are
+#: optional and, where present, shown beside the predictions) or ``both``.
+POOLS = ("train", "screen", "both")
+
+
 class _SourceSpec(_Strict):
-    """What every source names: a name, its licence and citation, an optional record limit."""
+    """What every source names: a name, its licence and citation, an optional record limit,
+    and the pool its records go to (``pool``; see :data:`POOLS`)."""
 
     name: str = Field(pattern=_NAME)
     licence: str
     citation: list[str] = Field(min_length=1)
     description: str = ""
     limit: int | None = Field(default=None, ge=1)
+    pool: Literal["train", "screen", "both"] = "train"
+
+    def trains(self) -> bool:
+        """Whether the models learn from this source's labelled records."""
+        return self.pool in ("train", "both")
+
+    def screens(self) -> bool:
+        """Whether this source's records are candidates to screen."""
+        return self.pool in ("screen", "both")
 
     def provided_units(self) -> dict[str, str]:
         """Unit of every normalized property this source reports."""
@@ -286,6 +302,8 @@ class PrototypeSourceSpec(_SourceSpec):
 
     kind: Literal["prototypes"]
     prototype: str
+    # Hypothetical structures carry no labels: they are candidates to screen.
+    pool: Literal["train", "screen", "both"] = "screen"
     sites: dict[str, list[str]] = Field(min_length=1)
     charge_neutral: bool = True
     distinct_elements: bool = True
@@ -303,6 +321,13 @@ class PrototypeSourceSpec(_SourceSpec):
             if not path.is_file():
                 raise ValueError(f"prototype file not found: {path}")
             return str(path)
+        return value
+
+    @field_validator("pool")
+    @classmethod
+    def _no_labels_to_learn(cls, value: str) -> str:
+        if value != "screen":
+            raise ValueError("decorated prototypes have no labels to learn from; use 'screen'")
         return value
 
 
@@ -426,6 +451,10 @@ class ModelSpec(_Strict):
     halving over them. ``interval`` chooses the conformal method of the prediction
     intervals (``cv``: out-of-fold residuals of the same folds; ``split``: a calibration
     part held back from fitting; ``none``) and ``interval_level`` their default coverage.
+    ``interval_width`` sizes them: ``adaptive`` (the default) scales each row's interval by
+    the error a small difficulty model, cross-fitted on the out-of-fold residuals, expects
+    for that row (normalized conformal scores); ``constant`` gives every row (of a Mondrian
+    category) the same width.
     """
 
     target: str
@@ -444,6 +473,7 @@ class ModelSpec(_Strict):
     search_space: dict[str, list[_ParamValue]] = Field(default_factory=dict)
     interval: Literal["cv", "split", "none"] = "cv"
     interval_level: float = Field(default=0.9, gt=0.0, lt=1.0)
+    interval_width: Literal["adaptive", "constant"] = "adaptive"
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -455,6 +485,72 @@ class ModelSpec(_Strict):
         if empty:
             raise ValueError(f"search_space: no candidate values for {empty}")
         return self
+
+
+#: The derived property a stability section adds: distance to the convex hull of the known
+#: phases, from the predicted formation energy (eV/atom; negative below the hull).
+HULL_PROPERTY = "energy_above_hull"
+HULL_UNIT = "eV/atom"
+
+#: The elemental reference entries used when a stability section names none.
+DEFAULT_ELEMENT_REFERENCES = Path("materials_project") / "elemental_reference_entries.json.gz"
+
+
+class MPReferenceSpec(_Strict):
+    """Reference phases read from the Materials Project (mp-api) for the candidates'
+    chemical systems and all their sub-systems: each phase's formula and formation
+    energy per atom. Pages are kept like those of an ``mp`` source, so a killed read
+    resumes and a re-read of the same release fetches nothing."""
+
+    endpoint: str | None = None
+    api_key_env: str = "MP_API_KEY"
+    chunk_size: int = Field(default=1000, ge=1, le=10000)
+
+
+class StabilitySpec(_Strict):
+    """Thermodynamic stability of each candidate as its energy above the convex hull.
+
+    ``formation_energy`` names the model whose target is the formation energy (per atom,
+    or per cell of the record's structure with ``per: cell``, as the CMR perovskites give
+    it). The hull is built per chemical system from the elemental references
+    (``elements``: pymatgen ComputedEntry dicts by element; default the Materials Project
+    elements in the data folder, ``materials_project/elemental_reference_entries.json.gz``),
+    the labelled training records (``training_phases``), pymatgen entry files
+    (``entries``: JSON lists of ComputedEntry / ComputedStructureEntry / PDEntry dicts) and,
+    with ``mp``, the Materials Project's phases of the candidates' chemical systems. All of
+    them must be on one energy scale: formation energies are measured from the elemental
+    references. The derived property ``energy_above_hull`` (eV/atom) may then appear in the
+    criteria.
+    """
+
+    formation_energy: str
+    per: Literal["atom", "cell"] = "atom"
+    elements: Path | None = Field(default=None, validate_default=True)
+    training_phases: bool = True
+    entries: list[Path] = Field(default_factory=list)
+    mp: MPReferenceSpec | None = None
+
+    @field_validator("elements")
+    @classmethod
+    def _element_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            data_dir = (info.context or {}).get("data_dir")
+            if data_dir is None:
+                return None
+            value = Path(data_dir) / DEFAULT_ELEMENT_REFERENCES
+        path = _resolve_path(value, info)
+        if not path.is_file():
+            raise ValueError(f"elemental reference file not found: {path}")
+        return path
+
+    @field_validator("entries")
+    @classmethod
+    def _entry_files(cls, value: list[Path], info: ValidationInfo) -> list[Path]:
+        paths = [_resolve_path(v, info) for v in value]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"reference entry file not found: {missing[0]}")
+        return paths
 
 
 class CriterionSpec(_Strict):
@@ -554,6 +650,7 @@ class CampaignSpec(_Strict):
     criteria: list[CriterionSpec] = Field(min_length=1)
     shortlist_size: int = Field(default=50, ge=1)
     ranking: RankingSpec = RankingSpec()
+    stability: StabilitySpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:
@@ -569,6 +666,10 @@ class CampaignSpec(_Strict):
                         f"source gives {name} in {units[name]!r}"
                     )
         properties = set(units)
+        if not any(source.trains() for source in self.sources):
+            raise ValueError(
+                "no source has pool 'train' or 'both': the models need records to learn from"
+            )
         targets = [model.target for model in self.models]
         if len(set(targets)) != len(targets):
             raise ValueError(f"each target may have one model, got {targets}")
@@ -578,8 +679,26 @@ class CampaignSpec(_Strict):
                     f"models.{i}.target: {target!r} is not a property of any source "
                     f"(known: {sorted(properties)})"
                 )
+        derived = set()
+        if self.stability is not None:
+            energy = self.stability.formation_energy
+            if energy not in targets:
+                raise ValueError(
+                    f"stability.formation_energy: {energy!r} has no model (targets: {targets})"
+                )
+            if self.models[targets.index(energy)].kind != "regressor":
+                raise ValueError(
+                    f"stability.formation_energy: the {energy} model must be a regressor"
+                )
+            derived.add(HULL_PROPERTY)
+            units.setdefault(HULL_PROPERTY, HULL_UNIT)
         for i, criterion in enumerate(self.criteria):
-            if criterion.property not in targets:
+            if criterion.property == HULL_PROPERTY and self.stability is None:
+                raise ValueError(
+                    f"criteria.{i}.property: {HULL_PROPERTY} needs a 'stability' section "
+                    "(which model gives the formation energy, and the reference phases)"
+                )
+            if criterion.property not in targets and criterion.property not in derived:
                 raise ValueError(
                     f"criteria.{i}.property: {criterion.property!r} has no model "
                     f"(targets: {targets})"
@@ -592,7 +711,11 @@ class CampaignSpec(_Strict):
         needs = self.ranking.needs_uncertainty()
         if needs is not None:
             for i, model in enumerate(self.models):
-                wanted = any(c.property == model.target for c in self.criteria)
+                wanted = any(c.property == model.target for c in self.criteria) or (
+                    self.stability is not None
+                    and model.target == self.stability.formation_energy
+                    and any(c.property == HULL_PROPERTY for c in self.criteria)
+                )
                 if wanted and model.interval == "none":
                     raise ValueError(
                         f"ranking.{needs}: needs prediction intervals, but "
@@ -601,8 +724,11 @@ class CampaignSpec(_Strict):
         return self
 
     def units(self) -> dict[str, str]:
-        """Unit of every property the sources define."""
-        return {name: unit for s in self.sources for name, unit in s.provided_units().items()}
+        """Unit of every property the sources define, and of the derived hull distance."""
+        units = {name: unit for s in self.sources for name, unit in s.provided_units().items()}
+        if self.stability is not None:
+            units.setdefault(HULL_PROPERTY, HULL_UNIT)
+        return units
 
     def fingerprint(self) -> str:
         """Return the sha256 of the spec's canonical content (paths as resolved)."""
@@ -697,7 +823,9 @@ def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     except SpecError as exc:
         raise SpecError(f"campaign spec {path}: {exc}") from exc
     try:
-        return CampaignSpec.model_validate(data, context={"base_dir": path.resolve().parent})
+        return CampaignSpec.model_validate(
+            data, context={"base_dir": path.resolve().parent, "data_dir": Path(data_dir).resolve()}
+        )
     except ValidationError as exc:
         raise SpecError(f"campaign spec {path}: {describe_errors(exc)}") from exc
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.models.baselines import dummy_baseline, magpie_rf_baseline, median_baseline
-from matscreen.tasks.models.conformal import coverage
+from matscreen.tasks.models.conformal import coverage, coverage_by_width
 from matscreen.tasks.models.interpret import permutation_importance
 from matscreen.tasks.models.metrics import classification_metrics, error_metrics
 from matscreen.tasks.models.records import PredictionRecord
@@ -45,9 +45,20 @@ def held_out_metrics(
 
     Regressors: ``mae``, ``rmse``, ``r2``, ``dummy_mae``; classifiers: ``precision``,
     ``recall``, ``f1``, ``accuracy``, ``roc_auc``; both: ``n_train``, ``n_test`` and, with
-    intervals, ``level``, ``coverage`` and ``mean_width``. A two-stage gap model adds the
-    classifier's scores (``gap_classifier``), the coverage on rows with a gap and on the
-    rows it predicts to have one (``coverage_predicted_gap``, ``n_predicted_gap``).
+    intervals, ``level``, ``coverage`` and ``mean_width``; regressors with intervals also
+    ``coverage_by_width_quintile`` (rows sorted by interval width and cut in five equal
+    parts: ``quintile`` 1 the narrowest, ``mean_width``, ``coverage``, ``n``). With an
+    applicability domain: ``share_in_domain`` and, when some rows are outside it,
+    ``n_out_of_domain`` and their ``coverage_out_of_domain``.
+
+    A two-stage gap model adds the classifier's scores (``gap_classifier``), the coverage
+    on rows with a gap and on the rows it predicts to have one (``coverage_predicted_gap``,
+    ``n_predicted_gap``), and the calibration of its hurdle distribution: the mean
+    probability of a gap on rows with and without one (``mean_probability_gap_rows``,
+    ``mean_probability_metal_rows``) and, on the rows that truly have a gap, the coverage,
+    mean width and width quintiles of the conditional gap interval
+    (``conditional_coverage``, ``conditional_mean_width``,
+    ``conditional_coverage_by_width_quintile``, ``n_with_gap``).
     """
     y_true = np.asarray(y_true, dtype=np.float64)
     if model.is_classifier:
@@ -71,6 +82,18 @@ def held_out_metrics(
             coverage=coverage(truth, predicted.lower, predicted.upper),
             mean_width=float(np.mean(predicted.upper - predicted.lower)) if len(truth) else 0.0,
         )
+        if not model.is_classifier:
+            metrics["coverage_by_width_quintile"] = coverage_by_width(
+                truth, predicted.lower, predicted.upper
+            )
+    if predicted.in_domain is not None:
+        inside = np.asarray(predicted.in_domain, dtype=bool)
+        metrics["share_in_domain"] = float(np.mean(inside)) if len(inside) else math.nan
+        if predicted.level is not None and (~inside).any():
+            metrics["n_out_of_domain"] = int((~inside).sum())
+            metrics["coverage_out_of_domain"] = coverage(
+                truth[~inside], predicted.lower[~inside], predicted.upper[~inside]
+            )
     if model.kind == "two_stage_gap" and predicted.probability is not None:
         threshold = model.estimator["threshold"]
         has_gap = truth > threshold
@@ -89,6 +112,33 @@ def held_out_metrics(
             metrics["coverage_predicted_gap"] = coverage(
                 truth[called_gap], predicted.lower[called_gap], predicted.upper[called_gap]
             )
+        metrics.update(_hurdle_metrics(predicted, truth, has_gap))
+    return metrics
+
+
+def _hurdle_metrics(
+    predicted: Predictions, truth: np.ndarray, has_gap: np.ndarray
+) -> dict[str, Any]:
+    """Calibration of a two-stage model's hurdle distribution on held-out rows."""
+    assert predicted.probability is not None
+    probability = predicted.probability
+    metrics: dict[str, Any] = {
+        "mean_probability_gap_rows": float(np.mean(probability[has_gap]))
+        if has_gap.any()
+        else math.nan,
+        "mean_probability_metal_rows": float(np.mean(probability[~has_gap]))
+        if (~has_gap).any()
+        else math.nan,
+        "n_with_gap": int(has_gap.sum()),
+    }
+    if predicted.gap_lower is None or predicted.gap_upper is None or not has_gap.any():
+        return metrics
+    lower, upper = predicted.gap_lower[has_gap], predicted.gap_upper[has_gap]
+    metrics.update(
+        conditional_coverage=coverage(truth[has_gap], lower, upper),
+        conditional_mean_width=float(np.mean(upper - lower)),
+        conditional_coverage_by_width_quintile=coverage_by_width(truth[has_gap], lower, upper),
+    )
     return metrics
 
 
@@ -180,14 +230,28 @@ def calibration_curve(
 
 def _rows(predicted: Predictions, mask: np.ndarray) -> Predictions:
     """The predictions of the rows where ``mask`` is true."""
+
+    def part(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[mask]
+
     return Predictions(
         [i for i, keep in zip(predicted.ids, mask, strict=True) if keep],
         predicted.prediction[mask],
         predicted.lower[mask],
         predicted.upper[mask],
-        None if predicted.probability is None else predicted.probability[mask],
+        part(predicted.probability),
         predicted.level,
+        gap_pred=part(predicted.gap_pred),
+        gap_lower=part(predicted.gap_lower),
+        gap_upper=part(predicted.gap_upper),
+        metal_value=predicted.metal_value,
+        domain_distance=part(predicted.domain_distance),
+        in_domain=part(predicted.in_domain),
     )
+
+
+def _listed(values: np.ndarray | None) -> list[Any] | None:
+    return None if values is None else values.tolist()
 
 
 @dataclass(frozen=True)
@@ -248,8 +312,14 @@ def evaluate_fitted(
         n_train=len(train[0]),
         lower=predicted.lower.tolist(),
         upper=predicted.upper.tolist(),
-        probability=None if predicted.probability is None else predicted.probability.tolist(),
+        probability=_listed(predicted.probability),
         level=predicted.level,
+        gap_pred=_listed(predicted.gap_pred),
+        gap_lower=_listed(predicted.gap_lower),
+        gap_upper=_listed(predicted.gap_upper),
+        metal_value=predicted.metal_value,
+        domain_distance=_listed(predicted.domain_distance),
+        in_domain=_listed(predicted.in_domain),
     )
     return FittedSurrogate(model, record, evaluation)
 

@@ -1,88 +1,233 @@
 """Thermodynamic stability from predicted formation energies: distance to the convex hull.
 
-A candidate's hull distance is its formation energy per atom minus that of the convex hull
-of the known phases of its chemical system (pymatgen's ``PhaseDiagram``). The known phases
-are the elemental reference entries (lowest-energy Materials Project elements) and the
-compounds of the training data with their labelled formation energies; only those on the
-hull matter, so passing every training compound is the same as passing its stable ones.
+A candidate's energy above the hull is its formation energy per atom minus that of the
+convex hull of the known phases of its chemical system (pymatgen's ``PhaseDiagram``) at its
+composition: positive above the hull (unstable by that much), zero on it, negative below it
+(the candidate would be a new stable phase). The known phases are a
+:class:`~matscreen.tasks.models.references.ReferencePhases`: elemental references, training
+records, entry files and Materials Project phases, all as formation energies measured from
+the elemental references, so the diagram is built on that scale with the elements at zero.
 
-Formation energies become total energies on the references' scale, ``E = N·ΔH_f +
-Σ n_el·μ_el`` with ``μ_el`` the reference energy per atom of each element, so the phase
-diagram is built from the real reference entries and the elements sit at zero formation
-energy.
+The hull of the known phases does not move with the candidate, so a prediction interval
+``[lower, upper]`` of the formation energy is one of the hull distance,
+``[lower - hull, upper - hull]``. The phases the hull is made of at the candidate's
+composition (its decomposition, as ``PhaseDiagram.get_decomposition`` gives it) are the
+phases the candidate competes with; a candidate whose composition is that of a known phase
+(a polymorph) competes with that phase. A phase holding the candidate's own record (same
+id) is left out of the hull that candidate is measured against.
+
+Scaling: candidates are grouped by chemical system and one diagram is built per system
+(kept in the :class:`ReferencePhases` for later chunks); locating every candidate of a
+system on its hull's facets is one vectorized computation of barycentric coordinates, in
+the facet order and with the tolerances pymatgen uses, so the results equal
+``PhaseDiagram.get_decomp_and_e_above_hull(entry, allow_negative=True)``.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import warnings
+import math
 from collections import defaultdict
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import combinations
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from matscreen.tasks.errors import ModelError
+from matscreen.tasks.models.references import (
+    Phase,
+    ReferencePhases,
+    element_phases,
+    load_reference_entries,
+    quiet_pymatgen,
+    reference_phases,
+)
+
+# The phases' assembly lives in references.py; its entry points are importable from here too.
+__all__ = [
+    "HULL_COLUMNS",
+    "Phase",
+    "ReferencePhases",
+    "hull_distances",
+    "hull_formation_energies",
+    "hull_stability",
+    "load_reference_entries",
+    "reference_phases",
+]
+
+#: Columns of the table :func:`hull_stability` returns, in order.
+HULL_COLUMNS = (
+    "id",
+    "pred_energy_above_hull",
+    "lower_energy_above_hull",
+    "upper_energy_above_hull",
+    "hull_energy_per_atom",
+    "competing_phases",
+    "competing_origins",
+    "competing_fractions",
+)
+
+#: A composition is in a facet when no barycentric coordinate is below minus this
+#: (``PhaseDiagram.numerical_tol / 10``, as pymatgen's ``_get_facet_and_simplex``).
+IN_FACET_TOLERANCE = 1e-9
+
+#: Decomposition amounts at or below this are no part of it (``PhaseDiagram.numerical_tol``).
+AMOUNT_TOLERANCE = 1e-8
+
+#: Most barycentric coordinates (candidates x facets x elements) computed in one block.
+BLOCK_SIZE = 2_000_000
+
+#: Separator of the phases, origins and fractions in the competing-phase columns.
+JOIN = " + "
 
 
-def load_reference_entries(path: Path) -> dict[str, Any]:
-    """The elemental reference entries of a (gzipped) JSON file: ``{element: entry}``.
+def hull_stability(
+    candidates: Iterable[tuple[str, str, float, float, float]],
+    phases: ReferencePhases,
+    per_cell_atoms: Mapping[str, int] | None = None,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Energy above the hull of the known phases, its interval and the competing phases.
+
+    Parameters
+    ----------
+    candidates
+        ``(id, formula, predicted formation energy, lower, upper)``: per atom, or per cell
+        of the candidate's structure when ``per_cell_atoms`` is given. ``lower`` and
+        ``upper`` may be NaN (no interval), which the table keeps.
+    phases
+        The known phases (:func:`~matscreen.tasks.models.references.reference_phases`);
+        the hulls built are kept in it for later calls.
+    per_cell_atoms
+        Number of atoms of each candidate's cell (by id): the energies are per cell and
+        are divided by it. None: the energies are per atom.
+
+    Returns
+    -------
+    tuple
+        A table with the :data:`HULL_COLUMNS`, one row per candidate with a value, in input
+        order: ``id``, ``pred_energy_above_hull``, ``lower_energy_above_hull``,
+        ``upper_energy_above_hull`` and ``hull_energy_per_atom`` (eV/atom);
+        ``competing_phases`` (``"SrO + TiO2"``, reduced formulas by rising
+        electronegativity), ``competing_origins`` (``"training:cmr:7 + mp:mp-2657"``) and
+        ``competing_fractions`` (the atomic fraction of the candidate each phase takes), in
+        the same order. And ``{id: reason}`` for each candidate without a value (an element
+        without a reference, a formula that cannot be read, no finite prediction, no atom
+        count).
 
     Raises
     ------
     ModelError
-        If the file is missing or does not hold pymatgen entry dicts by element.
+        If two candidates share an id, or a phase of ``phases`` has an unreadable formula or
+        no finite formation energy.
     """
-    from pymatgen.entries.computed_entries import ComputedEntry
-
-    path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            document = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read reference entries ({exc})") from exc
-    if not isinstance(document, dict):
-        raise ModelError(f"{path}: expected a mapping of element to entry dict")
-    entries = {}
-    for element, entry in document.items():
+    index = _index(phases)
+    accepted, failures = _accept(candidates, phases.elements, per_cell_atoms)
+    groups: dict[tuple[tuple[str, ...], frozenset[int]], list[int]] = defaultdict(list)
+    for row, candidate in enumerate(accepted):
+        own = frozenset(index.own_phases(candidate.id, set(candidate.system)))
+        groups[(candidate.system, own)].append(row)
+    measured: dict[int, tuple[float, tuple[str, str, str]]] = {}
+    for (system, own), members in groups.items():
         try:
-            with warnings.catch_warnings():
-                # Noble gases have no Pauling electronegativity; pymatgen warns while
-                # building their compositions, which says nothing about the entries.
-                warnings.filterwarnings("ignore", message="No Pauling electronegativity")
-                built = ComputedEntry.from_dict(entry)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: entry of {element} is not a ComputedEntry ({exc})") from exc
-        if not built.composition.is_element:
-            raise ModelError(f"{path}: entry of {element} is {built.composition.formula}")
-        entries[element] = built
-    return entries
+            hull = _hull(phases, index, system, own)
+        except (ValueError, RuntimeError) as exc:  # qhull's errors are RuntimeErrors
+            for row in members:
+                failures[accepted[row].id] = (
+                    f"{accepted[row].formula}: the hull of {'-'.join(system)} cannot be built "
+                    f"({exc})"
+                )
+            continue
+        results = _measure(hull, index, [accepted[row] for row in members])
+        for row, result in zip(members, results, strict=True):
+            if isinstance(result, str):
+                failures[accepted[row].id] = f"{accepted[row].formula}: {result}"
+            else:
+                measured[row] = result
+    return _table([(accepted[row], *measured[row]) for row in sorted(measured)]), failures
 
 
-def _total_energy(formula: str, formation_energy: float, references: dict[str, Any]) -> Any:
-    from pymatgen.analysis.phase_diagram import PDEntry
-    from pymatgen.core import Composition
+@dataclass(frozen=True)
+class _Candidate:
+    """A candidate that has a hull: its system, atomic fractions and energies per atom."""
 
-    composition = Composition(formula)
-    missing = sorted(str(e) for e in composition.elements if str(e) not in references)
-    if missing:
-        raise ModelError(f"{formula}: no elemental reference entry for {missing}")
-    energy = formation_energy * composition.num_atoms + sum(
-        amount * references[str(element)].energy_per_atom for element, amount in composition.items()
+    id: str
+    formula: str
+    system: tuple[str, ...]
+    fractions: tuple[float, ...]
+    energy: float
+    lower: float
+    upper: float
+
+
+def _accept(
+    candidates: Iterable[tuple[str, str, float, float, float]],
+    elements: Mapping[str, float],
+    per_cell_atoms: Mapping[str, int] | None,
+) -> tuple[list[_Candidate], dict[str, str]]:
+    """The candidates that can have a hull, and why each of the others cannot."""
+    accepted: list[_Candidate] = []
+    failures: dict[str, str] = {}
+    parsed: dict[str, tuple[tuple[str, ...], tuple[float, ...]] | str] = {}
+    seen: set[str] = set()
+    for record_id, formula, energy, lower, upper in candidates:
+        record_id = str(record_id)
+        if record_id in seen:
+            raise ModelError(f"candidate id {record_id} appears twice")
+        seen.add(record_id)
+        if formula not in parsed:
+            parsed[formula] = _parse(formula, elements)
+        found = parsed[formula]
+        if isinstance(found, str):
+            failures[record_id] = found
+            continue
+        values, problem = _per_atom_values(record_id, (energy, lower, upper), per_cell_atoms)
+        if problem is not None:
+            failures[record_id] = f"{formula}: {problem}"
+            continue
+        accepted.append(_Candidate(record_id, str(formula), *found, *values))
+    return accepted, failures
+
+
+def _measure(
+    hull: _Hull, index: _Index, candidates: list[_Candidate]
+) -> list[tuple[float, tuple[str, str, str]] | str]:
+    """Hull energy and competing phases of each candidate of one system, or why none."""
+    fractions = np.array([candidate.fractions for candidate in candidates], dtype=float)
+    located, facets, amounts = _locate(hull, fractions)
+    amounts = np.where(np.abs(amounts) > AMOUNT_TOLERANCE, amounts, 0.0)
+    energies = (amounts * hull.energies[facets]).sum(axis=1)
+    names: dict[tuple[int, tuple[bool, ...]], tuple[str, str, list[int]]] = {}
+    results: list[tuple[float, tuple[str, str, str]] | str] = []
+    for position in range(len(candidates)):
+        if not located[position]:
+            results.append(f"no facet of the {'-'.join(hull.elements)} hull holds it")
+            continue
+        described = _describe(hull, index, facets[position], amounts[position], names)
+        results.append((float(energies[position]), described))
+    return results
+
+
+def _table(rows: list[tuple[_Candidate, float, tuple[str, str, str]]]) -> pd.DataFrame:
+    """The result table of measured candidates, in input order."""
+    energy = np.array([c.energy for c, _, _ in rows], dtype=float)
+    lower = np.array([c.lower for c, _, _ in rows], dtype=float)
+    upper = np.array([c.upper for c, _, _ in rows], dtype=float)
+    hull = np.array([h for _, h, _ in rows], dtype=float)
+    return pd.DataFrame(
+        {
+            "id": [c.id for c, _, _ in rows],
+            "pred_energy_above_hull": energy - hull,
+            "lower_energy_above_hull": lower - hull,
+            "upper_energy_above_hull": upper - hull,
+            "hull_energy_per_atom": hull,
+            "competing_phases": [d[0] for _, _, d in rows],
+            "competing_origins": [d[1] for _, _, d in rows],
+            "competing_fractions": [d[2] for _, _, d in rows],
+        },
+        columns=list(HULL_COLUMNS),
     )
-    return PDEntry(composition, energy, name=formula)
-
-
-def _phase_diagram(system: str, references: dict[str, Any], known_entries: list[Any]) -> Any:
-    """The phase diagram of a chemical system (``O-Sr-Ti``): its elemental references plus
-    the known phases made of its elements only."""
-    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-
-    elements = set(system.split("-"))
-    phases = [PDEntry(references[el].composition, references[el].energy) for el in sorted(elements)]
-    phases += [e for e in known_entries if {str(el) for el in e.composition.elements} <= elements]
-    return PhaseDiagram(phases)
 
 
 def hull_distances(
@@ -110,22 +255,11 @@ def hull_distances(
     Raises
     ------
     ModelError
-        If a formula holds an element without a reference entry.
+        If a formula holds an element without a reference entry, or cannot be read.
     """
-    from pymatgen.core import Composition
-
-    known_entries = [_total_energy(f, e, references) for f, e in known]
-    by_system: dict[str, list[tuple[str, Any]]] = defaultdict(list)
-    for record_id, formula, energy in candidates:
-        entry = _total_energy(formula, energy, references)
-        by_system[Composition(formula).chemical_system].append((record_id, entry))
-    distances: dict[str, float] = {}
-    for system, members in by_system.items():
-        diagram = _phase_diagram(system, references, known_entries)
-        for record_id, entry in members:
-            _, distance = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
-            distances[record_id] = float(distance)
-    return distances
+    rows = [(i, f, e, e, e) for i, f, e in candidates]
+    table = _strict(hull_stability(rows, _known_phases(references, known)))
+    return dict(zip(table["id"], table["pred_energy_above_hull"].astype(float), strict=True))
 
 
 def hull_formation_energies(
@@ -150,25 +284,245 @@ def hull_formation_energies(
     Raises
     ------
     ModelError
-        If a formula holds an element without a reference entry.
+        If a formula holds an element without a reference entry, or cannot be read.
     """
+    rows = [(i, f, 0.0, 0.0, 0.0) for i, f in candidates]
+    table = _strict(hull_stability(rows, _known_phases(references, known)))
+    return dict(zip(table["id"], table["hull_energy_per_atom"].astype(float), strict=True))
+
+
+# --- the phases, indexed -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The phases by element set and by record id, with their display names."""
+
+    by_system: dict[frozenset[str], list[int]]
+    by_record: dict[str, list[int]]
+    elements: list[frozenset[str]]
+    compositions: list[Any]
+    names: list[str]
+    origins: list[str]
+    order: list[tuple[float, str]]
+
+    def own_phases(self, record_id: str, system: set[str]) -> list[int]:
+        """Phases of the system holding a candidate's own record: its id, or its source id
+        (after the first ``:``), e.g. the MP material id of a candidate read from MP."""
+        ids = {record_id, record_id.split(":", 1)[-1]}
+        return [i for rid in ids for i in self.by_record.get(rid, ()) if self.elements[i] <= system]
+
+
+def _index(phases: ReferencePhases) -> _Index:
+    cached = phases.cache.get("index")
+    if cached is not None:
+        return cached
     from pymatgen.core import Composition
 
-    known_entries = [_total_energy(f, e, references) for f, e in known]
-    by_system: dict[str, list[tuple[str, Any]]] = defaultdict(list)
-    for record_id, formula in candidates:
-        composition = Composition(formula)
-        missing = sorted(str(e) for e in composition.elements if str(e) not in references)
-        if missing:
-            raise ModelError(f"{formula}: no elemental reference entry for {missing}")
-        by_system[composition.chemical_system].append((record_id, composition))
-    energies: dict[str, float] = {}
-    for system, members in by_system.items():
-        diagram = _phase_diagram(system, references, known_entries)
-        for record_id, composition in members:
-            elemental = sum(
-                composition.get_atomic_fraction(el) * references[str(el)].energy_per_atom
-                for el in composition.elements
-            )
-            energies[record_id] = float(diagram.get_hull_energy_per_atom(composition) - elemental)
-    return energies
+    by_system: dict[frozenset[str], list[int]] = defaultdict(list)
+    by_record: dict[str, list[int]] = defaultdict(list)
+    elements, compositions, names, order = [], [], [], []
+    for i, phase in enumerate(phases.phases):
+        try:
+            with quiet_pymatgen():
+                composition = Composition(phase.formula)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ModelError(f"phase {phase.origin}: formula {phase.formula!r} ({exc})") from exc
+        energy = phase.formation_energy_per_atom
+        if not math.isfinite(energy) or composition.num_atoms <= 0:
+            raise ModelError(f"phase {phase.origin} ({phase.formula}): energy {energy}")
+        symbols = frozenset(str(el) for el in composition.elements)
+        by_system[symbols].append(i)
+        if phase.record_id:
+            by_record[phase.record_id].append(i)
+        elements.append(symbols)
+        compositions.append(composition)
+        names.append(composition.reduced_formula)
+        order.append((_electronegativity(composition), composition.reduced_formula))
+    origins = [phase.origin for phase in phases.phases]
+    index = _Index(dict(by_system), dict(by_record), elements, compositions, names, origins, order)
+    phases.cache["index"] = index
+    return index
+
+
+def _electronegativity(composition: Any) -> float:
+    """Mean Pauling electronegativity; noble gases without one count as the highest."""
+    total = 0.0
+    for element, fraction in composition.fractional_composition.items():
+        with quiet_pymatgen():
+            x = element.X
+        total += fraction * (x if math.isfinite(x) else 5.0)
+    return total
+
+
+# --- hulls ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hull:
+    """The lower hull of one chemical system, as pymatgen's PhaseDiagram finds it.
+
+    ``inverses[f]`` turns ``[fractions of elements[1:], 1]`` into barycentric coordinates
+    in facet ``f``; ``energies[f]`` and ``owners[f]`` are its vertices' formation energies
+    per atom and phase indices.
+    """
+
+    elements: tuple[str, ...]
+    inverses: np.ndarray
+    energies: np.ndarray
+    owners: np.ndarray
+
+
+def _hull(
+    phases: ReferencePhases, index: _Index, system: tuple[str, ...], own: frozenset[int]
+) -> _Hull:
+    key = ("hull", system, own)
+    cached = phases.cache.get(key)
+    if cached is not None:
+        return cached
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Element
+
+    members = [
+        i
+        for size in range(1, len(system) + 1)
+        for subsystem in combinations(system, size)
+        for i in index.by_system.get(frozenset(subsystem), ())
+        if i not in own
+    ]
+    entries = []
+    for i in members:
+        composition = index.compositions[i]
+        energy = phases.phases[i].formation_energy_per_atom * composition.num_atoms
+        entries.append(PDEntry(composition, energy, name=index.names[i], attribute=i))
+    with quiet_pymatgen():
+        diagram = PhaseDiagram(entries, elements=[Element(symbol) for symbol in system])
+    facets = np.asarray(diagram.facets, dtype=int).reshape(len(diagram.facets), len(system))
+    vertices = np.asarray(diagram.qhull_data, dtype=float)[facets]
+    augmented = vertices.copy()
+    augmented[:, :, -1] = 1.0
+    hull = _Hull(
+        elements=system,
+        inverses=np.linalg.inv(augmented),
+        energies=vertices[:, :, -1],
+        owners=np.array(
+            [[diagram.qhull_entries[k].attribute for k in facet] for facet in facets], dtype=int
+        ),
+    )
+    phases.cache[key] = hull
+    return hull
+
+
+def _locate(hull: _Hull, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first facet (in pymatgen's order) holding each composition, and its coordinates.
+
+    Returns
+    -------
+    tuple
+        ``(located, facet, amounts)``: whether a facet holds the row, its index, and the
+        row's barycentric coordinates in it (the decomposition amounts).
+    """
+    n, dim = fractions.shape
+    points = np.ones((n, dim))
+    points[:, :-1] = fractions[:, 1:]
+    located = np.zeros(n, dtype=bool)
+    facets = np.zeros(n, dtype=int)
+    amounts = np.zeros((n, dim))
+    step = max(1, BLOCK_SIZE // max(1, len(hull.inverses) * dim))
+    for start in range(0, n, step):
+        block = points[start : start + step]
+        rows = np.arange(len(block))
+        bary = np.einsum("nd,fde->nfe", block, hull.inverses)
+        inside = (bary >= -IN_FACET_TOLERANCE).all(axis=2)
+        first = inside.argmax(axis=1)
+        located[start : start + step] = inside[rows, first]
+        facets[start : start + step] = first
+        amounts[start : start + step] = bary[rows, first]
+    return located, facets, amounts
+
+
+def _describe(
+    hull: _Hull,
+    index: _Index,
+    facet: int,
+    amounts: np.ndarray,
+    names: dict[tuple[int, tuple[bool, ...]], tuple[str, str, list[int]]],
+) -> tuple[str, str, str]:
+    """Competing phases, their origins and their fractions, by rising electronegativity."""
+    used = tuple(bool(a) for a in amounts)
+    key = (int(facet), used)
+    if key not in names:
+        vertices = [v for v in range(len(used)) if used[v]]
+        vertices.sort(key=lambda v: index.order[hull.owners[facet, v]])
+        owners = [int(hull.owners[facet, v]) for v in vertices]
+        names[key] = (
+            JOIN.join(index.names[i] for i in owners),
+            JOIN.join(index.origins[i] for i in owners),
+            vertices,
+        )
+    phases, origins, vertices = names[key]
+    return phases, origins, JOIN.join(f"{amounts[v]:.4g}" for v in vertices)
+
+
+# --- candidates ----------------------------------------------------------------------------
+
+
+def _parse(
+    formula: Any, elements: Mapping[str, float]
+) -> tuple[tuple[str, ...], tuple[float, ...]] | str:
+    """A formula's chemical system and atomic fractions, or why it has no hull."""
+    from pymatgen.core import Composition
+
+    try:
+        with quiet_pymatgen():
+            composition = Composition(formula)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"formula {formula!r} cannot be read ({exc})"
+    amounts = composition.get_el_amt_dict()
+    total = sum(amounts.values())
+    if total <= 0 or any(amount < 0 for amount in amounts.values()):
+        return f"formula {formula!r} has no atoms"
+    system = tuple(sorted(amounts))
+    missing = [symbol for symbol in system if symbol not in elements]
+    if missing:
+        return f"{formula}: no elemental reference entry for {missing}"
+    return system, tuple(amounts[symbol] / total for symbol in system)
+
+
+def _per_atom_values(
+    record_id: str, values: tuple[Any, Any, Any], atoms: Mapping[str, int] | None
+) -> tuple[tuple[float, float, float], str | None]:
+    """Prediction, lower and upper per atom, or why there are none."""
+    numbers = []
+    for name, value in zip(("prediction", "lower", "upper"), values, strict=True):
+        try:
+            numbers.append(math.nan if value is None else float(value))
+        except (TypeError, ValueError):
+            return (math.nan,) * 3, f"{name} {value!r} is not a number"
+    if not math.isfinite(numbers[0]):
+        return (math.nan,) * 3, f"predicted formation energy is {numbers[0]}"
+    if atoms is not None:
+        count = atoms.get(record_id)
+        if isinstance(count, bool) or not isinstance(count, int | float) or not count > 0:
+            return (math.nan,) * 3, f"no atom count of {record_id} for a per-cell energy"
+        numbers = [number / count for number in numbers]
+    return (numbers[0], numbers[1], numbers[2]), None
+
+
+# --- the legacy entry points -----------------------------------------------------------------
+
+
+def _known_phases(
+    references: dict[str, Any], known: Iterable[tuple[str, float]]
+) -> ReferencePhases:
+    elements = {str(symbol): float(entry.energy_per_atom) for symbol, entry in references.items()}
+    phases = element_phases(elements)
+    phases += [Phase(str(formula), float(energy), "known") for formula, energy in known]
+    return ReferencePhases(elements, tuple(phases))
+
+
+def _strict(result: tuple[pd.DataFrame, dict[str, str]]) -> pd.DataFrame:
+    table, failures = result
+    if failures:
+        raise ModelError(next(iter(failures.values())))
+    return table

@@ -11,7 +11,13 @@ passed here):
 4. with the chosen parameters, each fold's model predicts the rows it did not see: the
    out-of-fold predictions give the cross-validated metrics and the conformal calibration
    scores (or, for ``interval: split``, a calibration part is held back instead);
-5. the final model is fitted on every training row.
+5. with ``interval_width: adaptive``, a difficulty model of the absolute residuals is
+   cross-fitted over the same folds (over folds of the calibration part for ``split``) and
+   the scores are normalized by it (:mod:`~matscreen.tasks.models.difficulty`); the
+   two-stage gap model also calibrates its regressor on the rows that truly have a gap
+   (the conditional interval of its hurdle distribution);
+6. the final model is fitted on every training row, and the applicability domain of the
+   training rows is measured (:mod:`~matscreen.tasks.models.domain`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ from sklearn.model_selection import (
 
 from matscreen.tasks.errors import ModelError
 from matscreen.tasks.models.conformal import Calibration, calibrate, conformal_quantile, intervals
+from matscreen.tasks.models.difficulty import (
+    MIN_DIFFICULTY_ROWS,
+    cross_fit_difficulty,
+    difficulty_from_dict,
+    difficulty_to_dict,
+    floor_of,
+    predict_difficulty,
+)
+from matscreen.tasks.models.domain import Domain, fit_domain
 from matscreen.tasks.models.metrics import classification_metrics, error_metrics, json_safe
 from matscreen.tasks.models.pipeline import (
     DEFAULT_PARAMS,
@@ -53,7 +68,9 @@ from matscreen.tasks.spec import ModelSpec
 
 #: Identifies a stored surrogate model and the layout of its document.
 MODEL_FORMAT = "matscreen-surrogate"
-MODEL_FORMAT_VERSION = 1
+#: Version 2 added the difficulty models, the conditional calibration of two-stage models
+#: and the applicability domain.
+MODEL_FORMAT_VERSION = 2
 
 #: Share of the training rows held back for calibration with ``interval: split``.
 SPLIT_CALIBRATION_FRACTION = 0.2
@@ -92,6 +109,15 @@ class SurrogateModel:
         The fitted estimator (:func:`estimator_to_dict`).
     featurization
         The featurization description the features came from, when known.
+    difficulty
+        The difficulty model of ``adaptive`` intervals (estimator document and floor), or
+        None for ``constant`` ones.
+    conditional
+        Two-stage gap models: the calibration (and difficulty model) of the regressor on
+        the training rows that truly have a gap, sizing the interval of the gap given
+        that there is one; else None.
+    domain
+        The applicability domain of the training rows (:class:`Domain` as a dict).
     """
 
     target: str
@@ -109,6 +135,9 @@ class SurrogateModel:
     versions: dict[str, str]
     estimator: dict[str, Any] = field(repr=False)
     featurization: dict[str, Any] | None = None
+    difficulty: dict[str, Any] | None = field(default=None, repr=False)
+    conditional: dict[str, Any] | None = field(default=None, repr=False)
+    domain: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_document(self) -> dict[str, Any]:
         """The whole model as one JSON-able document."""
@@ -136,9 +165,9 @@ class SurrogateModel:
         Raises
         ------
         ModelError
-            If the document is not a matscreen model of this format version, or was
-            fitted with a different major.minor version of its estimator library than the
-            one installed; the message names ``where``.
+            If the document is not a matscreen model of this format version (an older
+            one must be refitted), or was fitted with a different major.minor version of
+            its estimator library than the one installed; the message names ``where``.
         """
         try:
             document = json.loads(data)
@@ -149,7 +178,7 @@ class SurrogateModel:
         if document.get("format_version") != MODEL_FORMAT_VERSION:
             raise ModelError(
                 f"{where}: model format version {document.get('format_version')}, this "
-                f"matscreen reads version {MODEL_FORMAT_VERSION}"
+                f"matscreen reads version {MODEL_FORMAT_VERSION}; refit the model"
             )
         check_versions(document["algorithm"], document["versions"], where)
         names = {f.name for f in cls.__dataclass_fields__.values()}
@@ -161,6 +190,32 @@ class SurrogateModel:
         if cached is None:
             cached = estimator_from_dict(self.estimator)
             object.__setattr__(self, "_fitted", cached)
+        return cached
+
+    def difficulty_model(self) -> tuple[BaseEstimator, float] | None:
+        """(difficulty estimator, floor) of ``adaptive`` intervals, or None."""
+        return self._cached("_difficulty", self.difficulty)
+
+    def conditional_difficulty_model(self) -> tuple[BaseEstimator, float] | None:
+        """(difficulty estimator, floor) of a two-stage model's conditional interval."""
+        state = None if self.conditional is None else self.conditional.get("difficulty")
+        return self._cached("_conditional_difficulty", state)
+
+    def applicability_domain(self) -> Domain | None:
+        """The applicability domain of the training rows, or None for a model without."""
+        cached = self.__dict__.get("_domain")
+        if cached is None and self.domain is not None:
+            cached = Domain.from_dict(self.domain)
+            object.__setattr__(self, "_domain", cached)
+        return cached
+
+    def _cached(
+        self, name: str, state: dict[str, Any] | None
+    ) -> tuple[BaseEstimator, float] | None:
+        cached = self.__dict__.get(name)
+        if cached is None and state is not None:
+            cached = difficulty_from_dict(state)
+            object.__setattr__(self, name, cached)
         return cached
 
 
@@ -192,6 +247,13 @@ class Predictions:
     ``lower``/``upper`` bound the conformal interval at ``level`` (for a classifier: the
     smallest and largest class of the conformal prediction set); ``probability`` is the
     probability of class 1 (classifier) or of a gap (two-stage gap model), else None.
+
+    A two-stage gap model also gives the hurdle distribution's parts: ``gap_pred`` (the
+    regressor's gap, whatever the classifier says), ``gap_lower``/``gap_upper`` (its
+    conformal interval at ``level``, calibrated on training rows that truly have a gap)
+    and ``metal_value`` (the value of a row without a gap). ``domain_distance`` is each
+    row's distance to the training rows, ``in_domain`` whether it is within the domain's
+    threshold (None for models stored without a domain).
     """
 
     ids: list[str]
@@ -200,6 +262,12 @@ class Predictions:
     upper: np.ndarray
     probability: np.ndarray | None
     level: float | None
+    gap_pred: np.ndarray | None = None
+    gap_lower: np.ndarray | None = None
+    gap_upper: np.ndarray | None = None
+    metal_value: float | None = None
+    domain_distance: np.ndarray | None = None
+    in_domain: np.ndarray | None = None
 
 
 # -- checks and folds --------------------------------------------------------------------------
@@ -531,7 +599,8 @@ def train_surrogate(
         search = search_parameters(spec, x, y, folds, seed, dask_address)
         params.update(search["best_params"])
 
-    calibration = None
+    calibration: Calibration | None = None
+    parts: dict[str, Any] = {"difficulty": None, "conditional": None}
     cv_metrics: dict[str, Any] = {}
     decision = None
     if spec.interval in ("cv", "none") or spec.search != "none":
@@ -548,12 +617,22 @@ def train_surrogate(
         if decision is not None:
             cv_metrics["gap_decision"] = decision
         if spec.interval == "cv":
-            calibration = _calibration(spec, y, oof, "cv")
+            calibration, parts = _interval_parts(spec, x, y, oof, gap, folds, "cv", seed)
     if spec.interval == "split":
         fit_rows, calibration_rows = _calibration_part(len(y), seed, strata, groups)
         final = build_model(spec, params, seed, decision).fit(x[fit_rows], y[fit_rows])
-        held = _outputs(spec.kind, final, x[calibration_rows])
-        calibration = _calibration(spec, y[calibration_rows], held, "split")
+        x_cal, y_cal = x[calibration_rows], y[calibration_rows]
+        held = _outputs(spec.kind, final, x_cal)
+        held_gap = final.regressor_.predict(x_cal) if spec.kind == "two_stage_gap" else None
+        # The difficulty models are cross-fitted inside the calibration part, which the
+        # fitted model never saw.
+        cal_groups = None if groups is None else [groups[i] for i in calibration_rows]
+        if cal_groups is not None and len(set(cal_groups)) < spec.cv_folds:
+            cal_groups = None
+        cal_folds = make_folds(len(y_cal), spec.cv_folds, seed + 2, None, cal_groups)
+        calibration, parts = _interval_parts(
+            spec, x_cal, y_cal, held, held_gap, cal_folds, "split", seed
+        )
         trained_ids = [ids[i] for i in fit_rows]
     else:
         final = build_model(spec, params, seed, decision).fit(x, y)
@@ -581,6 +660,9 @@ def train_surrogate(
         versions=versions,
         estimator=estimator_to_dict(final),
         featurization=featurization,
+        difficulty=parts["difficulty"],
+        conditional=parts["conditional"],
+        domain=fit_domain(x, folds).to_dict(),
     )
     object.__setattr__(model, "_fitted", final)
     return model
@@ -631,21 +713,90 @@ def _calibration_part(
     return fit_rows, calibration_rows
 
 
-def _calibration(
+def _interval_parts(
     spec: ModelSpec,
+    x: np.ndarray,
     y: np.ndarray,
     outputs: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    gap: np.ndarray | None,
+    folds: list[tuple[np.ndarray, np.ndarray]],
     method: str,
-) -> Calibration:
+    seed: int,
+) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration of the displayed intervals, and the difficulty and conditional parts.
+
+    Parameters
+    ----------
+    x, y
+        Features and labels of the calibration rows.
+    outputs
+        The model's (point, probability, category) for them, made without seeing them.
+    gap
+        Two-stage models: the regressor's gap for them, made without seeing them.
+    folds
+        Folds over the calibration rows, for cross-fitting the difficulty models.
+
+    Returns
+    -------
+    (Calibration, {"difficulty": dict or None, "conditional": dict or None})
+    """
     point, probability, category = outputs
+    level = spec.interval_level
     if spec.kind == "classifier":
         # Score of a row: one minus the probability the model gave its true class.
         assert probability is not None
         truth = np.where(y == 1, probability, 1.0 - probability)
-        return calibrate(np.ones(len(y)), truth, method, spec.interval_level)
+        calibration = calibrate(np.ones(len(y)), truth, method, level)
+        return calibration, {"difficulty": None, "conditional": None}
     if spec.clip_min is not None:
         point = np.maximum(point, spec.clip_min)
-    return calibrate(y, point, method, spec.interval_level, category)
+    calibration, difficulty = _normalized(spec, x, y, point, folds, method, seed, category)
+    conditional = None
+    if spec.kind == "two_stage_gap":
+        assert gap is not None
+        rows = np.flatnonzero(y > spec.metal_threshold)
+        gap_point = gap[rows] if spec.clip_min is None else np.maximum(gap[rows], spec.clip_min)
+        own, own_difficulty = _normalized(
+            spec, x[rows], y[rows], gap_point, _restrict(folds, rows), method, seed
+        )
+        conditional = {"calibration": own.to_dict(), "difficulty": own_difficulty}
+    return calibration, {"difficulty": difficulty, "conditional": conditional}
+
+
+def _normalized(
+    spec: ModelSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    point: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    method: str,
+    seed: int,
+    category: np.ndarray | None = None,
+) -> tuple[Calibration, dict[str, Any] | None]:
+    """Scores of ``adaptive`` widths (normalized by a cross-fitted difficulty model), or
+    of ``constant`` ones when asked or when the rows are too few for a difficulty model."""
+    level = spec.interval_level
+    usable = all(len(fit) >= 2 and len(held) for fit, held in folds)
+    if spec.interval_width == "constant" or len(y) < MIN_DIFFICULTY_ROWS or not usable:
+        return calibrate(y, point, method, level, category), None
+    residual = y - point
+    estimator, oof = cross_fit_difficulty(spec.algorithm, x, residual, folds, seed)
+    floor = floor_of(residual)
+    calibration = calibrate(y, point, method, level, category, oof + floor)
+    return calibration, difficulty_to_dict(estimator, floor)
+
+
+def _restrict(
+    folds: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds over a subset of the rows, with indices into that subset."""
+    position = np.full(max((len(f) + len(h) for f, h in folds), default=0), -1)
+    position[rows] = np.arange(len(rows))
+    restricted = []
+    for fit_rows, held_rows in folds:
+        fit, held = position[fit_rows], position[held_rows]
+        restricted.append((fit[fit >= 0], held[held >= 0]))
+    return [(fit, held) for fit, held in restricted if len(held)]
 
 
 def _scores(
@@ -696,6 +847,10 @@ def predict_surrogate(
 ) -> Predictions:
     """Point predictions and conformal intervals (at ``level``, default the model's).
 
+    Rows are predicted in blocks, so memory stays bounded on large inputs; every block
+    also gets the rows' difficulties (``adaptive`` intervals), the two-stage model's
+    conditional gap and interval, and the distances to the training rows.
+
     Raises
     ------
     ModelError
@@ -711,32 +866,116 @@ def predict_surrogate(
         )
     if model.calibration is None and level is not None:
         raise ModelError(f"{model.target}: the model was trained without intervals")
-    estimator = model.fitted()
-    blocks = [_outputs(model.kind, estimator, x[i : i + _BLOCK]) for i in range(0, len(x), _BLOCK)]
-    point = np.concatenate([b[0] for b in blocks]) if blocks else np.empty(0)
-    probability = (
-        np.concatenate([b[1] for b in blocks]) if blocks and blocks[0][1] is not None else None
-    )
-    category = (
-        np.concatenate([b[2] for b in blocks]) if blocks and blocks[0][2] is not None else None
-    )
-    if model.kind != "classifier" and model.clip_min is not None:
-        point = np.maximum(point, model.clip_min)
+    blocks = [_predict_block(model, x[i : i + _BLOCK]) for i in range(0, len(x), _BLOCK)]
+    parts = {
+        name: None
+        if not blocks or blocks[0][name] is None
+        else np.concatenate([b[name] for b in blocks])
+        for name in _BLOCK_PARTS
+    }
+    if not blocks:
+        parts = _empty_parts(model)
+    point, probability = parts["point"], parts["probability"]
+    assert point is not None
     used_level = None
-    if model.calibration is None:
-        lower, upper = point.copy(), point.copy()
-    else:
+    lower, upper = point.copy(), point.copy()
+    if model.calibration is not None:
         calibration = Calibration(**model.calibration)
         used_level = calibration.level if level is None else level
         if model.is_classifier:
             assert probability is not None
             lower, upper = _prediction_sets(calibration, probability, point, used_level)
         else:
-            lower, upper = intervals(calibration, point, used_level, category)
-            if model.clip_min is not None:
-                lower = np.maximum(lower, model.clip_min)
-                upper = np.maximum(upper, model.clip_min)
-    return Predictions(list(ids), point, lower, upper, probability, used_level)
+            lower, upper = _clipped(
+                model,
+                intervals(calibration, point, used_level, parts["category"], parts["difficulty"]),
+            )
+    gap_lower = gap_upper = None
+    gap = parts["gap"]
+    if gap is not None and model.conditional is not None and used_level is not None:
+        conditional = Calibration(**model.conditional["calibration"])
+        gap_lower, gap_upper = _clipped(
+            model, intervals(conditional, gap, used_level, None, parts["gap_difficulty"])
+        )
+    distance = parts["distance"]
+    domain = model.applicability_domain()
+    return Predictions(
+        list(ids),
+        point,
+        lower,
+        upper,
+        probability,
+        used_level,
+        gap_pred=gap,
+        gap_lower=gap_lower,
+        gap_upper=gap_upper,
+        metal_value=model.fitted().metal_value_ if model.kind == "two_stage_gap" else None,
+        domain_distance=distance,
+        in_domain=None if distance is None or domain is None else distance <= domain.threshold,
+    )
+
+
+#: What :func:`_predict_block` gives for every row (None where the model has no such part).
+_BLOCK_PARTS = (
+    "point",
+    "probability",
+    "category",
+    "gap",
+    "difficulty",
+    "gap_difficulty",
+    "distance",
+)
+
+
+def _predict_block(model: SurrogateModel, x: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Every per-row output of the model for one block of rows."""
+    estimator = model.fitted()
+    parts: dict[str, np.ndarray | None] = dict.fromkeys(_BLOCK_PARTS)
+    if model.kind == "two_stage_gap":
+        probability = estimator.gap_probability(x)
+        gap = np.asarray(estimator.regressor_.predict(x), dtype=np.float64)
+        parts["point"] = np.asarray(estimator.combine(probability, gap), dtype=np.float64)
+        parts["category"] = gap_category(probability, estimator.decision)
+        parts["probability"] = probability
+        parts["gap"] = gap if model.clip_min is None else np.maximum(gap, model.clip_min)
+    else:
+        parts["point"], parts["probability"], _ = _outputs(model.kind, estimator, x)
+    if model.kind != "classifier" and model.clip_min is not None:
+        parts["point"] = np.maximum(parts["point"], model.clip_min)
+    for name, fitted in (
+        ("difficulty", model.difficulty_model()),
+        ("gap_difficulty", model.conditional_difficulty_model()),
+    ):
+        if fitted is not None:
+            parts[name] = predict_difficulty(fitted[0], x) + fitted[1]
+    domain = model.applicability_domain()
+    if domain is not None:
+        parts["distance"] = domain.distance(x)
+    return parts
+
+
+def _empty_parts(model: SurrogateModel) -> dict[str, np.ndarray | None]:
+    """The parts of a prediction of no rows."""
+    present = {
+        "point": True,
+        "probability": model.kind != "regressor",
+        "category": model.kind == "two_stage_gap",
+        "gap": model.kind == "two_stage_gap",
+        "difficulty": model.difficulty is not None,
+        "gap_difficulty": model.conditional_difficulty_model() is not None,
+        "distance": model.domain is not None,
+    }
+    return {name: np.empty(0) if there else None for name, there in present.items()}
+
+
+def _clipped(
+    model: SurrogateModel, bounds: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval bounds raised to the model's ``clip_min``, if it has one."""
+    lower, upper = bounds
+    if model.clip_min is None:
+        return lower, upper
+    return np.maximum(lower, model.clip_min), np.maximum(upper, model.clip_min)
 
 
 def _prediction_sets(

@@ -32,28 +32,98 @@ def candidate_frame(
 
 
 def add_intervals(candidates: pd.DataFrame, predictions: dict[str, Any]) -> dict[str, float]:
-    """Add each model's prediction intervals as ``lower_<p>`` / ``upper_<p>`` columns.
+    """Add each model's uncertainty and applicability domain as columns of the candidates.
 
     ``predictions`` maps a property to its PredictionRecord-like held-out predictions
-    (``ids``, ``lower``, ``upper``, ``level``). Models without calibrated intervals
-    (``level`` None) add nothing: a zero-width interval would read as certainty.
+    (``ids``, ``lower``, ``upper``, ``level``, and where the model gives them the hurdle
+    parts ``probability``, ``gap_pred``, ``gap_lower``, ``gap_upper``, ``metal_value`` and
+    the domain parts ``domain_distance``, ``in_domain``). Added, per property:
+
+    - ``lower_<p>`` / ``upper_<p>``: the model's interval;
+    - for a two-stage model, the hurdle form of
+      :mod:`~matscreen.tasks.rank.probability` (``prob_nonzero_<p>``, ``cond_pred_<p>``,
+      ``cond_lower_<p>``, ``cond_upper_<p>``, ``metal_value_<p>``), which the ranking then
+      uses instead of the interval;
+    - the domain columns of :func:`add_domain`.
+
+    Models without calibrated intervals (``level`` None) add no interval columns: a
+    zero-width interval would read as certainty.
 
     Returns
     -------
     dict
         The coverage level of each property's interval columns.
     """
-    from matscreen.tasks.rank.probability import lower_column, upper_column
+    from matscreen.tasks.rank.probability import hurdle_columns, lower_column, upper_column
 
     levels: dict[str, float] = {}
     for prop, p in predictions.items():
         if getattr(p, "level", None) is None or p.lower is None or p.upper is None:
             continue
-        order = pd.Series(range(len(p.ids)), index=p.ids)[candidates["id"]].to_numpy()
+        order = _order(candidates, p.ids)
         candidates[lower_column(prop)] = np.asarray(p.lower, dtype=float)[order]
         candidates[upper_column(prop)] = np.asarray(p.upper, dtype=float)[order]
         levels[prop] = float(p.level)
+        parts = {
+            "probability": getattr(p, "probability", None),
+            "pred": getattr(p, "gap_pred", None),
+            "lower": getattr(p, "gap_lower", None),
+            "upper": getattr(p, "gap_upper", None),
+        }
+        metal_value = getattr(p, "metal_value", None)
+        if metal_value is None or any(v is None for v in parts.values()):
+            continue
+        names = hurdle_columns(prop)
+        for role, values in parts.items():
+            candidates[names[role]] = np.asarray(values, dtype=float)[order]
+        candidates[names["metal_value"]] = float(metal_value)
+    add_domain(candidates, predictions)
     return levels
+
+
+def domain_distance_column(prop: str) -> str:
+    """Name of the column holding each candidate's distance to ``prop``'s training rows."""
+    return f"domain_distance_{prop}"
+
+
+#: Column telling whether every model places the candidate in its applicability domain.
+IN_DOMAIN_COLUMN = "in_domain"
+
+
+def add_domain(candidates: pd.DataFrame, predictions: dict[str, Any]) -> None:
+    """Add ``domain_distance_<p>`` per model and ``in_domain`` (every model agrees).
+
+    Models without an applicability domain (``domain_distance`` None) add nothing; when
+    none has one, ``in_domain`` is not added either.
+    """
+    inside = None
+    for prop, p in predictions.items():
+        distance = getattr(p, "domain_distance", None)
+        flags = getattr(p, "in_domain", None)
+        if distance is None or flags is None:
+            continue
+        order = _order(candidates, p.ids)
+        candidates[domain_distance_column(prop)] = np.asarray(distance, dtype=float)[order]
+        own = np.asarray(flags, dtype=bool)[order]
+        inside = own if inside is None else inside & own
+    if inside is not None:
+        candidates[IN_DOMAIN_COLUMN] = inside
+
+
+def _order(candidates: pd.DataFrame, ids: list[str]) -> np.ndarray:
+    """Positions in ``ids`` of the candidates' ids, in the candidates' order.
+
+    Raises
+    ------
+    ModelError
+        If a candidate has no prediction in ``ids``.
+    """
+    position = pd.Series(range(len(ids)), index=ids)
+    known = candidates["id"].isin(position.index).to_numpy()
+    if not known.all():
+        missing = list(candidates["id"][~known])
+        raise ModelError(f"ranking: no predictions for {len(missing)} candidates: {missing[:5]}")
+    return position[candidates["id"]].to_numpy()
 
 
 def criterion_margin(values: np.ndarray, criterion: CriterionSpec) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Each property a criterion names needs a predictive distribution per candidate, given by
 columns of the candidate table next to the point prediction ``pred_<property>``, in one
-of four forms:
+of five forms:
 
 interval
     ``lower_<property>`` and ``upper_<property>``: a central prediction interval at a
@@ -28,6 +28,19 @@ probability of 1
     ``prob_<property>``: for a 0/1 property (a classifier's "stable"), the probability
     that it is 1; the property meets its range with that probability if 1 is inside the
     range, plus the complement if 0 is.
+hurdle
+    ``prob_nonzero_<property>``, ``cond_pred_<property>``, ``cond_lower_<property>``,
+    ``cond_upper_<property>`` and ``metal_value_<property>``: a two-stage model's mixture
+    of a point mass and a continuous part. With probability ``1 - p`` (``p`` the
+    ``prob_nonzero`` column) the value is ``metal_value`` (a metal's band gap, 0); with
+    probability ``p`` it follows the conditional distribution given that it is not,
+    which the interval form above builds from the conditional prediction and its
+    interval (``cond_pred``, ``cond_lower``, ``cond_upper``, at the property's interval
+    level). So ``P(value in [a, b]) = (1 - p) 1[metal_value in [a, b]] + p P_cond([a,
+    b])``. The conditional part is not truncated at the metal value: like the interval
+    form of a clipped interval, it keeps the Gaussian tail below the clipped lower end
+    (mass that no range on a band gap counts). ``lower_``/``upper_`` columns may sit
+    beside this form (the model's displayed interval) and are then not used.
 
 A spread of zero is a point mass at the prediction; an infinite spread (a conformal
 interval with too few calibration residuals to reach its level) gives a flat
@@ -84,6 +97,19 @@ def quantile_column(prop: str, level: float) -> str:
 def class_probability_column(prop: str) -> str:
     """Name of the column holding the probability that the 0/1 property ``prop`` is 1."""
     return f"prob_{prop}"
+
+
+def hurdle_columns(prop: str) -> dict[str, str]:
+    """Names of the columns of the hurdle form of ``prop``, by role: ``probability`` (of
+    the non-zero state), ``pred``, ``lower``, ``upper`` (the conditional prediction and
+    interval) and ``metal_value`` (the value of the zero state)."""
+    return {
+        "probability": f"prob_nonzero_{prop}",
+        "pred": f"cond_pred_{prop}",
+        "lower": f"cond_lower_{prop}",
+        "upper": f"cond_upper_{prop}",
+        "metal_value": f"metal_value_{prop}",
+    }
 
 
 def probability_column(prop: str) -> str:
@@ -221,10 +247,15 @@ def _quantile_cdf(bound: float, values: np.ndarray, levels: np.ndarray, left: bo
 
 
 def _interval_spreads(
-    frame: pd.DataFrame, prop: str, median: np.ndarray, level: float
+    frame: pd.DataFrame,
+    prop: str,
+    median: np.ndarray,
+    level: float,
+    columns: tuple[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    lower = frame[lower_column(prop)].to_numpy(dtype=float)
-    upper = frame[upper_column(prop)].to_numpy(dtype=float)
+    low_name, high_name = columns or (lower_column(prop), upper_column(prop))
+    lower = frame[low_name].to_numpy(dtype=float)
+    upper = frame[high_name].to_numpy(dtype=float)
     _refuse(frame, np.isnan(lower) | np.isnan(upper), f"the {prop} interval is missing")
     # A tiny tolerance: an interval computed as pred ± w and stored in float32 may miss
     # its own centre by a rounding error.
@@ -247,10 +278,15 @@ def _property_probability(
 ) -> np.ndarray:
     columns = list(frame.columns)
     quantiles = quantile_columns(columns, prop)
+    hurdle = hurdle_columns(prop)["probability"] in columns
     forms = [
         name
         for name, present in (
-            ("interval", lower_column(prop) in columns or upper_column(prop) in columns),
+            ("hurdle", hurdle),
+            (
+                "interval",
+                not hurdle and (lower_column(prop) in columns or upper_column(prop) in columns),
+            ),
             ("standard deviation", std_column(prop) in columns),
             ("quantiles", bool(quantiles)),
             ("probability of 1", class_probability_column(prop) in columns),
@@ -261,12 +297,16 @@ def _property_probability(
         raise ModelError(
             f"ranking: no uncertainty for {prop!r}; give {lower_column(prop)} and "
             f"{upper_column(prop)} with their level, {std_column(prop)}, quantile "
-            f"columns such as {quantile_column(prop, 0.05)}, or {class_probability_column(prop)}"
+            f"columns such as {quantile_column(prop, 0.05)}, {class_probability_column(prop)}, "
+            f"or the hurdle columns {sorted(hurdle_columns(prop).values())}"
         )
     if len(forms) > 1:
         raise ModelError(f"ranking: {prop!r} has more than one form of uncertainty: {forms}")
     if low > high:  # criteria on one property that no value can meet together
         return np.zeros(len(frame))
+
+    if forms[0] == "hurdle":
+        return _hurdle_probability(frame, prop, low, high, _level_of(interval_level, prop))
 
     if forms[0] == "probability of 1":
         column = class_probability_column(prop)
@@ -301,6 +341,25 @@ def _property_probability(
     return np.clip(p, 0.0, 1.0)
 
 
+def _hurdle_probability(
+    frame: pd.DataFrame, prop: str, low: float, high: float, level: float
+) -> np.ndarray:
+    """P(value in [low, high]) of the hurdle form (see the module documentation)."""
+    names = hurdle_columns(prop)
+    missing = [c for c in names.values() if c not in frame.columns]
+    if missing:
+        raise ModelError(f"ranking: {prop!r} hurdle form lacks the columns {missing}")
+    p = _column(frame, names["probability"])
+    _refuse(frame, (p < 0) | (p > 1), f"{names['probability']} is outside [0, 1]")
+    metal = _column(frame, names["metal_value"])
+    median = _column(frame, names["pred"])
+    below, above = _interval_spreads(frame, prop, median, level, (names["lower"], names["upper"]))
+    conditional = _split_gaussian_cdf(high, median, below, above, left=False)
+    conditional -= _split_gaussian_cdf(low, median, below, above, left=True)
+    at_metal = ((metal >= low) & (metal <= high)).astype(float)
+    return np.clip((1 - p) * at_metal + p * np.clip(conditional, 0.0, 1.0), 0.0, 1.0)
+
+
 def success_probability(
     candidates: pd.DataFrame,
     criteria: list[CriterionSpec],
@@ -316,8 +375,10 @@ def success_probability(
     criteria
         The campaign's criteria; criteria on one property are intersected.
     interval_level
-        Coverage level of the ``lower_``/``upper_`` intervals: one level for every
-        property, or one per property. Needed only for properties given as intervals.
+        Coverage level of the ``lower_``/``upper_`` intervals (and of the conditional
+        ``cond_lower_``/``cond_upper_`` intervals of the hurdle form): one level for every
+        property, or one per property. Needed only for properties given as intervals or
+        hurdles.
 
     Returns
     -------

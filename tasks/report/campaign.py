@@ -13,6 +13,7 @@ from matscreen.tasks.featurize.batch import FeatureTable
 from matscreen.tasks.models.evaluation import FittedSurrogate
 from matscreen.tasks.models.pipeline import DEFAULT_PARAMS
 from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.pools import Pools
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
 from matscreen.tasks.rank.probability import SUCCESS_COLUMN, expected_funnel, property_ranges
 from matscreen.tasks.report.html import (
@@ -78,20 +79,32 @@ def ranking_order(ranking: RankingSpec) -> dict[str, str]:
 
 
 def property_columns(
-    criteria: list[CriterionSpec], units: dict[str, str], held_out: dict[str, PredictionRecord]
+    criteria: list[CriterionSpec],
+    units: dict[str, str],
+    held_out: dict[str, PredictionRecord],
+    shortlist: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """The shortlist's columns per property the criteria name: unit, interval level, the
     allowed range (criteria on one property intersected; None for an open end) and
-    whether the held-out records have reported values of it."""
+    whether the shortlisted candidates (or, without a shortlist, the held-out records)
+    have reported values of it."""
     columns = []
     for prop, (low, high) in property_ranges(criteria).items():
         record = held_out.get(prop)
+        if shortlist is not None:
+            column = f"reported_{prop}"
+            reported = column in shortlist.columns and bool(shortlist[column].notna().any())
+        else:
+            reported = record is not None and any(v is not None for v in record.y_true)
+        level = record.level if record is not None else None
+        if level is None and f"lower_{prop}" in getattr(shortlist, "columns", ()):
+            level = next((r.level for r in held_out.values() if r.level is not None), None)
         columns.append(
             {
                 "property": prop,
                 "unit": units.get(prop, ""),
-                "level": record.level if record is not None else None,
-                "reported": record is not None and any(v is not None for v in record.y_true),
+                "level": level,
+                "reported": reported,
                 "min": low if math.isfinite(low) else None,
                 "max": high if math.isfinite(high) else None,
             }
@@ -101,9 +114,12 @@ def property_columns(
 
 def with_reported(frame: pd.DataFrame, held_out: dict[str, PredictionRecord]) -> pd.DataFrame:
     """A copy of ``frame`` with ``reported_<target>``: each candidate's reported (true)
-    value from the held-out records, None where the source has none."""
+    value, None where the source has none. Columns the frame already has are kept; the
+    others come from the held-out records."""
     frame = frame.copy()
     for target, record in held_out.items():
+        if f"reported_{target}" in frame.columns:
+            continue
         reported = dict(zip(record.ids, record.y_true, strict=True))
         frame[f"reported_{target}"] = [reported.get(i) for i in frame["id"]]
     return frame
@@ -271,17 +287,36 @@ def model_summary(fitted: FittedSurrogate, reused_from: str | None = None) -> di
 
 
 def run_counts(
-    ingests: list[IngestResult], table: FeatureTable, split: DataSplit, ranking: pd.DataFrame
+    ingests: list[IngestResult],
+    table: FeatureTable,
+    split: DataSplit,
+    ranking: pd.DataFrame,
+    pools: Pools,
+    left_out: list[RecordFailure] = (),  # type: ignore[assignment]
 ) -> dict[str, int]:
-    """How many records each step took in and let through."""
+    """How many records each step took in and let through.
+
+    ``train``/``test`` are the two parts of the training pool; ``candidates`` the screened
+    pool (the held-out records for a retrospective screen), ``ranked`` those ranked;
+    ``excluded`` the records left out with a reason (no label, already known, no hull
+    reference).
+    """
+    featured = set(table.frame.index)
     return {
         "records": sum(len(i.records) for i in ingests),
         "duplicates": sum(r.duplicate_of is not None for i in ingests for r in i.records),
         "ingest_failures": sum(len(i.failures) for i in ingests),
         "featurized": len(table.frame),
         "feature_failures": len(table.failures),
+        "training_pool": len(pools.training),
         "train": len(split.train_ids),
         "test": len(split.test_ids),
+        "candidate_pool": len(pools.candidates) if not pools.retrospective else len(ranking),
+        "candidates_featurized": sum(c.id in featured for c in pools.candidates)
+        if not pools.retrospective
+        else len(ranking),
+        "known_candidates": len(pools.known),
+        "excluded": len(pools.excluded) + len(left_out),
         "candidates": len(ranking),
         "hits": int(ranking["meets_criteria"].sum()),
     }
@@ -307,6 +342,9 @@ def campaign_report(
     software: dict[str, str],
     changes: dict[str, Any] | None = None,
     suggestions: pd.DataFrame | None = None,
+    excluded: list[RecordFailure] = (),  # type: ignore[assignment]
+    pictures: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    structure_files: dict[str, Any] | None = None,
 ) -> str:
     """Render ``report.html`` for a campaign run.
 
@@ -326,6 +364,12 @@ def campaign_report(
     suggestions
         The next experiments (:func:`~matscreen.tasks.rank.suggest.suggest`), if the
         campaign asks for them.
+    excluded
+        Records left out of both pools or of the ranking, with their reasons.
+    pictures
+        Unit-cell pictures of the top candidates: ``rank``, ``id``, ``formula``, ``png``.
+    structure_files
+        The DFT hand-off folder: ``folder``, ``jsonl`` and ``count`` of files.
     """
     units = spec.units()
     parity = {}
@@ -358,9 +402,13 @@ def campaign_report(
         funnel=funnel(ranking, list(spec.criteria)),
         expected_funnel=expected_counts(ranking, list(spec.criteria)),
         shortlist=_rows(with_reported(shortlist, held_out)),
+        pools={s.name: s.pool for s in spec.sources},
+        retrospective=bool(document["screening"].get("retrospective", True)),
+        pictures=list(pictures),
+        structure_files=structure_files,
         ranking_method=spec.ranking.method,
         ranking_order=ranking_order(spec.ranking),
-        properties=property_columns(list(spec.criteria), units, held_out),
+        properties=property_columns(list(spec.criteria), units, held_out, shortlist),
         model_settings=model_settings(list(spec.models), models),
         suggestions=_rows(suggestions) if suggestions is not None else None,
         suggest_settings=(
@@ -375,7 +423,7 @@ def campaign_report(
         changes=changes,
         failures=[
             {"id": f.id, "stage": f.stage, "message": f.message}
-            for f in all_failures(ingests, records, table)
+            for f in all_failures(ingests, records, table) + list(excluded)
         ],
     )
     return render_report(context)

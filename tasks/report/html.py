@@ -49,6 +49,11 @@ class ReportContext:
     model_settings: list[dict[str, Any]] = field(default_factory=list)
     suggestions: list[dict[str, Any]] | None = None
     suggest_settings: dict[str, Any] | None = None
+    pools: dict[str, str] = field(default_factory=dict)
+    retrospective: bool = True
+    held_out_validation: dict[str, Any] | None = None
+    pictures: list[dict[str, Any]] = field(default_factory=list)
+    structure_files: dict[str, Any] | None = None
 
 
 def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit: str) -> bytes:
@@ -156,6 +161,7 @@ td.licence{min-width:8em}
 td.params{min-width:18em}
 td.notes{overflow-wrap:anywhere;min-width:12em}
 .ok{color:#176d2a;font-weight:600}
+.warn{color:#a04000}
 .note{background:#fff8e1;border-left:4px solid #e0a800;padding:0.4em 0.8em}
 .sub{font-weight:normal;font-size:0.85em;color:#555}
 code.spec{font-weight:700}
@@ -172,6 +178,9 @@ nav.toc li+li:before{content:" · "}
 ul.packages{padding:0;margin:0.3em 0 1em}
 ul.packages li{display:inline-block;margin:0 1.4em 0.2em 0}
 ul.packages span{color:#555}
+h2.part{border-top:3px solid #333;padding-top:0.5em;margin-top:2em;font-size:1.5em}
+div.pictures{display:flex;flex-wrap:wrap;gap:1em}
+div.pictures figure{margin:0;text-align:center;font-size:0.85em}
 </style></head><body>
 <h1>{{ c.campaign }}</h1>
 <p>{{ c.description }}</p>
@@ -181,14 +190,16 @@ sha256 <code title="{{ c.spec_sha256 }}">{{ c.spec_sha256[:16] }}…</code>.</p>
 {% if c.changes %}<li><a href="#changes">Changes</a></li>{% endif %}
 <li><a href="#summary">Summary</a></li>
 <li><a href="#sources">Data sources</a></li>
-<li><a href="#split">Held-out split</a></li>
+<li><b>Validation:</b> <a href="#split">held-out split</a></li>
 <li><a href="#features">Features</a></li>
 <li><a href="#models">Surrogate models</a></li>
-<li><a href="#criteria">Criteria and funnel</a></li>
 {% if c.validation %}<li><a href="#validation">Screening validation</a></li>{% endif %}
+<li><b>The screen:</b> <a href="#screen">candidates</a></li>
+<li><a href="#criteria">Criteria and funnel</a></li>
 <li><a href="#shortlist">Shortlist</a></li>
+{% if c.structure_files %}<li><a href="#structures">Structure files for DFT</a></li>{% endif %}
 {% if c.suggestions is not none %}<li><a href="#suggestions">Next experiments</a></li>{% endif %}
-{% if c.failures %}<li><a href="#failures">Records that failed</a></li>{% endif %}
+{% if c.failures %}<li><a href="#failures">Records left out</a></li>{% endif %}
 <li><a href="#run">Run</a></li>
 </ol></nav>
 
@@ -221,10 +232,19 @@ now){% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
 <td>{{ c.counts.duplicates }}</td></tr>
 <tr><th class="l">structures that failed to featurize</th>
 <td>{{ c.counts.feature_failures }}</td></tr>
-<tr><th class="l">training / held-out records</th>
+<tr><th class="l">training pool: records learned from / held out for validation</th>
 <td>{{ c.split.n_train }} / {{ c.split.n_test }}</td></tr>
+{% if c.retrospective %}
+<tr><th class="l">candidate pool</th><td>none: the held-out records are screened</td></tr>
+{% else %}
+<tr><th class="l">candidate pool (records of the sources to screen)</th>
+<td>{{ c.counts.get("candidate_pool", 0) }}</td></tr>
+<tr><th class="l">candidates already known as training records</th>
+<td>{{ c.counts.get("known_candidates", 0) }}</td></tr>
+{% endif %}
+<tr><th class="l">records left out, each with its reason</th><td>{{ c.counts.get("excluded", 0) }}</td></tr>
 <tr><th class="l">candidates ranked</th><td>{{ c.counts.candidates }}</td></tr>
-<tr><th class="l">candidates meeting every criterion</th><td>{{ c.counts.hits }}</td></tr>
+<tr><th class="l">candidates predicted to meet every criterion</th><td>{{ c.counts.hits }}</td></tr>
 </table>
 {% if c.counts.hits == 0 %}
 <p class="note">No candidate is predicted to meet every criterion. The shortlist therefore
@@ -235,11 +255,13 @@ near misses worth a closer look, not predicted hits.</p>
 <h2 id="sources">Data sources</h2>
 {% set show_version = c.sources | selectattr("database_version") | list | length > 0 %}
 <table>
-<tr><th class="l">source</th><th class="l">kind</th><th class="l">file or endpoint</th>
+<tr><th class="l">source</th><th class="l">pool</th><th class="l">kind</th>
+<th class="l">file or endpoint</th>
 {% if show_version %}<th class="l">database version</th>{% endif %}
 <th class="l">sha256</th><th>records</th><th class="l">licence</th><th class="l">cite</th></tr>
 {% for s in c.sources %}
-<tr><td class="l">{{ s.source }}</td><td class="l">{{ s.kind }}</td>
+<tr><td class="l">{{ s.source }}</td><td class="l">{{ c.pools.get(s.source, "") }}</td>
+<td class="l">{{ s.kind }}</td>
 <td class="l path"><code>{{ s.location | breakable("/") }}</code></td>
 {% if show_version %}<td class="l">{{ s.database_version or "" }}</td>{% endif %}
 <td class="l nw"><code title="{{ s.sha256 }}">{{ s.sha256[:16] }}…</code></td>
@@ -248,6 +270,7 @@ near misses worth a closer look, not predicted hits.</p>
 {% endfor %}
 </table>
 
+<h2 class="part">Validation: how far the models and the ranking can be trusted</h2>
 <h2 id="split">Held-out split</h2>
 <p>{{ c.split.method }} split chosen before any fitting: {{ c.split.n_test }} of
 {{ c.split.n_train + c.split.n_test }} records held out (fraction {{ c.split.test_fraction }},
@@ -330,18 +353,9 @@ column is shuffled (mean ± standard deviation over repeats), most important fir
 </table>
 {% endif %}{% endfor %}
 
-<h2 id="criteria">Criteria and funnel</h2>
-<table>
-<tr><th class="l">criterion</th><th>candidates passing (point predictions)</th>
-{% if c.expected_funnel %}<th>expected passing (sum of probabilities)</th>{% endif %}</tr>
-{% for label, count in c.funnel %}<tr><td class="l">{{ label }}</td><td>{{ count }}</td>
-{% if c.expected_funnel %}<td>{{ c.expected_funnel.get(label) | num(1) }}</td>{% endif %}</tr>
-{% endfor %}
-</table>
-
 {% if c.validation %}{% set v = c.validation %}
-<h2 id="validation">Screening validation (held-out candidates)</h2>
-<p>{{ v.n_true_hits }} of {{ v.n_candidates }} held-out candidates
+<h2 id="validation">Screening validation (held-out records, ranked as candidates)</h2>
+<p>{{ v.n_true_hits }} of {{ v.n_candidates }} held-out records
 truly meet every criterion (reported values).{% if v.note %}
 {{ v.note[:1] | upper }}{{ v.note[1:] }}.{% endif %}</p>
 {% if 0 < v.n_true_hits < FEW_TRUE_HITS %}
@@ -361,6 +375,28 @@ the ranking changes them a lot; read them as an indication, not a measurement.</
 </table>
 {% endif %}
 
+<h2 class="part">The screen</h2>
+<h2 id="screen">Candidates</h2>
+{% if c.retrospective %}
+<p>No source of this campaign is a pool of candidates to screen, so the held-out records
+are screened: a retrospective screen, whose hits can be checked against their labels.</p>
+{% else %}
+<p>{{ c.counts.get("candidate_pool", 0) }} candidates from the sources to screen
+({{ c.pools | dictsort | selectattr(1, "ne", "train") | map(attribute=0) | join(", ") }});
+{{ c.counts.get("known_candidates", 0) }} are already known as training records and are not screened
+again; {{ c.counts.candidates }} are ranked. Records left out are listed with their reason
+at the end of the report.</p>
+{% endif %}
+
+<h2 id="criteria">Criteria and funnel</h2>
+<table>
+<tr><th class="l">criterion</th><th>candidates passing (point predictions)</th>
+{% if c.expected_funnel %}<th>expected passing (sum of probabilities)</th>{% endif %}</tr>
+{% for label, count in c.funnel %}<tr><td class="l">{{ label }}</td><td>{{ count }}</td>
+{% if c.expected_funnel %}<td>{{ c.expected_funnel.get(label) | num(1) }}</td>{% endif %}</tr>
+{% endfor %}
+</table>
+
 <h2 id="shortlist">Shortlist</h2>
 <p>Ranked {{ c.ranking_order.order or c.ranking_method }}.
 {% if c.counts.hits == 0 %}No candidate is predicted to meet every criterion, so these
@@ -378,7 +414,10 @@ shown in green where they lie inside the criteria's range. {% endif %}</p>
 {% for col in c.properties %}{% if col.reported %}
 <th>reported {{ col.property | breakable("_") }} ({{ col.unit }})</th>{% endif %}{% endfor %}
 {% if "p_success" in first %}<th>P(success)</th>{% endif %}
-<th>margin</th><th class="l">meets criteria</th></tr>
+<th>margin</th><th class="l">meets criteria</th>
+{% if "in_domain" in first %}<th class="l">in training domain</th>{% endif %}
+{% if "competing_phases" in first %}<th class="l">competing phases (hull)</th>{% endif %}
+</tr>
 {% for row in c.shortlist %}
 <tr><td>{{ row.rank }}</td><td class="l nw">{{ row.id }}</td><td class="l">{{ row.formula }}</td>
 <td class="l nw">{{ row.get("spacegroup") or "" }}</td>
@@ -394,13 +433,33 @@ shown in green where they lie inside the criteria's range. {% endif %}</p>
 {% if "p_success" in row %}<td>{{ row.p_success | prob }}</td>{% endif %}
 <td>{{ "%.3f" % row.margin }}</td>
 <td class="l">{% if row.meets_criteria %}<span class="ok">yes</span>
-{% else %}no{% endif %}</td></tr>
+{% else %}no{% endif %}</td>
+{% if "in_domain" in first %}<td class="l">{% if row.in_domain %}yes{% else %}
+<span class="warn">no: far from the training records</span>{% endif %}</td>{% endif %}
+{% if "competing_phases" in first %}<td class="l">{{ row.competing_phases or "" }}</td>{% endif %}
+</tr>
 {% endfor %}
 </table></div>
+{% if c.pictures %}
+<div class="pictures">
+{% for p in c.pictures %}<figure><img alt="unit cell of {{ p.formula }}"
+src="data:image/png;base64,{{ p.png | b64 }}"><figcaption>{{ p.rank }}. {{ p.formula }}<br>
+<span class="sub">{{ p.id }}</span></figcaption></figure>{% endfor %}
+</div>
+{% endif %}
 <p>Trace any candidate back to its source file and row:
 <code class="cmd">matscreen lineage &lt;id&gt; --run {{ c.run_id }}</code>{% if c.shortlist %},
 e.g. <code class="cmd">matscreen lineage {{ c.shortlist[0].id }} --run {{ c.run_id }}</code>
 {%- endif %}.</p>
+
+{% if c.structure_files %}{% set f = c.structure_files %}
+<h2 id="structures">Structure files for DFT</h2>
+<p>The folder <code>{{ f.folder }}/</code> beside this report holds every shortlisted
+candidate as CIF and POSCAR, and <code>{{ f.jsonl }}</code>: one line per candidate with its
+pymatgen structure, id, catalog id, predictions and intervals, ready for an atomate2 or
+jobflow workflow (<code>Structure.from_dict(line["structure"])</code>); {{ f.count }} files
+in all, each listed with its sha256 in <code>ro-crate-metadata.json</code>.</p>
+{% endif %}
 
 {% if c.suggestions is not none %}{% set g = c.suggest_settings or {} %}
 <h2 id="suggestions">Next experiments</h2>
@@ -430,7 +489,9 @@ margin. Also written to <code>suggestions.csv</code>.</p>
 {% endif %}
 
 {% if c.failures %}
-<h2 id="failures">Records that failed</h2>
+<h2 id="failures">Records left out</h2>
+<p>Every record read is trained on, screened, or listed here with the step that left it
+out and why.</p>
 <table><tr><th class="l">record</th><th class="l">stage</th><th class="l">message</th></tr>
 {% for f in c.failures %}<tr><td class="l">{{ f.id }}</td><td class="l">{{ f.stage }}</td>
 <td class="l">{{ f.message }}</td></tr>{% endfor %}

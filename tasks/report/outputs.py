@@ -61,11 +61,14 @@ def write_outputs(
     metrics: dict[str, Any],
     report_html: str,
     suggestions: pd.DataFrame | None = None,
+    validation: pd.DataFrame | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write ``shortlist.csv``, ``ranking.csv``, ``metrics.json`` and ``report.html``.
 
     ``shortlist`` is the chosen candidates in shortlist order (with diversity they are not
-    simply the top of the ranking); ``suggestions``, when given, go to ``suggestions.csv``.
+    simply the top of the ranking); ``suggestions``, when given, go to ``suggestions.csv``;
+    ``validation``, the held-out records ranked like candidates (predictions beside the
+    reported values), to ``validation.csv``.
 
     Each file is written to a temporary name and renamed, so a file is either complete
     or absent.
@@ -87,6 +90,8 @@ def write_outputs(
     }
     if suggestions is not None:
         texts["suggestions.csv"] = suggestions.to_csv(index=False, float_format="%.6g")
+    if validation is not None:
+        texts["validation.csv"] = validation.to_csv(index=False, float_format="%.6g")
     written: dict[str, dict[str, Any]] = {}
     for name, text in texts.items():
         path = output_dir / name

@@ -38,6 +38,47 @@ class MatchTolerances:
     volume_tol: float = 0.10
 
 
+#: Nearest neighbours whose distances :func:`environment_signature` averages per element.
+NEAREST = 6
+#: Largest difference of two signatures' scaled distances for their structures to be
+#: compared with StructureMatcher (its own site tolerance, ``stol``, is 0.3 in these units).
+SIGNATURE_TOLERANCE = 0.3
+
+
+def environment_signature(structure: Structure) -> dict[str, float]:
+    """A scale-free summary of where each element sits, to rule out a match cheaply.
+
+    Per element: the mean distance from its sites to their :data:`NEAREST` nearest
+    neighbours, in units of the cube root of the volume per atom. An element in an
+    octahedron (B of ABX3) and the same element in a cuboctahedron (A) differ by about
+    0.35 in these units; a relaxed structure and its idealized decoration by less than
+    0.1. About 0.2 ms, against about 10 ms for a StructureMatcher fit.
+    """
+    import numpy as np
+
+    n = len(structure)
+    unit = (structure.volume / n) ** (1 / 3)
+    centers, _, _, distances = structure.get_neighbor_list(2.5 * unit)
+    order = np.lexsort((distances, centers))
+    centers, distances = centers[order], distances[order]
+    starts = np.searchsorted(centers, np.arange(n))
+    nearest = [
+        distances[start : start + NEAREST].mean() / unit if start < len(centers) else np.inf
+        for start in starts
+    ]
+    by_element: dict[str, list[float]] = defaultdict(list)
+    for site, value in zip(structure, nearest, strict=True):
+        by_element[site.species.formula].append(float(value))
+    return {element: float(np.mean(values)) for element, values in by_element.items()}
+
+
+def may_match(first: dict[str, float], second: dict[str, float]) -> bool:
+    """Whether two environment signatures are close enough to be worth a StructureMatcher fit."""
+    return first.keys() == second.keys() and all(
+        abs(first[e] - second[e]) <= SIGNATURE_TOLERANCE for e in first
+    )
+
+
 class Deduplicator:
     """Marks records whose structure was seen before; feed records in priority order.
 
@@ -51,6 +92,7 @@ class Deduplicator:
         self._matcher = StructureMatcher(ltol=t.ltol, stol=t.stol, angle_tol=t.angle_tol)
         self._by_hash: dict[str, str] = {}
         self._by_formula: dict[str, list[tuple[str, dict | Structure]]] = defaultdict(list)
+        self._signatures: dict[str, dict[str, float]] = {}
         self.matcher_calls = 0
 
     def add(self, record: StructureRecord) -> StructureRecord:
@@ -71,12 +113,17 @@ class Deduplicator:
             return None
         structure = Structure.from_dict(record.structure)
         volume = structure.volume / len(structure)
+        signature = None
         for i, (kept_id, kept) in enumerate(candidates):
             if isinstance(kept, dict):  # parse each kept structure once, when first needed
                 kept = Structure.from_dict(kept)
                 candidates[i] = (kept_id, kept)
+                self._signatures[kept_id] = environment_signature(kept)
             kept_volume = kept.volume / len(kept)
             if abs(volume - kept_volume) > self._volume_tol * kept_volume:
+                continue
+            signature = signature or environment_signature(structure)
+            if not may_match(signature, self._signatures[kept_id]):
                 continue
             self.matcher_calls += 1
             if self._matcher.fit(kept, structure):

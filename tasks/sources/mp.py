@@ -58,6 +58,15 @@ request is retried here with :data:`RETRY_POLICY` (exponential backoff, ``Retry-
 honoured, capped) on 429, 5xx, connection errors and truncated or invalid bodies. HTTP 401 and
 403 (a refused key) and 400 (a query the server rejects) are not retried: they end the read
 with one :class:`SourceError`.
+
+Reference phases
+----------------
+:func:`read_reference_documents` reads, for a convex hull, the phases of given chemical systems
+(``chemsys``, never deprecated documents) with only ``material_id``, ``formula_pretty`` and
+``formation_energy_per_atom``: no structures. It goes through the same client, retries and
+saved pages as a source read; a long list of systems is split over several queries of at
+most :data:`CHEMSYS_PER_QUERY` systems each (mp-api does not split ``chemsys`` itself, and a
+server refuses a URL that is too long), each query with its own saved pages.
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ import math
 import os
 import time
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,7 +99,8 @@ from matscreen.tasks.sources.http import (
     RetryPolicy,
     retry_after_seconds,
 )
-from matscreen.tasks.spec import MPSourceSpec
+from matscreen.tasks.sources.records import SourceSnapshot
+from matscreen.tasks.spec import MPReferenceSpec, MPSourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +172,89 @@ def iter_mp(spec: MPSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
                 yield _record(spec, document, row, seen)
     finally:
         client.close()
+
+
+#: Summary fields a read of reference phases asks for: what a convex hull needs, no structure.
+REFERENCE_FIELDS = ("material_id", "formula_pretty", "formation_energy_per_atom")
+
+#: Most chemical systems one reference query names; more are split over several queries.
+#: A module attribute so that a deployment (or a test) can change it without a spec field.
+CHEMSYS_PER_QUERY = 100
+
+#: The source name reference reads go by in messages, snapshots and saved pages.
+REFERENCE_SOURCE = "mp-references"
+
+
+def read_reference_documents(
+    spec: MPReferenceSpec, systems: Sequence[str], state_dir: Path | None = None
+) -> tuple[list[dict[str, Any]], SourceSnapshot]:
+    """Read the summary documents of some chemical systems: id, formula, formation energy.
+
+    Parameters
+    ----------
+    spec
+        Endpoint, API key variable and page size.
+    systems
+        Chemical systems as the API writes them (``Ba-O-Ti``), each asked for exactly; a
+        system's sub-systems are only read if they are listed too.
+    state_dir
+        Folder where pages are saved (``<state_dir>/mp/<key>/``, keyed by the query and the
+        database release), so that a killed read resumes and a re-read fetches nothing; None
+        saves nothing.
+
+    Returns
+    -------
+    tuple
+        The documents in the order read (dicts with the :data:`REFERENCE_FIELDS` the server
+        has), and the read's :class:`SourceSnapshot` (database release, query, sha256).
+
+    Raises
+    ------
+    SourceError
+        If the key's environment variable is unset, the server refuses the key or a query,
+        or a page still fails after every retry; the message names the variable or URL and
+        never the key.
+    """
+    source = MPSourceSpec(
+        kind="mp",
+        name=REFERENCE_SOURCE,
+        endpoint=spec.endpoint,
+        api_key_env=spec.api_key_env,
+        chunk_size=spec.chunk_size,
+        properties=["formation_energy_per_atom"],
+        description="Materials Project phases of the candidates' chemical systems (hull)",
+    )
+    api_key = _api_key(source)
+    endpoint = validate_endpoint(source.endpoint)
+    fields = list(REFERENCE_FIELDS)
+    systems = list(systems)
+    snapshot = SnapshotBuilder(source, endpoint, state_dir=state_dir)
+    snapshot.query.update(
+        {
+            "chemsys": systems,
+            "deprecated": False,
+            "fields": fields,
+            "sort": SORT_FIELD,
+            "chunk_size": source.chunk_size,
+            "chemsys_per_query": CHEMSYS_PER_QUERY,
+        }
+    )
+    documents: list[dict[str, Any]] = []
+    client = SummaryClient(source, endpoint, api_key)
+    try:
+        snapshot.database_version = client.database_version()
+        for start in range(0, len(systems), CHEMSYS_PER_QUERY):
+            batch = systems[start : start + CHEMSYS_PER_QUERY]
+            criteria = {"chemsys": ",".join(batch), "deprecated": False}
+            store = _page_store(source, snapshot, endpoint, criteria, fields)
+            for page in _pages(client, store, criteria, fields, source.chunk_size):
+                for document in page:
+                    snapshot.add_document(document)
+                    documents.append(document)
+    finally:
+        client.close()
+    snapshot.n_items = len(documents)
+    return documents, snapshot.finish()
 
 
 def build_criteria(spec: MPSourceSpec) -> dict[str, Any]:

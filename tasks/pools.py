@@ -1,0 +1,219 @@
+"""The two pools of a campaign: records to learn from, and candidates to screen.
+
+Each source of a campaign says what its records are for (``pool`` in its spec):
+
+``train``
+    Labelled records the models learn from. The held-out validation split is drawn from
+    these only. A record with no label for any model's target cannot teach anything: it
+    is reported (stage ``pool``), never dropped without a word.
+``screen``
+    Candidates to rank: hypothetical decorations, another database's entries, a folder
+    of one's own CIFs. Labels are optional; where present they are shown beside the
+    predictions and feed the screening validation. A candidate that is the same crystal
+    as a training record — up to its lattice scale, since a decorated candidate's lattice
+    comes from ionic radii while the training structure was relaxed — is already known:
+    it is reported with the training record's id rather than screened again.
+``both``
+    Every record is a candidate; its labelled records also teach the models.
+
+A campaign with no ``screen`` or ``both`` source screens its held-out validation records
+(a retrospective screen, whose hits can be checked against the labels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from matscreen.tasks.sources.dedup import environment_signature, may_match
+from matscreen.tasks.sources.records import IngestResult, RecordFailure, StructureRecord
+
+#: Stage name of the failures this module reports.
+POOL_STAGE = "pool"
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Which records a campaign learns from and which it screens.
+
+    Attributes
+    ----------
+    training
+        Records the models learn from (at least one finite label of a model's target);
+        the validation split is drawn from these.
+    candidates
+        Records to screen, in source order (empty for a retrospective screen, whose
+        candidates are the held-out records).
+    excluded
+        Records of either pool that are neither trained on nor screened, each with its
+        reason: no label in a ``train`` source, or a candidate already known as a
+        training record.
+    known
+        ``{candidate id: training record id}`` of the candidates in ``excluded`` that
+        repeat a training record.
+    duplicates
+        ``{record id: id of the first record of the same structure}`` for every record
+        that repeated an earlier one (in any pool), as the ingest step marked them.
+    """
+
+    training: list[StructureRecord]
+    candidates: list[StructureRecord]
+    excluded: list[RecordFailure] = field(default_factory=list)
+    known: dict[str, str] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retrospective(self) -> bool:
+        """Whether the campaign has no candidate source and screens its held-out records."""
+        return not self.candidates
+
+    def counts(self) -> dict[str, int]:
+        """Sizes of the pools and of every reason a record was left out."""
+        return {
+            "training": len(self.training),
+            "candidates": len(self.candidates),
+            "excluded": len(self.excluded),
+            "known_candidates": len(self.known),
+            "duplicates": len(self.duplicates),
+        }
+
+
+def _labelled(record: StructureRecord, targets: Sequence[str]) -> bool:
+    values = (record.properties.get(t) for t in targets)
+    return any(v is not None and math.isfinite(v) for v in values)
+
+
+def _failure(record: StructureRecord, message: str) -> RecordFailure:
+    return RecordFailure(record.source, record.source_id, record.row, POOL_STAGE, message)
+
+
+def assign_pools(
+    results: Iterable[IngestResult],
+    pools: Mapping[str, str],
+    targets: Sequence[str],
+    match_known: bool = True,
+) -> Pools:
+    """Sort the records of a campaign's sources into its training and candidate pools.
+
+    Parameters
+    ----------
+    results
+        One ingest result per source, duplicates marked (first source first).
+    pools
+        ``{source name: "train" | "screen" | "both"}``.
+    targets
+        The models' targets; a training record needs a finite label of one of them.
+    match_known
+        Look for candidates of ``screen`` sources that repeat a training record up to
+        the lattice scale (:func:`known_candidates`).
+
+    Returns
+    -------
+    Pools
+        The pools; every record read is in one of them, in ``excluded`` with its reason,
+        or in ``duplicates``.
+    """
+    training: list[StructureRecord] = []
+    candidates: list[StructureRecord] = []
+    screen_only: set[str] = set()
+    excluded: list[RecordFailure] = []
+    duplicates: dict[str, str] = {}
+    for result in results:
+        pool = pools[result.snapshot.source]
+        for record in result.records:
+            if record.duplicate_of is not None:
+                duplicates[record.id] = record.duplicate_of
+                continue
+            if pool in ("screen", "both"):
+                candidates.append(record)
+                if pool == "screen":
+                    screen_only.add(record.id)
+            if pool in ("train", "both"):
+                if _labelled(record, targets):
+                    training.append(record)
+                elif pool == "train":
+                    excluded.append(
+                        _failure(
+                            record,
+                            f"no label for any model target ({', '.join(targets)}); a "
+                            "'train' source's records need one (use pool 'screen' or "
+                            "'both' to rank unlabelled records)",
+                        )
+                    )
+    known: dict[str, str] = {}
+    if match_known:
+        known = known_candidates([c for c in candidates if c.id in screen_only], training)
+    if known:
+        by_id = {c.id: c for c in candidates}
+        excluded += [
+            _failure(
+                by_id[i],
+                f"already in the training pool as {j} (the same crystal up to its lattice "
+                "scale); its label is known",
+            )
+            for i, j in known.items()
+        ]
+        candidates = [c for c in candidates if c.id not in known]
+    # A duplicate of a training record that came from a 'screen' source is known too.
+    training_ids = {r.id for r in training}
+    for record_id, first in duplicates.items():
+        if first in training_ids and record_id not in known:
+            known[record_id] = first
+    return Pools(training, candidates, excluded, known, duplicates)
+
+
+def _reduced_formula(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula
+
+
+def known_candidates(
+    candidates: Sequence[StructureRecord], training: Sequence[StructureRecord]
+) -> dict[str, str]:
+    """Candidates that are the same crystal as a training record, up to the lattice scale.
+
+    A decorated candidate's lattice comes from ionic radii and a training structure was
+    relaxed, so their volumes differ by several per cent; pymatgen's StructureMatcher
+    (default tolerances, volumes scaled to each other) decides whether the arrangement of
+    the atoms is the same. Only records of one reduced formula and one
+    :func:`~matscreen.tasks.sources.dedup.environment_signature` are compared, so the cost
+    grows with the candidates that look like a training record, not with the pool.
+
+    Returns
+    -------
+    dict
+        ``{candidate id: id of the matching training record}``.
+    """
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+
+    by_formula: dict[str, list[StructureRecord]] = defaultdict(list)
+    for record in training:
+        by_formula[_reduced_formula(record.formula)].append(record)
+    if not by_formula:
+        return {}
+    matcher = StructureMatcher()
+    parsed: dict[str, tuple[Structure, dict[str, float]]] = {}
+
+    def parse(record: StructureRecord) -> tuple[Structure, dict[str, float]]:
+        if record.id not in parsed:
+            structure = Structure.from_dict(record.structure)
+            parsed[record.id] = (structure, environment_signature(structure))
+        return parsed[record.id]
+
+    known: dict[str, str] = {}
+    for candidate in candidates:
+        same = by_formula.get(_reduced_formula(candidate.formula))
+        if not same:
+            continue
+        mine, signature = parse(candidate)
+        for record in same:
+            theirs, their_signature = parse(record)
+            if may_match(their_signature, signature) and matcher.fit(theirs, mine):
+                known[candidate.id] = record.id
+                break
+        parsed.pop(candidate.id, None)
+    return known

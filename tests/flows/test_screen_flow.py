@@ -1,0 +1,157 @@
+"""End to end: learn from labelled perovskites, screen unlabelled decorations.
+
+A campaign with two pools — 241 real CMR perovskites to learn from (one unreadable, one
+unfeaturizable) and decorated cubic perovskites nobody has labelled — runs through the
+Python API on a real Prefect server and a two-worker Dask cluster. Every decoration must
+be ranked or reported with its reason; validation metrics come from the labelled
+held-out split only; hull distances follow from the predicted heats of formation; the
+shortlist's structures are handed over as CIF, POSCAR and JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Structure
+
+import matscreen
+from matscreen.catalog import ArtifactStore, Catalog
+from matscreen.catalog.lineage import lineage
+from matscreen.flows.settings import Settings
+from matscreen.tasks.sources.prototypes import iter_candidates
+from matscreen.tasks.spec import PrototypeSourceSpec
+
+A_SITES = ["Sr", "Ba", "Ca", "La", "K", "Na", "Y"]
+B_SITES = ["Ti", "Zr", "Hf", "Nb", "Ta", "Al", "Ga", "Sn", "Sc"]
+
+SCREEN_SOURCE = f"""
+  - name: decorations
+    kind: prototypes
+    pool: screen
+    prototype: perovskite_ABX3
+    sites: {{A: {A_SITES}, B: {B_SITES}, X: [O3, O2N]}}
+"""
+
+STABILITY = """
+stability:
+  formation_energy: heat_of_formation
+  per: cell
+"""
+
+
+@pytest.fixture()
+def screen_spec(subset_spec: Path, tmp_path: Path) -> Path:
+    text = subset_spec.read_text().replace("name: perovskite-subset", "name: perovskite-screen")
+    text = text.replace("split:", SCREEN_SOURCE.lstrip("\n") + "split:", 1)
+    text = text.replace(
+        "  - {property: heat_of_formation, max: 0.21, unit: eV}",
+        "  - {property: energy_above_hull, max: 0.05, unit: eV/atom}",
+    )
+    path = tmp_path / "screen.yaml"
+    path.write_text(text + STABILITY)
+    return path
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MATSCREEN_DASK_WORKERS", "2")
+    for name in ("MATSCREEN_CATALOG_URL", "MATSCREEN_DASK_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    return Settings()
+
+
+@pytest.mark.slow
+def test_screen_ranks_every_candidate(prefect_server, settings, screen_spec, tmp_path) -> None:
+    out = tmp_path / "screen"
+    result = matscreen.run_campaign(screen_spec, output_dir=out)
+    metrics, ranking, shortlist = result.metrics, result.ranking, result.shortlist
+    counts = metrics["counts"]
+
+    # Every decoration is ranked, known from training, or a failure with its reason.
+    decorations = list(
+        iter_candidates(
+            PrototypeSourceSpec(
+                kind="prototypes",
+                name="decorations",
+                prototype="perovskite_ABX3",
+                sites={"A": A_SITES, "B": B_SITES, "X": ["O3", "O2N"]},
+                licence="CC0-1.0",
+                citation=["x"],
+            )
+        )
+    )
+    expected_ids = {f"decorations:{c.source_id}" for c in decorations}
+    ranked = set(ranking["id"])
+    assert all(ranking["source"] == "decorations")
+    with Catalog(settings.catalog_url) as catalog:
+        errors = {e.name: e.attributes for e in catalog.find_entities("record_error")}
+    left_out = {i for i in errors if i.startswith("decorations:")}
+    duplicates = _duplicate_ids(settings) & expected_ids
+    assert ranked | left_out | duplicates == expected_ids
+    assert not ranked & (left_out | duplicates) and not left_out & duplicates
+    reasons = {errors[i]["stage"] for i in left_out}
+    assert reasons <= {"pool", "featurize", "hull"}
+    known = [i for i in left_out if errors[i]["stage"] == "pool"]
+    assert all("already in the training pool" in errors[i]["message"] for i in known)
+    assert counts["candidates"] == len(ranking)
+    assert counts["candidate_pool"] == len(expected_ids) - len(duplicates)
+    report = (out / "report.html").read_text()
+    assert all(i in report for i in sorted(left_out)[:5])
+
+    # Validation metrics come from the labelled held-out split only.
+    validation = result.validation
+    assert validation is not None and set(validation["source"]) == {"cmr_perovskites"}
+    for target in ("heat_of_formation", "band_gap"):
+        m = metrics["targets"][target]
+        assert m["n_test"] == len(validation)
+        reported = validation[f"reported_{target}"].to_numpy(dtype=float)
+        predicted = validation[f"pred_{target}"].to_numpy(dtype=float)
+        assert m["mae"] == pytest.approx(np.mean(np.abs(reported - predicted)), abs=1e-4)
+    assert metrics["screening"]["retrospective"] is False
+    assert metrics["screening"]["n_candidates"] == len(ranking)
+
+    # The hull distance is the predicted heat per atom above the hull of the known phases.
+    per_atom = ranking["pred_heat_of_formation"] / 5
+    assert np.allclose(
+        ranking["pred_energy_above_hull"], per_atom - ranking["hull_energy_per_atom"], atol=1e-6
+    )
+    assert (ranking["lower_energy_above_hull"] <= ranking["pred_energy_above_hull"] + 1e-9).all()
+    assert ranking["competing_phases"].notna().all()
+    # Ranked by the probability of meeting every criterion.
+    assert (np.diff(ranking["p_success"]) <= 1e-9).all()
+
+    # The DFT hand-off: a CIF, a POSCAR and one JSON line per shortlisted candidate.
+    folder = out / "structures"
+    lines = (folder / "shortlist_structures.jsonl").read_text().splitlines()
+    assert len(lines) == len(shortlist) == 10
+    first = json.loads(lines[0])
+    assert first["candidate_id"] == shortlist.loc[0, "id"]
+    decoration = next(
+        c for c in decorations if f"decorations:{c.source_id}" == first["candidate_id"]
+    )
+    assert sorted(str(e) for e in Structure.from_dict(first["structure"]).species) == sorted(
+        decoration.site_species()
+    )
+    assert len(list(folder.glob("*.cif"))) == len(list(folder.glob("*.vasp"))) == 10
+    crate = json.loads((out / "ro-crate-metadata.json").read_text())
+    listed = {e["@id"] for e in crate["@graph"]}
+    assert all(f"structures/{p.name}" in listed for p in folder.glob("*.cif"))
+
+    # Any candidate traces back to its decoration.
+    with Catalog(settings.catalog_url) as catalog:
+        chain = lineage(catalog, ArtifactStore(settings.artifact_dir), first["candidate_id"])
+    kinds = {e.kind for e in chain.entities}
+    assert {"ranking", "prediction_set", "model", "source_snapshot"} <= kinds
+    snapshots = [e for e in chain.entities if e.kind == "source_snapshot"]
+    assert "decorations" in {s.name for s in snapshots}
+
+
+def _duplicate_ids(settings: Settings) -> set[str]:
+    """Records the catalog links to an earlier record of the same structure."""
+    with Catalog(settings.catalog_url) as catalog:
+        edges = catalog.edges(relation="alternateOf")
+        return {e.name for e in catalog.get_entities([edge.subject_id for edge in edges])}
