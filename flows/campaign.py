@@ -53,6 +53,7 @@ from matscreen.tasks.screen import (
     training_phases,
     with_hull,
 )
+from matscreen.tasks.sources.records import IngestResult
 from matscreen.tasks.spec import HULL_PROPERTY, load_spec, with_suggestions
 from matscreen.tasks.split import record_groups
 from matscreen.tasks.steps import (
@@ -136,8 +137,8 @@ def screen_candidates(
                 split_id = recorder.split(split.value, split.run, ingested.snapshot_ids)
             train_ids, test_ids = split.value.train_ids, split.value.test_ids
 
-            records = training + [r for r in pools.candidates if r.id not in set(train_ids)]
-            records = list({r.id: r for r in records}.values())
+            # A record of a 'both' source is in both pools: featurized once.
+            records = list({r.id: r for r in training + pools.candidates}.values())
             by_id = {r.id: r for r in records}
             with timer.step("featurize"):
                 table, features_id, _ = featurize_and_record(
@@ -184,6 +185,7 @@ def screen_candidates(
                     validation_table, screen_table = _add_hull(
                         spec,
                         settings,
+                        recorder,
                         by_id,
                         labels,
                         train_ids,
@@ -439,6 +441,7 @@ def _predict_candidates(
 def _add_hull(
     spec: Any,
     settings: Settings,
+    recorder: PredictionRecorder,
     by_id: dict[str, Any],
     labels: dict[str, dict[str, float | None]],
     train_ids: list[str],
@@ -455,12 +458,17 @@ def _add_hull(
     level = fitted[energy].record.level
     pools = [validation] if retrospective else [validation, screen]
     systems = {chemical_system(by_id[i].formula) for t in pools for i in t.frame["id"]}
-    phases = reference_phases(
+    read = traced(reference_phases)(
         stability,
         training_phases(by_id, labels[energy], train_ids, stability.per),
         systems,
         settings.source_state_dir,
     )
+    phases = read.value
+    # A remote read of reference phases (the Materials Project) is a source snapshot of the
+    # run like any other: its endpoint, query, database version and content hash.
+    for snapshot in phases.snapshots:
+        recorder.ingest(IngestResult(snapshot, [], []), read.run)
     placed = []
     for pool in pools:
         rows, atoms = hull_inputs(pool.frame, energy, by_id, stability.per)

@@ -117,6 +117,15 @@ def _number(value: float | None, digits: int) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("matscreen")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _print_summary(result: dict[str, Any], startup: float, total: float) -> None:
     document = result["metrics"]
     print(f"\nrun {result['run_id']}")
@@ -659,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="matscreen", description="High-throughput screening of crystal structures."
     )
+    parser.add_argument("--version", action="version", version=f"matscreen {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     campaign = commands.add_parser("campaign", help="run screening campaigns")

@@ -491,11 +491,16 @@ margin. Also written to <code>suggestions.csv</code>.</p>
 {% if c.failures %}
 <h2 id="failures">Records left out</h2>
 <p>Every record read is trained on, screened, or listed here with the step that left it
-out and why.</p>
-<table><tr><th class="l">record</th><th class="l">stage</th><th class="l">message</th></tr>
-{% for f in c.failures %}<tr><td class="l">{{ f.id }}</td><td class="l">{{ f.stage }}</td>
-<td class="l">{{ f.message }}</td></tr>{% endfor %}
-</table>
+out and why:
+{% for stage, group in c.failures | groupby("stage") %}{{ group | length }} at
+{{ stage }}{% if not loop.last %}, {% endif %}{% endfor %}.</p>
+{% for stage, group in c.failures | groupby("stage") %}
+<details{% if group | length <= 20 %} open{% endif %}><summary>{{ stage }}:
+{{ group | length }} {{ "record" if group | length == 1 else "records" }}</summary>
+<table><tr><th class="l">record</th><th class="l">message</th></tr>
+{% for f in group %}<tr><td class="l">{{ f.id }}</td><td class="l">{{ f.message }}</td></tr>
+{% endfor %}</table></details>
+{% endfor %}
 {% endif %}
 
 <h2 id="run">Run</h2>
