@@ -129,6 +129,7 @@ def screen_candidates(
                 )
                 pools = sorted_pools.value
                 recorder.exclusions(pools.excluded, sorted_pools.run, record_ids)
+                pools.check_candidates()
             training = pools.training
 
             with timer.step("split"):
@@ -144,6 +145,7 @@ def screen_candidates(
                 table, features_id, _ = featurize_and_record(
                     records, featurization, settings, recorder, record_ids
                 )
+            pools.check_candidates(set(table.frame.index))
             columns = list(table.frame.columns)
             labels = {t: labels_of(records, t) for t in targets}
 

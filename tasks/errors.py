@@ -31,6 +31,10 @@ class ModelError(MatscreenError):
     """A model cannot be trained or applied (bad labels, too few rows, mismatched features)."""
 
 
+class ScreenError(MatscreenError):
+    """A campaign has nothing to screen: every candidate was known, duplicated or failed."""
+
+
 class CatalogError(MatscreenError):
     """The provenance catalog refused an operation or does not hold what was asked for."""
 

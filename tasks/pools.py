@@ -17,7 +17,8 @@ Each source of a campaign says what its records are for (``pool`` in its spec):
     Every record is a candidate; its labelled records also teach the models.
 
 A campaign with no ``screen`` or ``both`` source screens its held-out validation records
-(a retrospective screen, whose hits can be checked against the labels).
+(a retrospective screen, whose hits can be checked against the labels); one whose
+candidate sources leave nothing to screen stops with a message saying what became of them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from matscreen.tasks.errors import ScreenError
 from matscreen.tasks.sources.dedup import environment_signature, may_match
 from matscreen.tasks.sources.records import IngestResult, RecordFailure, StructureRecord
 
@@ -63,11 +65,35 @@ class Pools:
     excluded: list[RecordFailure] = field(default_factory=list)
     known: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
+    screen_sources: tuple[str, ...] = ()
 
     @property
     def retrospective(self) -> bool:
         """Whether the campaign has no candidate source and screens its held-out records."""
-        return not self.candidates
+        return not self.screen_sources
+
+    def check_candidates(self, featurized: set[str] | frozenset[str] | None = None) -> None:
+        """Refuse a screen left with no candidate (all known, duplicated or failed).
+
+        Raises
+        ------
+        ScreenError
+            Naming the candidate sources and what became of their records.
+        """
+        if self.retrospective:
+            return
+        left = [c for c in self.candidates if featurized is None or c.id in featurized]
+        if left:
+            return
+        sources = ", ".join(self.screen_sources)
+        why = [f"{len(self.known)} already known as training records"]
+        if featurized is not None:
+            why.append(f"{len(self.candidates)} failed to featurize")
+        raise ScreenError(
+            f"nothing to screen: of the records of the candidate sources ({sources}), "
+            + ", ".join(why)
+            + "; see the catalog's record errors (matscreen find) for each one's reason"
+        )
 
     def counts(self) -> dict[str, int]:
         """Sizes of the pools and of every reason a record was left out."""
@@ -115,6 +141,10 @@ def assign_pools(
         The pools; every record read is in one of them, in ``excluded`` with its reason,
         or in ``duplicates``.
     """
+    results = list(results)
+    screen_sources = tuple(
+        r.snapshot.source for r in results if pools[r.snapshot.source] in ("screen", "both")
+    )
     training: list[StructureRecord] = []
     candidates: list[StructureRecord] = []
     screen_only: set[str] = set()
@@ -161,7 +191,7 @@ def assign_pools(
     for record_id, first in duplicates.items():
         if first in training_ids and record_id not in known:
             known[record_id] = first
-    return Pools(training, candidates, excluded, known, duplicates)
+    return Pools(training, candidates, excluded, known, duplicates, screen_sources)
 
 
 def _reduced_formula(formula: str) -> str:

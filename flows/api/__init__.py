@@ -21,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from matscreen.flows.settings import Settings
-from matscreen.tasks.errors import MatscreenError
+from matscreen.tasks.errors import MatscreenError, SpecError
 from matscreen.tasks.files import write_atomically
-from matscreen.tasks.spec import CampaignSpec, load_spec
+from matscreen.tasks.spec import CampaignSpec, describe_errors, load_spec
 
 try:
     __version__ = version("matscreen")
@@ -79,7 +80,10 @@ def _spec_file(spec: str | Path | CampaignSpec | dict[str, Any], settings: Setti
     if isinstance(spec, str | Path):
         return Path(spec).resolve()
     if isinstance(spec, dict):
-        spec = CampaignSpec.model_validate(spec)
+        try:
+            spec = CampaignSpec.model_validate(spec, context={"data_dir": settings.data_dir})
+        except ValidationError as exc:
+            raise SpecError(f"campaign spec: {describe_errors(exc)}") from exc
     if not isinstance(spec, CampaignSpec):
         raise MatscreenError(
             "run_campaign: spec must be a path, a CampaignSpec or a dict, got "

@@ -146,3 +146,19 @@ def test_spec_pools_are_checked(tmp_path: Path, perovskite_csv: Path) -> None:
         load_spec(
             _spec(tmp_path, csv + decorations.replace("kind:", "pool: train\n    kind:")), tmp_path
         )
+
+
+def test_a_screen_with_nothing_left_to_screen_says_why() -> None:
+    from matscreen.tasks.errors import ScreenError
+
+    lab = result("lab", [record("lab", "1", perovskite("Sr", "Ti", 3.95), energy=0.1)])
+    again = result("deco", [record("deco", "SrTiO3", perovskite("Sr", "Ti", 4.2))])
+    pools = assign_pools([lab, again], {"lab": "train", "deco": "screen"}, ["energy"])
+    assert not pools.retrospective and pools.known == {"deco:SrTiO3": "lab:1"}
+    with pytest.raises(ScreenError, match=r"nothing to screen: .*\(deco\), 1 already known"):
+        pools.check_candidates()
+    other = result("deco", [record("deco", "KNbO3", perovskite("K", "Nb", 4.0))])
+    pools = assign_pools([lab, other], {"lab": "train", "deco": "screen"}, ["energy"])
+    pools.check_candidates()
+    with pytest.raises(ScreenError, match="1 failed to featurize"):
+        pools.check_candidates(featurized={"lab:1"})
