@@ -453,8 +453,10 @@ class ModelSpec(_Strict):
     part held back from fitting; ``none``) and ``interval_level`` their default coverage.
     ``interval_width`` sizes them: ``adaptive`` (the default) scales each row's interval by
     the error a small difficulty model, cross-fitted on the out-of-fold residuals, expects
-    for that row (normalized conformal scores); ``constant`` gives every row (of a Mondrian
-    category) the same width.
+    for that row (normalized conformal scores); ``constant`` gives every row the same width.
+    For ``two_stage_gap`` it sizes the regressor's interval of the gap given that there is
+    one (calibrated on the rows that truly have a gap, used by the ranking), while the
+    displayed interval of the combined prediction keeps one width per Mondrian category.
     """
 
     target: str

@@ -302,14 +302,21 @@ def evaluate_fitted(
 ) -> FittedSurrogate:
     """Predict and score the held-out rows with a model trained before on ``train``."""
     evaluation = evaluate(model, labels, train, test, seed, importance_repeats)
+    return FittedSurrogate(model, held_out_record(model, evaluation, len(train[0])), evaluation)
+
+
+def held_out_record(
+    model: SurrogateModel, evaluation: Evaluation, n_train: int
+) -> PredictionRecord:
+    """The prediction record of an evaluation: every held-out row's outputs and label."""
     predicted = evaluation.predictions
-    record = PredictionRecord(
+    return PredictionRecord(
         target=model.target,
         ids=list(predicted.ids),
         y_true=[None if not np.isfinite(v) else float(v) for v in evaluation.y_true],
         y_pred=predicted.prediction.tolist(),
         baseline=model.train_label_mean,
-        n_train=len(train[0]),
+        n_train=n_train,
         lower=predicted.lower.tolist(),
         upper=predicted.upper.tolist(),
         probability=_listed(predicted.probability),
@@ -321,7 +328,6 @@ def evaluate_fitted(
         domain_distance=_listed(predicted.domain_distance),
         in_domain=_listed(predicted.in_domain),
     )
-    return FittedSurrogate(model, record, evaluation)
 
 
 def training_fingerprint(
@@ -343,7 +349,10 @@ def training_fingerprint(
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
-    libraries = dict.fromkeys((library_of(spec.algorithm), "numpy", "scikit-learn", "matscreen"))
+    # xgboost fits the difficulty models of adaptive intervals, whatever the algorithm.
+    libraries = dict.fromkeys(
+        (library_of(spec.algorithm), "numpy", "scikit-learn", "matscreen", "xgboost")
+    )
     return content_hash(
         {
             "model": spec.model_dump(mode="json"),

@@ -110,8 +110,10 @@ class SurrogateModel:
     featurization
         The featurization description the features came from, when known.
     difficulty
-        The difficulty model of ``adaptive`` intervals (estimator document and floor), or
-        None for ``constant`` ones.
+        The difficulty model of ``adaptive`` intervals: its estimator document, floor and
+        ``selection`` (boosting rounds chosen by cross-fitting, and the out-of-fold errors
+        of each choice; a selection without an estimator means a constant difficulty won
+        and the widths are constant). None for ``interval_width: constant``.
     conditional
         Two-stage gap models: the calibration (and difficulty model) of the regressor on
         the training rows that truly have a gap, sizing the interval of the gap given
@@ -181,6 +183,9 @@ class SurrogateModel:
                 f"matscreen reads version {MODEL_FORMAT_VERSION}; refit the model"
             )
         check_versions(document["algorithm"], document["versions"], where)
+        parts = [document.get("difficulty"), (document.get("conditional") or {}).get("difficulty")]
+        if any(part and "estimator" in part for part in parts):
+            check_versions("xgboost", document["versions"], where)  # the difficulty models
         names = {f.name for f in cls.__dataclass_fields__.values()}
         return cls(**{k: v for k, v in document.items() if k in names})
 
@@ -213,7 +218,8 @@ class SurrogateModel:
         self, name: str, state: dict[str, Any] | None
     ) -> tuple[BaseEstimator, float] | None:
         cached = self.__dict__.get(name)
-        if cached is None and state is not None:
+        # A difficulty part without an estimator records that a constant won the choice.
+        if cached is None and state is not None and "estimator" in state:
             cached = difficulty_from_dict(state)
             object.__setattr__(self, name, cached)
         return cached
@@ -640,7 +646,8 @@ def train_surrogate(
     library = library_of(spec.algorithm)
     versions = {
         package: installed_version(package)
-        for package in dict.fromkeys((library, "numpy", "matscreen", "scikit-learn"))
+        # xgboost also fits the difficulty models of adaptive intervals.
+        for package in dict.fromkeys((library, "numpy", "matscreen", "scikit-learn", "xgboost"))
     }
     if spec.algorithm != "xgboost":
         versions["skops"] = installed_version("skops")
@@ -750,17 +757,23 @@ def _interval_parts(
         return calibration, {"difficulty": None, "conditional": None}
     if spec.clip_min is not None:
         point = np.maximum(point, spec.clip_min)
-    calibration, difficulty = _normalized(spec, x, y, point, folds, method, seed, category)
-    conditional = None
-    if spec.kind == "two_stage_gap":
-        assert gap is not None
-        rows = np.flatnonzero(y > spec.metal_threshold)
-        gap_point = gap[rows] if spec.clip_min is None else np.maximum(gap[rows], spec.clip_min)
-        own, own_difficulty = _normalized(
-            spec, x[rows], y[rows], gap_point, _restrict(folds, rows), method, seed
-        )
-        conditional = {"calibration": own.to_dict(), "difficulty": own_difficulty}
-    return calibration, {"difficulty": difficulty, "conditional": conditional}
+    if spec.kind == "regressor":
+        calibration, difficulty = _normalized(spec, x, y, point, folds, method, seed)
+        return calibration, {"difficulty": difficulty, "conditional": None}
+    # Two-stage: the displayed interval of the combined prediction keeps one width per
+    # Mondrian category (predicted gap, doubtful metal, metal): within a category its
+    # residual is a spike at zero plus the gaps or false gaps, not a scale family that a
+    # difficulty could normalize. The per-row widths go to the regressor's conditional
+    # interval, calibrated on the rows that truly have a gap.
+    calibration = calibrate(y, point, method, level, category)
+    assert gap is not None
+    rows = np.flatnonzero(y > spec.metal_threshold)
+    gap_point = gap[rows] if spec.clip_min is None else np.maximum(gap[rows], spec.clip_min)
+    own, own_difficulty = _normalized(
+        spec, x[rows], y[rows], gap_point, _restrict(folds, rows), method, seed
+    )
+    conditional = {"calibration": own.to_dict(), "difficulty": own_difficulty}
+    return calibration, {"difficulty": None, "conditional": conditional}
 
 
 def _normalized(
@@ -771,19 +784,20 @@ def _normalized(
     folds: list[tuple[np.ndarray, np.ndarray]],
     method: str,
     seed: int,
-    category: np.ndarray | None = None,
 ) -> tuple[Calibration, dict[str, Any] | None]:
     """Scores of ``adaptive`` widths (normalized by a cross-fitted difficulty model), or
     of ``constant`` ones when asked or when the rows are too few for a difficulty model."""
     level = spec.interval_level
     usable = all(len(fit) >= 2 and len(held) for fit, held in folds)
     if spec.interval_width == "constant" or len(y) < MIN_DIFFICULTY_ROWS or not usable:
-        return calibrate(y, point, method, level, category), None
+        return calibrate(y, point, method, level), None
     residual = y - point
-    estimator, oof = cross_fit_difficulty(spec.algorithm, x, residual, folds, seed)
+    estimator, oof, selection = cross_fit_difficulty(x, residual, folds, seed)
+    if estimator is None:  # a constant difficulty predicted |r| best: constant widths
+        return calibrate(y, point, method, level), {"selection": selection}
     floor = floor_of(residual)
-    calibration = calibrate(y, point, method, level, category, oof + floor)
-    return calibration, difficulty_to_dict(estimator, floor)
+    calibration = calibrate(y, point, method, level, None, oof + floor)
+    return calibration, {**difficulty_to_dict(estimator, floor), "selection": selection}
 
 
 def _restrict(
@@ -961,7 +975,7 @@ def _empty_parts(model: SurrogateModel) -> dict[str, np.ndarray | None]:
         "probability": model.kind != "regressor",
         "category": model.kind == "two_stage_gap",
         "gap": model.kind == "two_stage_gap",
-        "difficulty": model.difficulty is not None,
+        "difficulty": model.difficulty_model() is not None,
         "gap_difficulty": model.conditional_difficulty_model() is not None,
         "distance": model.domain is not None,
     }

@@ -71,11 +71,10 @@ def test_held_out_rows_never_reach_search_folds_or_final_fit(fits_seen, kind) ->
     model, record = fitted.model, fitted.record
     held_out = set(test_rows)
     stages = 2 if kind == "two_stage_gap" else 1
-    # search: 2 candidates x 3 folds; calibration: 3 folds; final: 1 — per stage; then
-    # each difficulty model of the adaptive intervals (the two-stage model has a second one,
-    # for its conditional gap interval): cross-fitted over the 3 folds, and a final fit.
-    difficulty_models = 2 if kind == "two_stage_gap" else 1
-    assert len(fits_seen) == stages * (2 * 3 + 3 + 1) + difficulty_models * (3 + 1)
+    # search: 2 candidates x 3 folds; calibration: 3 folds; final: 1 — per stage; then the
+    # difficulty model of the adaptive intervals (for the two-stage model: of its
+    # conditional gap interval), cross-fitted over the 3 folds, and its final fit.
+    assert len(fits_seen) == stages * (2 * 3 + 3 + 1) + (3 + 1)
     assert all(rows.isdisjoint(held_out) for rows in fits_seen)
     assert set().union(*fits_seen) == set(train_rows)
     # Every fold fit misses the rows of its own validation fold: each training row is left
