@@ -18,7 +18,7 @@ from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.runinfo import RunInfo, utc_now
-from matscreen.tasks.tables import frame_to_parquet
+from matscreen.tasks.tables import frame_to_parquet, per_row_frame
 
 
 class RecordedIngest(NamedTuple):
@@ -267,7 +267,6 @@ class CampaignRecorder:
         -------
         (model id, prediction set id)
         """
-        labels = [predictions.y_true, predictions.y_pred]
         training = Entity.new(
             "training_set",
             f"{trained.target}:{content_hash(trained.train_ids)[:12]}",
@@ -280,12 +279,7 @@ class CampaignRecorder:
         )
         extra = {"training_fingerprint": training_fingerprint} if training_fingerprint else {}
         model = self._model_entity(trained, clip_min=trained.clip_min, metrics=metrics, **extra)
-        columns = {"y_true": labels[0], "y_pred": labels[1]}
-        for name in ("lower", "upper", "probability"):
-            if getattr(predictions, name, None) is not None:
-                columns[name] = getattr(predictions, name)
-        frame = pd.DataFrame(columns, index=pd.Index(predictions.ids, name="id")).astype("float64")
-        prediction_sha = self._store_frame(frame)
+        prediction_sha = self._store_frame(per_row_frame(predictions))
         prediction_set = Entity.new(
             "prediction_set",
             f"{trained.target}:{prediction_sha[:12]}",

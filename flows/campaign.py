@@ -48,7 +48,6 @@ from matscreen.tasks.screen import (
     expected_hits,
     hull_inputs,
     pool_table,
-    prediction_frame,
     reported_values,
     training_phases,
     with_hull,
@@ -64,6 +63,7 @@ from matscreen.tasks.steps import (
     predict_pool_task,
     rank_candidates_task,
 )
+from matscreen.tasks.tables import per_row_frame
 
 #: Shortlisted candidates whose unit cells the report pictures.
 PICTURED = 8
@@ -431,7 +431,7 @@ def _predict_candidates(
         predictions[target] = done.value
         _, prediction_id = recorder.applied_model(
             fitted[target].model,
-            prediction_frame(done.value),
+            per_row_frame(done.value),
             done.run,
             features_id,
             model_ids[target],

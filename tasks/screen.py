@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from matscreen.tasks.models.evaluation import prediction_record
 from matscreen.tasks.models.records import PredictionRecord
 from matscreen.tasks.models.surrogate import SurrogateModel, predict_surrogate
 from matscreen.tasks.rank import add_intervals, candidate_frame
@@ -23,37 +23,6 @@ from matscreen.tasks.spec import HULL_PROPERTY
 
 #: Stage name of a candidate that could not be placed against the hull.
 HULL_STAGE = "hull"
-
-
-def prediction_record(
-    model: SurrogateModel,
-    predicted: Any,
-    y_true: Sequence[float | None],
-    n_train: int,
-) -> PredictionRecord:
-    """A model's predictions for a pool as a :class:`PredictionRecord` (plain data).
-
-    ``predicted`` is :func:`~matscreen.tasks.models.surrogate.predict_surrogate`'s output;
-    every optional per-row field it carries (intervals, probabilities, the conditional gap
-    of a two-stage model, the distance to the training domain) is kept.
-    """
-    optional = {}
-    for name in PredictionRecord.__dataclass_fields__:
-        value = getattr(predicted, name, None)
-        if name in ("ids", "target", "y_true", "y_pred", "baseline", "n_train", "level"):
-            continue
-        if value is not None:
-            optional[name] = value.tolist() if isinstance(value, np.ndarray) else value
-    return PredictionRecord(
-        target=model.target,
-        ids=list(predicted.ids),
-        y_true=[None if v is None or not np.isfinite(v) else float(v) for v in y_true],
-        y_pred=np.asarray(predicted.prediction, dtype=float).tolist(),
-        baseline=model.train_label_mean,
-        n_train=n_train,
-        level=predicted.level,
-        **optional,
-    )
 
 
 def predict_pool(
@@ -184,26 +153,6 @@ def reported_values(
             i: (None if pd.isna(v) else float(v)) for i, v in zip(frame["id"], values, strict=True)
         }
     return out
-
-
-def prediction_frame(record: PredictionRecord) -> pd.DataFrame:
-    """A prediction record's per-row numbers as a table indexed by ``id`` (for the catalog).
-
-    Columns: ``y_true`` (NaN where unknown), ``y_pred`` and every other per-row numeric
-    field the record carries (intervals, probabilities, domain distances).
-    """
-    columns: dict[str, Any] = {
-        "y_true": [np.nan if v is None else v for v in record.y_true],
-        "y_pred": record.y_pred,
-    }
-    for name in PredictionRecord.__dataclass_fields__:
-        value = getattr(record, name)
-        if name in columns or name == "ids" or not isinstance(value, list):
-            continue
-        if len(value) == len(record.ids):
-            columns[name] = [np.nan if v is None else v for v in value]
-    frame = pd.DataFrame(columns, index=pd.Index(record.ids, name="id"))
-    return frame.astype("float64")
 
 
 def atoms_per_cell(record: StructureRecord) -> int:

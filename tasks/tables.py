@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -17,3 +19,22 @@ def frame_to_parquet(frame: pd.DataFrame) -> bytes:
 def parquet_to_frame(data: bytes) -> pd.DataFrame:
     """Read Parquet bytes written by :func:`frame_to_parquet`."""
     return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+
+
+def per_row_frame(record: Any) -> pd.DataFrame:
+    """The per-row numbers of a record of predictions as a float table indexed by ``id``.
+
+    ``record`` is any object with ``ids`` and ``y_true``/``y_pred`` (a PredictionRecord, or
+    the like): every attribute that is a list as long as ``ids`` becomes a column
+    (``y_true`` first, then ``y_pred``, then the rest in attribute order), None and
+    booleans as NaN and 0/1.
+    """
+    ids = list(record.ids)
+    attributes = vars(record)
+    names = ["y_true", "y_pred"] + [n for n in attributes if n not in ("ids", "y_true", "y_pred")]
+    columns = {}
+    for name in names:
+        value = attributes.get(name)
+        if isinstance(value, list | tuple | np.ndarray) and len(value) == len(ids):
+            columns[name] = [np.nan if v is None else float(v) for v in value]
+    return pd.DataFrame(columns, index=pd.Index(ids, name="id"), dtype="float64")

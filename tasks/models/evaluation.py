@@ -309,11 +309,22 @@ def held_out_record(
     model: SurrogateModel, evaluation: Evaluation, n_train: int
 ) -> PredictionRecord:
     """The prediction record of an evaluation: every held-out row's outputs and label."""
-    predicted = evaluation.predictions
+    return prediction_record(model, evaluation.predictions, evaluation.y_true, n_train)
+
+
+def prediction_record(
+    model: SurrogateModel,
+    predicted: Predictions,
+    y_true: Sequence[float | None] | np.ndarray,
+    n_train: int,
+) -> PredictionRecord:
+    """A model's predictions for a set of rows as plain data, with the labels where known
+    (None or NaN where not)."""
+    labels = [None if v is None or not np.isfinite(v) else float(v) for v in y_true]
     return PredictionRecord(
         target=model.target,
         ids=list(predicted.ids),
-        y_true=[None if not np.isfinite(v) else float(v) for v in evaluation.y_true],
+        y_true=labels,
         y_pred=predicted.prediction.tolist(),
         baseline=model.train_label_mean,
         n_train=n_train,

@@ -242,7 +242,8 @@ now){% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
 <tr><th class="l">candidates already known as training records</th>
 <td>{{ c.counts.get("known_candidates", 0) }}</td></tr>
 {% endif %}
-<tr><th class="l">records left out, each with its reason</th><td>{{ c.counts.get("excluded", 0) }}</td></tr>
+<tr><th class="l">records left out, each with its reason</th>
+<td>{{ c.counts.get("excluded", 0) }}</td></tr>
 <tr><th class="l">candidates ranked</th><td>{{ c.counts.candidates }}</td></tr>
 <tr><th class="l">candidates predicted to meet every criterion</th><td>{{ c.counts.hits }}</td></tr>
 </table>
