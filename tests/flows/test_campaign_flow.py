@@ -29,15 +29,6 @@ from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.models.surrogate import SurrogateModel, predict_surrogate
 
 
-@pytest.fixture()
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MATSCREEN_DASK_WORKERS", "2")
-    for name in ("MATSCREEN_CATALOG_URL", "MATSCREEN_DASK_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    return Settings()
-
-
 def _truth(subset: Path) -> pd.DataFrame:
     frame = pd.read_csv(subset, dtype={"material_id": str})
     frame["id"] = "cmr_perovskites:" + frame["material_id"]

@@ -55,15 +55,6 @@ def screen_spec(subset_spec: Path, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture()
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MATSCREEN_DASK_WORKERS", "2")
-    for name in ("MATSCREEN_CATALOG_URL", "MATSCREEN_DASK_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    return Settings()
-
-
 @pytest.mark.slow
 def test_screen_ranks_every_candidate(prefect_server, settings, screen_spec, tmp_path) -> None:
     out = tmp_path / "screen"

@@ -8,8 +8,6 @@ reaches beyond 127.0.0.1: a guard fails any other connection.
 from __future__ import annotations
 
 import secrets
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 from servers.mp import Fault, load_summary_documents, mp_server
+from support.network import loopback_only  # noqa: F401  (autouse guard)
 
 import matscreen.tasks.sources.mp as mp_source
 from matscreen.tasks.errors import SourceError
@@ -34,27 +33,6 @@ AC_BR_O = "Ac,Br,O,Ac-Br,Ac-O,Br-O,Ac-Br-O"
 @pytest.fixture(scope="module")
 def documents(data_dir: Path) -> list[dict[str, Any]]:
     return load_summary_documents(data_dir / "materials_project" / "summary_200.jsonl")
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Refuse, and remember, every connection to anything but this machine."""
-    attempts: list[Any] = []
-    connect = socket.socket.connect
-
-    def guarded(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
-            "127.0.0.1",
-            "::1",
-            "localhost",
-        ):
-            attempts.append(address)
-            raise ConnectionRefusedError(f"test guard: no connection to {address}")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    yield attempts
-    assert attempts == [], f"connections beyond loopback were attempted: {attempts}"
 
 
 @pytest.fixture(autouse=True)

@@ -159,11 +159,27 @@ def test_site_resolved_features_name_each_kind_of_site_and_key_the_store() -> No
     )
     featurizer = CoordinationElementProperty(properties=["Number"])
     values = dict(zip(featurizer.feature_labels(), featurizer.featurize(srtio3), strict=True))
-    # Sr is 12-fold (A site), Ti 6-fold (B site), O 2-fold (X site).
-    assert (values["CN maximum"], values["CN minimum"]) == (12, 2)
+    # Sr is 12-fold (A site), Ti 6-fold (B site), O 2-fold (X site). The effective
+    # coordination number of Sr counts its 12 O and, weakly, the 8 Ti beyond them (13).
+    assert (values["CN maximum"], values["CN minimum"]) == (13, 2)
     assert values["Number at highest-CN sites"] == 38
     assert values["Number at intermediate-CN sites"] == 22
     assert values["Number at lowest-CN sites"] == 8
+    crystalnn = CoordinationElementProperty(properties=["Number"], coordination="crystalnn")
+    by_crystalnn = dict(zip(crystalnn.feature_labels(), crystalnn.featurize(srtio3), strict=True))
+    assert (by_crystalnn["CN maximum"], by_crystalnn["CN minimum"]) == (12, 2)
+    # A relaxed-looking cell (Sr moved off its ideal site, the lattice 3 % larger) has the
+    # same kinds of site as the ideal one.
+    moved = Structure(
+        Lattice.cubic(4.02),
+        ["Sr", "Ti", "O", "O", "O"],
+        [[0.06, 0, 0], [0.52, 0.5, 0.5], [0.48, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+    again = dict(zip(featurizer.feature_labels(), featurizer.featurize(moved), strict=True))
+    for role in ("highest", "intermediate", "lowest"):
+        assert again[f"Number at {role}-CN sites"] == values[f"Number at {role}-CN sites"]
+    with pytest.raises(ValueError, match="coordination must be"):
+        CoordinationElementProperty(coordination="voronoi")
     # A structure with two kinds of site has no intermediate one.
     cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     values = dict(zip(featurizer.feature_labels(), featurizer.featurize(cscl), strict=True))
