@@ -60,7 +60,7 @@ from matscreen.tasks.spec import FeaturizationSpec, ModelSpec, load_spec
 from matscreen.tasks.split import choose_split
 
 DEMO_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-splitting.yaml"
-DEMO_PARAMS = {"n_estimators": 800, "learning_rate": 0.05, "max_depth": 6}
+DEMO_PARAMS = {"n_estimators": 800, "learning_rate": 0.05, "max_depth": 6, "colsample_bytree": 0.5}
 
 
 def featurize(records: list[Any], featurization: FeaturizationSpec, workers: int) -> Any:

@@ -110,8 +110,9 @@ def test_campaign_end_to_end(
     report = (out / "report.html").read_text()
     assert f"{metrics['targets']['heat_of_formation']['mae']:.4f}" in report
     assert file_sha256(perovskite_subset)[:16] in report
-    # Two parity plots and the calibration plot.
-    assert report.count("data:image/png;base64,") == 3
+    # Two parity plots, the calibration plot and the unit cells of the top 8 candidates.
+    assert report.count("data:image/png;base64,") == 3 + 8
+    assert report.count('alt="unit cell of ') == 8
     for target, m in metrics["targets"].items():
         model = metrics["models"][target]
         # Coverage of the 90 % intervals, as in metrics.json and on the calibration curve.
