@@ -302,6 +302,10 @@ def _check_catalog(catalog, artifacts, metrics, ranking, subset, truth, out) -> 
 
     (report,) = catalog.find_entities("report")
     files = report.attributes["files"]
-    assert set(files) == {"shortlist.csv", "ranking.csv", "metrics.json", "report.html"}
+    top = {"shortlist.csv", "ranking.csv", "validation.csv", "metrics.json", "report.html"}
+    assert {name for name in files if "/" not in name} == top
+    # The DFT hand-off: CIF and POSCAR of the 10 shortlisted, JSON lines and a README.
+    handed = {name for name in files if name.startswith("structures/")}
+    assert len(handed) == 2 * 10 + 2 and len(files) == len(top) + len(handed)
     for name, info in files.items():
         assert info["sha256"] == file_sha256(out / name)
