@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,11 @@ class ReportContext:
     held_out_validation: dict[str, Any] | None = None
     pictures: list[dict[str, Any]] = field(default_factory=list)
     structure_files: dict[str, Any] | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        """Sum of the step times, exact whatever the order of the steps (``math.fsum``)."""
+        return math.fsum(self.step_seconds.values())
 
 
 def parity_plot_png(y_true: list[float], y_pred: list[float], target: str, unit: str) -> bytes:
@@ -510,7 +516,7 @@ out and why:
 {% for step, seconds in c.step_seconds.items() %}
 <tr><td class="l">{{ step }}</td><td>{{ "%.1f" % seconds }}</td></tr>{% endfor %}
 <tr><th class="l">total (steps before the report)</th>
-<th>{{ "%.1f" % (c.step_seconds.values() | sum) }}</th></tr>
+<th>{{ "%.1f" % c.total_seconds }}</th></tr>
 </table>
 <p>Software:</p>
 <ul class="packages">
