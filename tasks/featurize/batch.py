@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from matscreen.tasks.errors import RecordError
+from matscreen.tasks.featurize.arrays import featurize_cells, supports
 from matscreen.tasks.featurize.isolated import child_featurizer
 from matscreen.tasks.featurize.presets import build_featurizers, feature_labels
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
@@ -110,6 +111,7 @@ def featurize_batch(
     items: list[tuple[str, dict[str, Any]]],
     config: dict[str, Any],
     time_limit_s: float | None = None,
+    arrays: bool = True,
 ) -> FeatureBatch:
     """Featurize a batch of structures.
 
@@ -121,16 +123,24 @@ def featurize_batch(
     config
         The featurization description (:func:`featurization_config`).
     time_limit_s
-        Seconds one structure may take; the structures then run in a child process that
-        is killed on overrun. None runs them in this process without a limit.
+        Seconds one structure may take on the row-by-row path; those structures then run
+        in a child process that is killed on overrun. None runs them in this process
+        without a limit.
+    arrays
+        Compute the rows the array path can take (:mod:`~matscreen.tasks.featurize.arrays`,
+        same values) for the whole batch at once; False featurizes every row on its own.
 
     Returns
     -------
     FeatureBatch
-        One row per structure that featurized; every other key maps to its error message
-        in ``failures``.
+        One row per structure that featurized, in the order of ``items``; every other key
+        maps to its error message in ``failures``.
     """
-    if time_limit_s is not None:
+    computed: dict[int, np.ndarray] = {}
+    if arrays and items and supports(config):
+        positions, values = featurize_cells([d for _, d in items], config)
+        computed = dict(zip(positions, values, strict=True))
+    if time_limit_s is not None and len(computed) < len(items):
         child = child_featurizer(config, time_limit_s)
         labels = child.labels()
         compute = child.featurize
@@ -138,16 +148,19 @@ def featurize_batch(
         labels = feature_labels(config)
         compute = functools.partial(_in_process, config=config)
     ids: list[str] = []
-    rows: list[list[float]] = []
+    rows: list[Any] = []
     failures: dict[str, str] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for key, structure_dict in items:
-            try:
-                row = compute(structure_dict)
-            except RecordError as exc:
-                failures[key] = str(exc)
-                continue
+        for position, (key, structure_dict) in enumerate(items):
+            if position in computed:
+                row = computed[position]
+            else:
+                try:
+                    row = compute(structure_dict)
+                except RecordError as exc:
+                    failures[key] = str(exc)
+                    continue
             ids.append(key)
             rows.append(row)
     values = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))

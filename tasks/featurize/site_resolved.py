@@ -79,6 +79,33 @@ class CoordinationElementProperty(BaseFeaturizer):
             )
         )
 
+    def coordination_numbers(self, structure: Structure) -> np.ndarray:
+        """The coordination number of every site (rounded effective ones with ``econ``).
+
+        Raises
+        ------
+        ValueError
+            If no site has a neighbour.
+        """
+        weighted = self.coordination == "econ"
+        numbers = []
+        for i, site in enumerate(structure):
+            try:
+                numbers.append(self._neighbours.get_cn(structure, i, use_weights=weighted))
+            except ValueError:  # EconNN takes the min() of no bond lengths
+                if weighted and not structure.get_neighbors(site, self.ECON_CUTOFF):
+                    raise ValueError(
+                        f"site {i} ({site.species_string}) has no neighbour within "
+                        f"{self.ECON_CUTOFF:g} Å"
+                    ) from None
+                raise
+        cn = np.array(numbers, dtype=float)
+        if weighted:
+            cn = np.rint(cn)
+        if cn.sum() == 0:
+            raise ValueError(f"{type(self._neighbours).__name__} found no neighbours for any site")
+        return cn
+
     def featurize(self, structure: Structure) -> list[float]:
         """Return the CN statistics followed by five values per property.
 
@@ -87,31 +114,43 @@ class CoordinationElementProperty(BaseFeaturizer):
         ValueError
             If no site has a neighbour.
         """
-        weighted = self.coordination == "econ"
-        cn = np.array(
-            [
-                self._neighbours.get_cn(structure, i, use_weights=weighted)
-                for i in range(len(structure))
-            ],
-            dtype=float,
-        )
-        if weighted:
-            cn = np.rint(cn)
+        cn = self.coordination_numbers(structure)
+        properties = [
+            np.array([[self._site_property(site, prop) for site in structure]], dtype=float)
+            for prop in self.properties
+        ]
+        return [float(v) for v in site_statistics(cn, properties)[0]]
+
+    def settled_coordination(self, structure: Structure) -> tuple[np.ndarray, bool]:
+        """The coordination numbers of an ordered cell, and whether they hold for every
+        copy of the cell scaled so that the same neighbours lie within the cutoff.
+
+        Hoppe's weights depend on distance ratios only; with the same neighbours inside
+        the cutoff, a scaled copy differs only through the absolute convergence threshold
+        of the mean bond length (1e-4 Å), which moves a weight by far less than 1e-3. So
+        the numbers are settled unless a weight lies within 0.02 of the bond tolerance
+        (it might fall on the other side) or a number within 0.25 of a half (it might
+        round the other way).
+
+        Raises
+        ------
+        ValueError
+            If no site has a neighbour, or the coordination is not ``econ``.
+        """
+        if self.coordination != "econ":
+            raise ValueError("only effective coordination numbers scale")
+        every = EconNN(tol=0.0, cutoff=self.ECON_CUTOFF)
+        tol = self._neighbours.tol
+        raw, settled = [], True
+        for i in range(len(structure)):
+            weights = [n["weight"] for n in every.get_nn_info(structure, i)]
+            settled = settled and all(abs(w - tol) >= 0.02 for w in weights)
+            raw.append(sum(w for w in weights if w > tol))  # get_cn's terms, in its order
+        cn = np.array(raw, dtype=float)
         if cn.sum() == 0:
             raise ValueError(f"{type(self._neighbours).__name__} found no neighbours for any site")
-        values = [float(cn.mean()), float(cn.max()), float(cn.min())]
-        top, bottom = cn == cn.max(), cn == cn.min()
-        middle = ~(top | bottom)
-        for prop in self.properties:
-            p = np.array([self._site_property(site, prop) for site in structure], dtype=float)
-            values += [
-                float(np.sum(cn * p) / np.sum(cn)),
-                float(p[top].mean()),
-                float(p[bottom].mean()),
-                float(p[middle].mean()) if middle.any() else float("nan"),
-                float(np.mean((cn - cn.mean()) * (p - p.mean()))),
-            ]
-        return values
+        settled = settled and not np.any(np.abs(cn - np.rint(cn)) > 0.25)
+        return np.rint(cn), settled
 
     def feature_labels(self) -> list[str]:
         labels = ["CN mean", "CN maximum", "CN minimum"]
@@ -142,3 +181,34 @@ class CoordinationElementProperty(BaseFeaturizer):
 
     def implementors(self) -> list[str]:
         return ["matscreen"]
+
+
+def site_statistics(cn: np.ndarray, properties: list[np.ndarray]) -> np.ndarray:
+    """The features of :class:`CoordinationElementProperty` for cells that share their
+    coordination numbers.
+
+    Parameters
+    ----------
+    cn
+        Coordination number of every site, shape (sites,).
+    properties
+        For every property, its value on every site of every cell, shape (cells, sites).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (cells, 3 + 5 * len(properties)), in the order of ``feature_labels``.
+    """
+    n_cells = properties[0].shape[0] if properties else 1
+    top, bottom = cn == cn.max(), cn == cn.min()
+    middle = ~(top | bottom)
+    columns = [np.full(n_cells, v) for v in (cn.mean(), cn.max(), cn.min())]
+    for p in properties:
+        columns += [
+            np.sum(cn * p, axis=1) / np.sum(cn),
+            p[:, top].mean(axis=1),
+            p[:, bottom].mean(axis=1),
+            p[:, middle].mean(axis=1) if middle.any() else np.full(n_cells, np.nan),
+            np.mean((cn - cn.mean()) * (p - p.mean(axis=1, keepdims=True)), axis=1),
+        ]
+    return np.column_stack(columns)
