@@ -213,6 +213,15 @@ def cost_per_site(config: dict[str, Any]) -> float:
     )
 
 
+#: Seconds a structure costs on the array path (``arrays.featurize_cells``), measured on
+#: 5-atom decorations on one core, once the families of the batch are known.
+ARRAY_COST_S = 1e-4
+
+#: Largest batch: row by row, a batch reaches the store within minutes; on the array path
+#: a batch of structure dicts stays within about 100 MB.
+MAX_BATCH = {"rows": 2000, "arrays": 20000}
+
+
 def batch_size_for(
     config: dict[str, Any],
     mean_sites: float,
@@ -225,10 +234,15 @@ def batch_size_for(
 
     A Prefect task on Dask costs the driver about a second of CPU (argument tokenizing,
     context serialization), so batches much shorter than ``target_s`` waste the cores."""
-    per_structure = cost_per_site(config) * max(mean_sites, 1.0)
+    from matscreen.tasks.featurize.arrays import supports
+
+    path = "arrays" if supports(config) else "rows"
+    per_structure = (
+        ARRAY_COST_S if path == "arrays" else cost_per_site(config) * max(mean_sites, 1.0)
+    )
     by_cost = math.floor(target_s / per_structure)
     by_balance = math.ceil(n_structures / (2 * max(workers, 1)))
-    return max(1, min(2000, by_cost, by_balance))
+    return max(1, min(MAX_BATCH[path], by_cost, by_balance))
 
 
 def describe(config: dict[str, Any], n_features: int) -> dict[str, Any]:
