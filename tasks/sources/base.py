@@ -156,6 +156,37 @@ def make_record(
             f"{', '.join(disordered[:3])}{' …' if len(disordered) > 3 else ''}); "
             "screening needs one species per site"
         )
+    return record_from_dict(
+        spec,
+        source_id,
+        row,
+        structure.composition.reduced_formula,
+        structure.as_dict(),
+        properties,
+        extra,
+        units,
+    )
+
+
+def record_from_dict(
+    spec: Any,
+    source_id: str,
+    row: int,
+    formula: str,
+    structure: dict[str, Any],
+    properties: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    units: dict[str, str] | None = None,
+) -> StructureRecord:
+    """:func:`make_record` for a structure already known to be ordered and non-empty, given
+    as its ``Structure.as_dict()`` with its reduced formula.
+
+    Raises
+    ------
+    RecordError
+        If a value is not a number; the message names the source and id.
+    """
+    where = f"{spec.name}:{source_id}"
     units = {**PROPERTY_UNITS, **(units or {})}
     values: dict[str, float | None] = {}
     for name, value in properties.items():
@@ -169,8 +200,8 @@ def make_record(
         source=spec.name,
         source_id=str(source_id),
         row=row,
-        formula=structure.composition.reduced_formula,
-        structure=structure.as_dict(),
+        formula=formula,
+        structure=structure,
         properties=values,
         units={name: units[name] for name in values},
         extra=dict(extra or {}),

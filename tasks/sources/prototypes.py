@@ -80,7 +80,7 @@ from pymatgen.core import Element, Lattice, Species, Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.hashing import file_sha256
-from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
+from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, record_from_dict
 from matscreen.tasks.spec import PrototypeSourceSpec
 
 #: A site's coordination is the number of neighbours within this factor of its nearest
@@ -164,6 +164,51 @@ class Prototype:
         For built-in prototypes ``scale`` is the conventional cubic lattice parameter in Å.
         """
         return Structure(Lattice(self.lattice * scale), list(species), self.frac_coords)
+
+    def decorate_dict(self, species: Sequence[str], scale: float) -> dict[str, Any]:
+        """``decorate(species, scale).as_dict()``, built without pymatgen objects (a tenth
+        of the time); ``species`` are element symbols. The lattice lengths, angles and
+        volume, which only describe the matrix, are computed in plain floats."""
+        matrix = (self.lattice * scale).tolist()
+        lengths = [math.sqrt(x * x + y * y + z * z) for x, y, z in matrix]
+        angles = []
+        for i in range(3):
+            j, k = (i + 1) % 3, (i + 2) % 3
+            cosine = sum(u * v for u, v in zip(matrix[j], matrix[k], strict=True))
+            cosine = min(1.0, max(-1.0, cosine / (lengths[j] * lengths[k])))
+            angles.append(math.degrees(math.acos(cosine)))
+        (a0, a1, a2), (b0, b1, b2), c = matrix
+        cross = (a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0)
+        lattice = {
+            "matrix": matrix,
+            "pbc": (True, True, True),
+            "a": lengths[0],
+            "b": lengths[1],
+            "c": lengths[2],
+            "alpha": angles[0],
+            "beta": angles[1],
+            "gamma": angles[2],
+            "volume": abs(cross[0] * c[0] + cross[1] * c[1] + cross[2] * c[2]),
+        }
+        cartesian = (np.asarray(self.frac_coords) @ np.asarray(matrix)).tolist()
+        sites = [
+            {
+                "species": [{"element": symbol, "occu": 1}],
+                "abc": frac,
+                "properties": {},
+                "label": symbol,
+                "xyz": xyz,
+            }
+            for symbol, frac, xyz in zip(species, self.frac_coords.tolist(), cartesian, strict=True)
+        ]
+        return {
+            "@module": "pymatgen.core.structure",
+            "@class": "Structure",
+            "charge": 0.0,
+            "lattice": lattice,
+            "properties": {},
+            "sites": sites,
+        }
 
     def contact_distances(self) -> np.ndarray:
         """Shortest distance between every pair of sites, periodic images included.
@@ -630,7 +675,7 @@ def tolerance_factor(candidate: Candidate, radii: Sequence[float]) -> float | No
     by_label: dict[str, list[float]] = {}
     for label, radius in zip(candidate.prototype.site_labels, radii, strict=True):
         by_label.setdefault(label, []).append(radius)
-    r_a, r_b, r_x = (float(np.mean(by_label[label])) for label in labels)
+    r_a, r_b, r_x = (sum(by_label[label]) / len(by_label[label]) for label in labels)
     return (r_a + r_x) / (math.sqrt(2.0) * (r_b + r_x))
 
 
@@ -675,7 +720,7 @@ def iter_prototypes(spec: PrototypeSourceSpec, snapshot: SnapshotBuilder) -> Ite
         try:
             radii, radius_kind = candidate.site_radii()
             scale = lattice_scale(radii, contacts)
-            structure = prototype.decorate(candidate.site_species(), scale)
+            species = candidate.site_species()
             extra: dict[str, Any] = {
                 "prototype": prototype.name,
                 "sites": candidate.assignment,
@@ -690,8 +735,29 @@ def iter_prototypes(spec: PrototypeSourceSpec, snapshot: SnapshotBuilder) -> Ite
                 extra["tolerance_factor"] = (
                     tolerance_factor(candidate, radii) if radius_kind == "shannon_ionic" else None
                 )
-            record = make_record(spec, source_id, row, structure, {}, extra=extra)
+            record = record_from_dict(
+                spec,
+                source_id,
+                row,
+                reduced_formula(species),
+                prototype.decorate_dict(species, scale),
+                {},
+                extra=extra,
+            )
         except RecordError as exc:
             yield failure(spec, source_id, row, str(exc))
             continue
         yield record
+
+
+@cache
+def _formula_of(counts: tuple[tuple[str, int], ...]) -> str:
+    return pymatgen.core.Composition(dict(counts)).reduced_formula
+
+
+def reduced_formula(species: Sequence[str]) -> str:
+    """pymatgen's reduced formula of a decoration, from its site species (cached by counts)."""
+    counts: dict[str, int] = {}
+    for symbol in species:
+        counts[symbol] = counts.get(symbol, 0) + 1
+    return _formula_of(tuple(sorted(counts.items())))

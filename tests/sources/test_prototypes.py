@@ -370,3 +370,38 @@ def test_record_stream_memory_does_not_grow_with_the_count() -> None:
     assert kinds[StructureRecord] + kinds[RecordFailure] == 3000
     # 3000 kept records would take well over 10 MB; streaming keeps one at a time.
     assert late_peak < early_peak + 2_000_000
+
+
+@pytest.mark.parametrize(
+    "prototype", ["perovskite_ABX3", "rocksalt_AX", "zincblende_AX", "fluorite_AX2"]
+)
+def test_records_hold_what_pymatgen_writes_for_the_decorated_structure(prototype: str) -> None:
+    from pymatgen.core import Composition
+
+    from matscreen.tasks.hashing import structure_hash
+    from matscreen.tasks.sources.prototypes import load_prototype
+
+    loaded = load_prototype(prototype, "gen")
+    symbols = ["Sr", "Ti", "O", "N", "Ba", "F", "Na", "Cl", "Zn", "S", "Ca"]
+    sites = {label: symbols for label in loaded.labels}
+    records = read(prototype, sites, charge_neutral=False, limit=60)
+    assert len(records) == 60
+    for record in records:
+        species = [site["species"][0]["element"] for site in record.structure["sites"]]
+        expected = loaded.decorate(species, record.extra["lattice_parameter"]).as_dict()
+        got = record.structure
+        # The physical content, the hash that keys the feature store, and the formula agree
+        # exactly; lattice lengths, angles and volume to the last digits.
+        assert structure_hash(got) == structure_hash(expected)
+        assert got["lattice"]["matrix"] == expected["lattice"]["matrix"]
+        assert [s["abc"] for s in got["sites"]] == [s["abc"] for s in expected["sites"]]
+        for mine, theirs in zip(got["sites"], expected["sites"], strict=True):
+            assert {k: v for k, v in mine.items() if k != "xyz"} == {
+                k: v for k, v in theirs.items() if k != "xyz"
+            }
+            assert mine["xyz"] == pytest.approx(theirs["xyz"], rel=1e-14, abs=1e-14)
+        for key in ("a", "b", "c", "alpha", "beta", "gamma", "volume"):
+            assert got["lattice"][key] == pytest.approx(expected["lattice"][key], rel=1e-13)
+        assert got.keys() == expected.keys() and got["charge"] == expected["charge"]
+        assert Structure.from_dict(got) == Structure.from_dict(expected)
+        assert record.formula == Composition("".join(species)).reduced_formula
