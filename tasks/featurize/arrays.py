@@ -8,275 +8,48 @@ decorated prototype, the effective coordination number of each of its sites — 
 computed once per such *family* of cells and shared by every member.
 
 Every value here equals what the featurizer object itself returns (tests compare both at
-rtol 1e-9 on real and on decorated structures). Rows the array path cannot take — a
-disordered site, an oxidation state, a site property, a dummy species, a large cell, a
-family whose symmetry or coordination is not scale-free — are left to the featurizers
-themselves, row by row, so that their values and their error messages stay matminer's.
-A featurization with any featurizer or option not known here runs entirely row by row.
+rtol 1e-9 on real and on decorated structures). A cell whose symmetry or coordination
+might depend on its scale gets its own (:mod:`.families`). Rows the array path cannot
+take — a disordered site, an oxidation state, a dummy species, more than ``MAX_SITES``
+sites, a structure a featurizer fails on — are left to the featurizers themselves, row by
+row, so that their values and their error messages stay matminer's. A featurization with
+any featurizer or option not known here runs entirely row by row.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matscreen.tasks.featurize.cells import (
+    Z_MAX,
+    Cells,
+    Unsupported,
+    element_table,
+    property_table,
+    read_cells,
+)
+from matscreen.tasks.featurize.families import coordination_element_property, global_symmetry
 from matscreen.tasks.featurize.presets import build_featurizers
 
 if TYPE_CHECKING:
     from matminer.featurizers.base import BaseFeaturizer
-    from pymatgen.core import Structure
-
-#: Cells with more sites go row by row (their family computations would not be cheap).
-MAX_SITES = 64
-
-#: Number of families whose structure features a process keeps between batches.
-FAMILY_CACHE_SIZE = 4096
-
-#: Digits kept of scale-free lattice vectors and fractional coordinates in a family key.
-KEY_DIGITS = 6
-
-_Z_MAX = 118
-
-
-@functools.cache
-def _symbol_to_z() -> dict[str, int]:
-    from pymatgen.core import Element
-
-    return {Element.from_Z(z).symbol: z for z in range(1, _Z_MAX + 1)}
-
-
-@dataclass
-class Cells:
-    """The batch rows the array path takes, as arrays.
-
-    Attributes
-    ----------
-    rows
-        Position of each cell in the batch.
-    dicts
-        Each cell's ``Structure.as_dict()``.
-    site_z
-        Atomic number of every site, one array per cell.
-    lattices
-        Lattice vectors, shape (n, 3, 3).
-    volumes
-        Cell volumes in Å^3.
-    elements, amounts
-        Distinct atomic numbers of each cell and their counts, padded with 0 to the
-        largest number of elements in the batch, shape (n, k).
-    families
-        Family key of each cell: scale-free geometry and which sites share an element.
-    """
-
-    rows: list[int]
-    dicts: list[dict[str, Any]]
-    site_z: list[np.ndarray]
-    lattices: np.ndarray
-    volumes: np.ndarray
-    elements: np.ndarray
-    amounts: np.ndarray
-    families: list[str]
-
-    @property
-    def mask(self) -> np.ndarray:
-        """True where ``elements`` holds an element (not padding)."""
-        return self.amounts > 0
-
-
-#: Codes of the magnetic moments (``magmom`` site property) seen, so that a family key
-#: holds each site's moment: spglib finds a different symmetry for each set of moments.
-_MOMENTS: dict[tuple[float, ...], int] = {}
-
-
-def _moment(value: Any) -> tuple[float, ...]:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    return tuple(float(v) + 0.0 for v in values)  # + 0.0: -0.0 is 0.0, as for spglib
-
-
-def _site_numbers(structure_dict: dict[str, Any]) -> tuple[list[int], list[int]] | None:
-    """Atomic numbers of the sites and the codes of their magnetic moments (-1 for all
-    sites of a cell without any; a site without one in a cell with some has moment 0, as
-    in pymatgen's SpacegroupAnalyzer), or None if a site is not one plain element, fully
-    occupied, without oxidation state or spin. No featurizer here reads other site
-    properties."""
-    z_of = _symbol_to_z()
-    numbers, moments = [], []
-    for site in structure_dict["sites"]:
-        species = site["species"]
-        if len(species) != 1:
-            return None
-        (entry,) = species
-        if entry.get("occu", 1) != 1 or entry.get("oxidation_state") or entry.get("spin"):
-            return None
-        z = z_of.get(entry["element"])
-        if z is None:
-            return None
-        numbers.append(z)
-        moments.append((site.get("properties") or {}).get("magmom"))
-    if all(m is None for m in moments):
-        return numbers, [-1] * len(numbers)
-    codes = [_MOMENTS.setdefault(_moment(0.0 if m is None else m), len(_MOMENTS)) for m in moments]
-    return numbers, codes
-
-
-def _family_keys(
-    lattices: np.ndarray, volumes: np.ndarray, frac: np.ndarray, z: np.ndarray, moments: np.ndarray
-) -> list[str]:
-    """Family key of each cell of one size: its lattice vectors over ``volume ** (1/3)``,
-    its fractional coordinates (wrapped into [0, 1)), both to ``KEY_DIGITS`` digits, and
-    which sites hold the same element (each site's first site with its element), and
-    the sites' magnetic moments."""
-    n = len(volumes)
-    shape = np.round(lattices / np.cbrt(volumes)[:, None, None], KEY_DIGITS) + 0.0  # no -0.0
-    coords = np.round(np.mod(np.round(frac, KEY_DIGITS), 1.0), KEY_DIGITS) + 0.0
-    pattern = (z[:, :, None] == z[:, None, :]).argmax(axis=2).astype(np.float64)
-    rows = np.concatenate([shape.reshape(n, -1), coords.reshape(n, -1), pattern, moments], axis=1)
-    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-    keys = [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in unique]
-    return [keys[i] for i in inverse.ravel()]
-
-
-def _distinct(z: np.ndarray) -> np.ndarray:
-    """Number of distinct atomic numbers in each row."""
-    return 1 + (np.diff(np.sort(z, axis=1), axis=1) != 0).sum(axis=1)
-
-
-def _compositions(z: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct atomic numbers of each cell (ascending) and their counts, padded to ``width``."""
-    ordered = np.sort(z, axis=1)
-    new = np.ones(ordered.shape, dtype=bool)
-    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    slot = np.cumsum(new, axis=1) - 1
-    rows = np.repeat(np.arange(len(z)), z.shape[1]).reshape(z.shape)
-    elements = np.zeros((len(z), width), dtype=np.int64)
-    amounts = np.zeros((len(z), width), dtype=np.float64)
-    elements[rows, slot] = ordered
-    np.add.at(amounts, (rows, slot), 1.0)
-    return elements, amounts
-
-
-def read_cells(structure_dicts: Sequence[dict[str, Any]]) -> Cells:
-    """Parse the structures the array path can take; the others are left out of ``rows``."""
-    parsed: dict[int, list[tuple[Any, ...]]] = {}
-    for row, d in enumerate(structure_dicts):
-        try:
-            lattice = d["lattice"]
-            if not all(lattice.get("pbc", (True, True, True))):
-                continue
-            if not 0 < len(d["sites"]) <= MAX_SITES:
-                continue
-            parsed_sites = _site_numbers(d)
-            if parsed_sites is None:
-                continue
-            z, moments = parsed_sites
-            matrix = [[float(x) for x in vector] for vector in lattice["matrix"]]
-            frac = [[float(x) for x in site["abc"]] for site in d["sites"]]
-            if len(matrix) != 3 or any(len(v) != 3 for v in matrix + frac):
-                continue
-        except (KeyError, TypeError, AttributeError, ValueError):
-            continue  # malformed: the row-by-row path reports it
-        parsed.setdefault(len(z), []).append((row, d, z, matrix, frac, moments))
-    groups = []
-    for size, cells in parsed.items():
-        matrices = np.asarray([c[3] for c in cells], dtype=np.float64)
-        frac = np.asarray([c[4] for c in cells], dtype=np.float64).reshape(-1, size, 3)
-        volumes = np.abs(
-            np.einsum("ij,ij->i", np.cross(matrices[:, 0], matrices[:, 1]), matrices[:, 2])
-        )
-        good = (volumes > 0) & np.isfinite(frac).all(axis=(1, 2)) & np.isfinite(volumes)
-        z = np.asarray([c[2] for c in cells], dtype=np.int64)
-        moments = np.asarray([c[5] for c in cells], dtype=np.int64)
-        keep = np.flatnonzero(good)
-        if len(keep):
-            groups.append(
-                (
-                    [cells[i] for i in keep],
-                    matrices[keep],
-                    volumes[keep],
-                    frac[keep],
-                    z[keep],
-                    moments[keep],
-                )
-            )
-    width = max((int(_distinct(g[4]).max()) for g in groups), default=1)
-    rows, dicts, site_z, lattices, volumes, families, elements, amounts = ([] for _ in range(8))
-    for cells, matrices, vols, frac, z, moments in groups:
-        rows += [c[0] for c in cells]
-        dicts += [c[1] for c in cells]
-        site_z += list(z)
-        lattices.append(matrices)
-        volumes.append(vols)
-        families += _family_keys(matrices, vols, frac, z, moments)
-        e, a = _compositions(z, width)
-        elements.append(e)
-        amounts.append(a)
-    if not rows:
-        empty = np.zeros((0, 1))
-        return Cells(
-            [], [], [], np.zeros((0, 3, 3)), np.zeros(0), empty.astype(np.int64), empty, []
-        )
-    return Cells(
-        rows=rows,
-        dicts=dicts,
-        site_z=site_z,
-        lattices=np.concatenate(lattices),
-        volumes=np.concatenate(volumes),
-        elements=np.concatenate(elements),
-        amounts=np.concatenate(amounts),
-        families=families,
-    )
-
-
-def element_table(lookup: Callable[[Any], Any]) -> np.ndarray:
-    """``lookup(Element)`` for Z = 0..118 as a float array; NaN where it has no number."""
-    from pymatgen.core import Element
-
-    table = np.full(_Z_MAX + 1, np.nan)
-    for z in range(1, _Z_MAX + 1):
-        try:
-            with warnings.catch_warnings():  # pymatgen warns of every superheavy gap
-                warnings.simplefilter("ignore")
-                value = lookup(Element.from_Z(z))
-        except (KeyError, AttributeError, ValueError):
-            continue
-        if value is not None:
-            table[z] = float(value)
-    return table
-
-
-class Unsupported(Exception):
-    """A featurizer, or an option of one, that the array path does not compute."""
-
 
 # -- composition featurizers -------------------------------------------------------------
 
 
-def _property_table(featurizer: BaseFeaturizer, prop: str, source: Any = None) -> np.ndarray:
-    """Elemental property ``prop`` of Z = 0..118 from the featurizer's own data source
-    (``source`` if given), built once per featurizer object."""
-    cache = featurizer.__dict__.setdefault("_matscreen_tables", {})
-    if prop not in cache:
-        source = featurizer.data_source if source is None else source
-        cache[prop] = element_table(lambda e: source.get_elemental_property(e, prop))
-    return cache[prop]
-
-
 def _values(featurizer: BaseFeaturizer, prop: str, cells: Cells) -> np.ndarray:
     """Property ``prop`` of each cell's elements (n, k), NaN-free padding."""
-    values = _property_table(featurizer, prop)[cells.elements]
+    values = property_table(featurizer, prop)[cells.elements]
     return np.where(cells.mask, values, 0.0)
 
 
 def _has_nan(featurizer: BaseFeaturizer, prop: str, cells: Cells) -> np.ndarray:
-    table = _property_table(featurizer, prop)
+    table = property_table(featurizer, prop)
     return (np.isnan(table[cells.elements]) & cells.mask).any(axis=1)
 
 
@@ -305,7 +78,7 @@ def _statistic(stat: str, values: np.ndarray, nan_rows: np.ndarray, cells: Cells
 
 
 def _mode_nan(featurizer: BaseFeaturizer, prop: str, cells: Cells) -> np.ndarray:
-    table = _property_table(featurizer, prop)
+    table = property_table(featurizer, prop)
     weights = cells.amounts
     most = np.isclose(weights, weights.max(axis=1, keepdims=True)) & cells.mask
     return (np.isnan(table[cells.elements]) & most).any(axis=1)
@@ -368,7 +141,7 @@ def _oxidation_table(featurizer: BaseFeaturizer) -> np.ndarray:
 
         states = [[]] + [
             list(featurizer.data_source.get_oxidation_states(Element.from_Z(z)))
-            for z in range(1, _Z_MAX + 1)
+            for z in range(1, Z_MAX + 1)
         ]
         table = np.full((len(states), max(len(s) for s in states)), np.nan)
         for z, row in enumerate(states):
@@ -473,163 +246,6 @@ def density_features(featurizer: BaseFeaturizer, cells: Cells) -> tuple[np.ndarr
         else:
             raise Unsupported(f"DensityFeatures feature {feature}")
     return np.column_stack(columns), usable
-
-
-class _Families:
-    """Structure features per family, kept across batches (least recently used dropped)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[int, str], Any] = OrderedDict()
-
-    def get(self, featurizer: BaseFeaturizer, key: str) -> Any:
-        slot = (id(featurizer), key)
-        if slot in self._items:
-            self._items.move_to_end(slot)
-        return self._items.get(slot)
-
-    def put(self, featurizer: BaseFeaturizer, key: str, value: Any) -> None:
-        self._items[(id(featurizer), key)] = value
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-
-_FAMILIES = _Families(FAMILY_CACHE_SIZE)
-
-
-def _structure(d: dict[str, Any]) -> Structure:
-    from pymatgen.core import Structure
-
-    return Structure.from_dict(d)
-
-
-def _family_groups(cells: Cells) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for i, key in enumerate(cells.families):
-        groups.setdefault(key, []).append(i)
-    return groups
-
-
-def _shared(
-    featurizer: BaseFeaturizer,
-    cells: Cells,
-    groups: dict[str, list[int]],
-    compute: Callable[[Structure], tuple[Any, bool]],
-) -> dict[int, Any]:
-    """Compute a structure feature once per group where it holds for the whole group.
-
-    ``compute(structure)`` returns the value and whether it holds for every member of the
-    structure's group; a value that does not is used for that structure alone, and the
-    next member is tried. A structure on which ``compute`` raises is left out (the row-by-
-    row path reports it). Returns cell position -> value.
-    """
-    values: dict[int, Any] = {}
-    for key, members in groups.items():
-        cached = _FAMILIES.get(featurizer, key)
-        if cached is not None:
-            values.update(dict.fromkeys(members, cached))
-            continue
-        for position, member in enumerate(members):
-            try:
-                value, holds = compute(_structure(cells.dicts[member]))
-            except Exception:  # noqa: BLE001, S112 - reported per record by the row path
-                continue
-            if holds:
-                _FAMILIES.put(featurizer, key, value)
-                values.update(dict.fromkeys(members[position:], value))
-                break
-            values[member] = value
-    return values
-
-
-def _assemble(values: dict[int, Any], n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    out = np.full((n, width), np.nan)
-    usable = np.zeros(n, dtype=bool)
-    for position, row in values.items():
-        out[position] = row
-        usable[position] = True
-    return out, usable
-
-
-#: spglib tolerance (Å) at which a family's symmetry must already be complete: a cell whose
-#: positions are exactly symmetric keeps its space group at every scale.
-TIGHT_SYMPREC = 1e-5
-
-
-def global_symmetry(featurizer: BaseFeaturizer, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
-    """``GlobalSymmetryFeatures`` once per family, for families whose symmetry does not
-    depend on the tolerance (the space group at ``TIGHT_SYMPREC`` is the default one's);
-    other cells each on their own."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    if "crystal_system" in featurizer.features:
-        raise Unsupported("the crystal system as a name is not a number")
-
-    def compute(structure: Structure) -> tuple[list[float], bool]:
-        values = [float(v) for v in featurizer.featurize(structure)]
-        tight = SpacegroupAnalyzer(structure, symprec=TIGHT_SYMPREC).get_space_group_number()
-        return values, tight == SpacegroupAnalyzer(structure).get_space_group_number()
-
-    values = _shared(featurizer, cells, _family_groups(cells), compute)
-    return _assemble(values, len(cells.rows), len(featurizer.feature_labels()))
-
-
-#: Neighbour distances kept per family, in units of ``volume ** (1/3)``: enough for cells
-#: down to ``ECON_CUTOFF / SHELL_REACH`` Å (3 Å); smaller ones are computed each on its own.
-SHELL_REACH = 2.0
-
-
-def _shells(structure: Structure) -> tuple[np.ndarray, bool]:
-    """Every neighbour distance of every site within ``SHELL_REACH`` scale units, sorted,
-    in units of the cell's scale (``volume ** (1/3)``); shared by the family."""
-    scale = structure.volume ** (1.0 / 3.0)
-    *_, distances = structure.get_neighbor_list(SHELL_REACH * scale)
-    return np.sort(distances / scale), True
-
-
-def coordination_element_property(
-    featurizer: BaseFeaturizer, cells: Cells
-) -> tuple[np.ndarray, np.ndarray]:
-    """matscreen's ``CoordinationElementProperty`` with effective coordination numbers.
-
-    Within a family, which neighbours lie inside the cutoff changes only where a scaled
-    copy moves a neighbour shell across it: cells of a family are grouped by how many
-    neighbours lie inside (counted on the family's normalized neighbour distances), the
-    numbers are computed once per group where they are settled
-    (``settled_coordination``), and the element properties as arrays.
-    """
-    from matscreen.tasks.featurize.site_resolved import site_statistics
-
-    if featurizer.coordination != "econ":
-        raise Unsupported("CrystalNN coordination depends on the elements")
-    tables = {p: _property_table(featurizer, p, featurizer._magpie) for p in featurizer.properties}
-
-    families = _family_groups(cells)
-    shells = _shared(featurizer, cells, {f"{k}:shells": m for k, m in families.items()}, _shells)
-    reach = featurizer.ECON_CUTOFF / np.cbrt(cells.volumes)  # the cutoff in scale units
-    groups: dict[str, list[int]] = {}
-    for key, members in families.items():
-        for member in members:
-            if member not in shells:
-                continue
-            if reach[member] < SHELL_REACH:
-                inside = int(np.searchsorted(shells[member], reach[member], side="right"))
-                groups.setdefault(f"{key}:{inside}", []).append(member)
-            else:
-                groups[f"{key}:alone:{member}"] = [member]  # never cached: keys are unique
-    numbers = _shared(featurizer, cells, groups, featurizer.settled_coordination)
-    out, usable = _assemble({}, len(cells.rows), len(featurizer.feature_labels()))
-    by_numbers: dict[bytes, list[int]] = {}
-    for member, cn in numbers.items():
-        by_numbers.setdefault(cn.tobytes(), []).append(member)
-    for members in by_numbers.values():
-        cn = numbers[members[0]]
-        if len({len(cells.site_z[m]) for m in members}) != 1:
-            raise AssertionError("cells with the same coordination numbers differ in size")
-        site_z = np.stack([cells.site_z[m] for m in members])
-        out[members] = site_statistics(cn, [tables[prop][site_z] for prop in featurizer.properties])
-        usable[members] = True
-    return out, usable
 
 
 #: Featurizer class name -> array implementation, for matminer's classes of that name and

@@ -137,6 +137,9 @@ def test_coordination_follows_the_neighbours_inside_the_cutoff(demo_config: dict
     # From 3 to 9 Å neighbour shells cross the 6 Å cutoff one after another.
     items = [(f"a{a:.2f}", _perovskite(a).as_dict()) for a in np.linspace(3.0, 9.0, 61)]
     assert_same(items, demo_config)
+    # Cells too small for the kept shells, one batch each: nothing carries over between them.
+    for a in (2.2, 2.5, 2.8):
+        assert_same([("small", _perovskite(a).as_dict())], demo_config)
 
 
 def test_rows_the_array_path_cannot_take_keep_their_own_values_and_errors(

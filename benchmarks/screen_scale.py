@@ -1,0 +1,282 @@
+"""Screening at scale: how many candidates a second, in how much memory, against the plain loop.
+
+Usage: ``python benchmarks/screen_scale.py [--sizes 10000,30000] [--plain 20000]
+[--scaling 60000] [--skip-campaign]``
+
+Candidates are decorations of two prototypes with 67 metals and several anion groups, kept
+when charge-neutral: the cubic perovskite ABX3 (built in) and the rock-salt ordered double
+perovskite A2BB'X6 (Fm-3m, its 10-atom primitive cell written to a scratch file). Parts:
+
+1. generate: candidates per second of the prototypes source, on one core.
+2. plain loop: what a matminer user writes — ``featurize_dataframe`` of every featurizer of
+   the demo campaign (n_jobs=2), then the model's ``predict`` — against matscreen's
+   featurization (the campaign's ``featurize_records`` in a Prefect flow on 2 Dask workers,
+   feature store included) and the same ``predict``, on ``--plain`` candidates; the two
+   sets of predictions are compared.
+3. scaling: matscreen's featurization of ``--scaling`` candidates on 1 and on 2 workers.
+4. end to end: the demo campaign with its CMR training pool and SIZE candidates (half of
+   each prototype) through ``run_campaign``, for each size: wall time, step times,
+   candidates per second, peak resident memory of every process (driver, Prefect server,
+   Dask workers, featurizer children), and the time of one candidate's lineage query.
+
+Every number printed is measured in this run; ratios compare runs made one after another
+on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import yaml
+from distributed import Client
+from featurize import PeakMemory  # benchmarks/featurize.py
+from prefect import flow
+from pymatgen.core import Lattice, Structure
+
+from matscreen.catalog.features import FeatureStore
+from matscreen.flows.featurize import featurize_records
+from matscreen.flows.runtime import dask_task_runner, local_cluster, prefect_api
+from matscreen.flows.settings import Settings
+from matscreen.tasks.featurize import build_featurizers, featurization_config
+from matscreen.tasks.sources import StructureRecord
+from matscreen.tasks.sources.base import read_source
+from matscreen.tasks.spec import FeaturizationSpec, PrototypeSourceSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SPEC = ROOT / "deploy" / "campaigns" / "perovskite-water-splitting.yaml"
+
+METALS = ["Li", "Be", "Na", "Mg", "Al", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co",
+          "Ni", "Cu", "Zn", "Ga", "Ge", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh",
+          "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Sm", "Eu",
+          "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir",
+          "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "B", "Si", "As", "Te", "Sc"][:67]  # fmt: skip
+PEROVSKITE_X = ["O3", "O2N", "ON2", "N3", "O2F", "ONF", "O2S", "F3", "Cl3", "OF2"]
+DOUBLE_X = ["O6", "O5N", "O4N2", "O5F", "O4F2", "F6", "O5S", "Cl6"]
+
+
+def double_perovskite(folder: Path) -> Path:
+    """The rock-salt ordered double perovskite A2BB'X6 (Sr2FeMoO6 type) as a CIF: Ba on A,
+    Ti on B, Nb on B', O on X; its primitive cell has 10 sites."""
+    conventional = Structure.from_spacegroup(
+        "Fm-3m",
+        Lattice.cubic(8.0),
+        ["Ba", "Ti", "Nb", "O"],
+        [[0.25, 0.25, 0.25], [0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0, 0]],
+    )
+    primitive = conventional.get_primitive_structure()
+    path = folder / "double_perovskite.cif"
+    primitive.to(filename=str(path))
+    return path
+
+
+def prototype_sources(folder: Path, size: int | None) -> list[dict[str, Any]]:
+    """The two prototypes sources, each limited to half of ``size`` (None: all)."""
+    half = None if size is None else size // 2
+    return [
+        {
+            "name": "abx3",
+            "kind": "prototypes",
+            "pool": "screen",
+            "prototype": "perovskite_ABX3",
+            "sites": {"A": METALS, "B": METALS, "X": PEROVSKITE_X},
+            "limit": half,
+        },
+        {
+            "name": "a2bbx6",
+            "kind": "prototypes",
+            "pool": "screen",
+            "prototype": str(double_perovskite(folder)),
+            "sites": {"Ba": METALS, "Ti": METALS, "Nb": METALS, "O": DOUBLE_X},
+            "limit": None if size is None else size - half,
+        },
+    ]
+
+
+def generate(folder: Path, n: int) -> tuple[list[StructureRecord], float]:
+    """Read ``n`` candidates from the two sources; return them and the seconds taken."""
+    start = time.perf_counter()
+    records: list[StructureRecord] = []
+    for source in prototype_sources(folder, n):
+        result = read_source(PrototypeSourceSpec.model_validate(source))
+        records += result.records
+    return records, time.perf_counter() - start
+
+
+def demo_featurization() -> FeaturizationSpec:
+    spec = yaml.safe_load(DEMO_SPEC.read_text())
+    return FeaturizationSpec.model_validate(spec["featurization"])
+
+
+def matminer_plain(records: list[StructureRecord], config: dict[str, Any]) -> pd.DataFrame:
+    """Every featurizer's ``featurize_dataframe`` with n_jobs=2, as a matminer user runs it."""
+    structures = [Structure.from_dict(r.structure) for r in records]
+    frame = pd.DataFrame(
+        {"structure": structures, "composition": [s.composition for s in structures]}
+    )
+    columns = []
+    for kind, featurizer in build_featurizers(config):
+        featurizer.set_n_jobs(2)
+        out = featurizer.featurize_dataframe(frame[[kind]].copy(), kind, pbar=False)
+        columns.append(out.drop(columns=[kind]))
+    return pd.concat(columns, axis=1).astype(float).set_axis([r.id for r in records])
+
+
+def matscreen_features(
+    records: list[StructureRecord],
+    featurization: FeaturizationSpec,
+    address: str,
+    store: Path,
+    workers: int,
+) -> tuple[pd.DataFrame, float]:
+    """The campaign's featurization step in a flow on ``address``; features and seconds."""
+
+    @flow(name="benchmark-screen-scale", task_runner=dask_task_runner(address))
+    def run() -> tuple[pd.DataFrame, float]:
+        start = time.perf_counter()
+        table, _, _ = featurize_records(
+            records,
+            featurization,
+            FeatureStore(store, featurization_config(featurization)),
+            workers,
+        )
+        return table.frame, time.perf_counter() - start
+
+    return run()
+
+
+def fit_model(frame: pd.DataFrame, labels: pd.Series) -> Any:
+    from xgboost import XGBRegressor
+
+    model = XGBRegressor(n_estimators=300, max_depth=6, learning_rate=0.05, n_jobs=2, max_bin=64)
+    return model.fit(frame.to_numpy(), labels.loc[frame.index].to_numpy())
+
+
+def part_plain_and_scaling(args: argparse.Namespace, folder: Path) -> None:
+    featurization = demo_featurization()
+    config = featurization_config(featurization)
+    records, seconds = generate(folder, max(args.plain, args.scaling))
+    print(f"\n1. generate: {len(records)} candidates in {seconds:.1f} s "
+          f"({len(records) / seconds:,.0f}/s, one core)")  # fmt: skip
+
+    cmr = read_source(_cmr_source()).records
+    labelled = [r for r in cmr if r.properties.get("heat_of_formation") is not None]
+    with prefect_api(), tempfile.TemporaryDirectory() as scratch:
+        clusters = {n: local_cluster(n) for n in (2, 1)}
+        clients = {n: Client(c, set_as_default=False) for n, c in clusters.items()}
+        address = {n: c.scheduler_address for n, c in clusters.items()}
+        train, _ = matscreen_features(labelled, featurization, address[2], Path(scratch) / "cmr", 2)
+        heats = pd.Series({r.id: r.properties["heat_of_formation"] for r in labelled})
+        model = fit_model(train, heats)
+
+        plain = records[: args.plain]
+        start = time.perf_counter()
+        reference = matminer_plain(plain, config)
+        plain_predictions = model.predict(reference.to_numpy())
+        plain_s = time.perf_counter() - start
+
+        clients[2].restart()
+        start = time.perf_counter()
+        features, inside = matscreen_features(
+            plain, featurization, address[2], Path(scratch) / "p", 2
+        )
+        ours = model.predict(features.loc[reference.index].to_numpy())
+        ours_s = time.perf_counter() - start
+        same_features = np.allclose(
+            features.loc[reference.index].to_numpy(),
+            reference.to_numpy(),
+            rtol=1e-9,
+            atol=0,
+            equal_nan=True,
+        )
+        print(f"\n2. plain loop against matscreen, {len(plain)} candidates, 2 cores")
+        print(f"   matminer featurize_dataframe (n_jobs=2) + predict: {plain_s:8.1f} s "
+              f"{len(plain) / plain_s:10,.0f}/s")  # fmt: skip
+        print(f"   matscreen flow on 2 workers + predict:            {ours_s:8.1f} s "
+              f"{len(plain) / ours_s:10,.0f}/s   (inside the flow {inside:.1f} s)")  # fmt: skip
+        largest = np.max(np.abs(ours - plain_predictions))
+        print(f"   ratio {plain_s / ours_s:.1f}x; features equal at rtol 1e-9: {same_features}; "
+              f"largest prediction difference {largest:.2e} eV")  # fmt: skip
+
+        scaled = records[: args.scaling]
+        timing = {}
+        for workers in (1, 2):
+            clients[workers].restart()
+            _, timing[workers] = matscreen_features(
+                scaled, featurization, address[workers], Path(scratch) / f"s{workers}", workers
+            )
+        print(f"\n3. scaling: {len(scaled)} candidates, featurization inside the flow")
+        for workers, seconds in timing.items():
+            print(f"   {workers} worker{'s' if workers > 1 else ' '}: {seconds:7.1f} s "
+                  f"{len(scaled) / seconds:10,.0f}/s")  # fmt: skip
+        print(f"   1 -> 2 workers efficiency: {timing[1] / timing[2] / 2:.0%}")
+        for client in clients.values():
+            client.close()
+        for cluster in clusters.values():
+            cluster.close()
+
+
+def _cmr_source() -> Any:
+    from matscreen.tasks.spec import load_spec
+
+    spec = load_spec(DEMO_SPEC, Settings().data_dir)
+    return next(s for s in spec.sources if s.pool == "train")
+
+
+def part_campaign(sizes: list[int], folder: Path) -> None:
+    from matscreen import run_campaign
+    from matscreen.catalog.artifacts import ArtifactStore
+    from matscreen.catalog.lineage import lineage
+    from matscreen.catalog.store import Catalog
+
+    base = yaml.safe_load(DEMO_SPEC.read_text())
+    train = [s for s in base["sources"] if s.get("pool", "train") != "screen"]
+    print("\n4. end to end (the demo campaign's training pool; SIZE candidates)")
+    print(f"   {'candidates':>10} {'wall s':>8} {'cand/s':>8} {'peak RSS GiB':>12} "
+          f"{'lineage s':>9}  steps (s)")  # fmt: skip
+    for size in sizes:
+        spec = {**base, "name": f"scale-{size}", "sources": train + prototype_sources(folder, size)}
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["MATSCREEN_HOME"] = home
+            with PeakMemory(exclude=set()) as memory:
+                start = time.perf_counter()
+                result = run_campaign(spec, Path(home) / "out")
+                wall = time.perf_counter() - start
+            settings = Settings()
+            ranking = result.ranking
+            candidate = str(ranking["id"].iloc[len(ranking) // 2])
+            with Catalog(settings.catalog_url) as catalog:
+                started = time.perf_counter()
+                lineage(catalog, ArtifactStore(settings.artifact_dir), candidate, result.run_id)
+                lineage_s = time.perf_counter() - started
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items() if k != "total")
+        print(f"   {len(ranking):>10} {wall:8.0f} {len(ranking) / wall:8.0f} "
+              f"{memory.peak / 2**30:12.2f} {lineage_s:9.2f}  {steps}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,30000", help="end-to-end candidate counts")
+    parser.add_argument("--plain", type=int, default=20000, help="candidates for the plain loop")
+    parser.add_argument("--scaling", type=int, default=60000, help="candidates for 1 vs 2 workers")
+    parser.add_argument("--skip-campaign", action="store_true")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    print(f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        part_plain_and_scaling(args, folder)
+        if not args.skip_campaign:
+            part_campaign([int(s) for s in args.sizes.split(",")], folder)
+
+
+if __name__ == "__main__":
+    main()
