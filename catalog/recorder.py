@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -141,7 +141,9 @@ class CampaignRecorder:
         attributes = asdict(result.snapshot)
         retrieved_at = attributes.pop("retrieved_at")
         snapshot = Entity.new("source_snapshot", result.snapshot.source, attributes)
-        records = [Entity.new("structure_record", r.id, asdict(r)) for r in result.records]
+        # Shallow field dicts: a record holds no nested dataclass, and asdict's deep copy of
+        # every structure would cost more than the catalog write itself.
+        records = [Entity.new("structure_record", r.id, _fields(r)) for r in result.records]
         failures = [Entity.new("record_error", f.id, asdict(f)) for f in result.failures]
         derived = [Edge("wasDerivedFrom", e.id, snapshot.id) for e in records + failures]
         ids = {**(known or {}), **{e.name: e.id for e in records}}
@@ -467,3 +469,8 @@ class PredictionRecorder(CampaignRecorder):
             ],
         )
         return model_id, prediction_set.id
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, without copying their values."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}

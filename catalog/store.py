@@ -25,7 +25,7 @@ from matscreen.catalog.rules import (
     RELATIONS,
 )
 from matscreen.tasks.errors import CatalogError, NotFoundError, ProvenanceRuleError
-from matscreen.tasks.hashing import canonical_json, content_hash
+from matscreen.tasks.hashing import canonical_json, content_hash, sha256_text
 from matscreen.tasks.runinfo import utc_now
 
 _CHUNK = 500
@@ -55,9 +55,18 @@ class Entity:
         """
         if kind not in ENTITY_KINDS:
             raise ProvenanceRuleError(f"unknown entity kind {kind!r} for entity {name!r}")
-        plain = json.loads(canonical_json(attributes))
-        entity_id = content_hash({"kind": kind, "name": name, "attributes": plain})
-        return cls(id=entity_id, kind=kind, name=name, attributes=plain)
+        text = canonical_json(attributes)
+        # The canonical JSON of {"attributes": …, "kind": …, "name": …} (keys sorted),
+        # built around the attributes' text instead of serializing them again.
+        whole = f'{{"attributes":{text},"kind":{json.dumps(kind)},"name":{json.dumps(name)}}}'
+        entity = cls(id=sha256_text(whole), kind=kind, name=name, attributes=json.loads(text))
+        object.__setattr__(entity, "_text", text)
+        return entity
+
+    @property
+    def attributes_json(self) -> str:
+        """The canonical JSON of the attributes (kept from :meth:`new` when built there)."""
+        return self.__dict__.get("_text") or canonical_json(self.attributes)
 
 
 @dataclass(frozen=True)
@@ -347,7 +356,7 @@ class Catalog:
                 "id": e.id,
                 "kind": e.kind,
                 "name": e.name,
-                "attributes": canonical_json(e.attributes),
+                "attributes": e.attributes_json,
                 "created_at": now,
             }
             for e in new

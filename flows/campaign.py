@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
@@ -134,7 +135,9 @@ def screen_candidates(
 
             with timer.step("split"):
                 groups = record_groups(training, spec.split.method)
-                split = choose_split_task([r.id for r in training], spec.split, groups)
+                split = choose_split_task(
+                    opaque([r.id for r in training]), spec.split, opaque(groups)
+                )
                 split_id = recorder.split(split.value, split.run, ingested.snapshot_ids)
             train_ids, test_ids = split.value.train_ids, split.value.test_ids
 
@@ -373,12 +376,24 @@ def _train(
             # The same training set, spec and software: the stored fit is reused.
             reused[model.target] = earlier[0]
             futures.append(
-                evaluate_model_task.submit(earlier[1], columns, train, test, spec.split.seed)
+                evaluate_model_task.submit(
+                    opaque(earlier[1]),
+                    opaque(columns),
+                    opaque(train),
+                    opaque(test),
+                    spec.split.seed,
+                )
             )
             continue
         futures.append(
             fit_surrogate_task.submit(
-                model, columns, train, test, spec.split.seed, train_groups, saved_featurization
+                model,
+                opaque(columns),
+                opaque(train),
+                opaque(test),
+                spec.split.seed,
+                opaque(train_groups),
+                saved_featurization,
             )
         )
     fits = [future.result() for future in futures]
@@ -418,9 +433,9 @@ def _predict_candidates(
     ids = [c.id for c in candidates]
     futures = {
         target: predict_pool_task.submit(
-            f.model,
-            columns,
-            candidate_arrays(table.frame, labels[target], ids),
+            opaque(f.model),
+            opaque(columns),
+            opaque(candidate_arrays(table.frame, labels[target], ids)),
             len(f.model.train_ids),
         )
         for target, f in fitted.items()
@@ -474,7 +489,7 @@ def _add_hull(
     placed = []
     for pool in pools:
         rows, atoms = hull_inputs(pool.frame, energy, by_id, stability.per)
-        hull, failures = hull_task(rows, phases, atoms).value
+        hull, failures = hull_task(opaque(rows), opaque(phases), opaque(atoms)).value
         # The reported formation energies, placed against the same hull, are the true hull
         # distances the screening validation compares the ranking with.
         truth_rows, truth_atoms = hull_inputs(

@@ -1,9 +1,11 @@
-"""Prefect's Dask task runner, submitting each task run under a fresh key."""
+"""Prefect's Dask task runner, submitting each task run under a fresh key, and passing
+``opaque``-annotated arguments to the workers as they are, without walking them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prefect.utilities.annotations import opaque
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
@@ -16,6 +18,12 @@ class FreshKeyDaskTaskRunner(DaskTaskRunner):
     so the hash buys nothing; it costs the flow's process CPU — about half a second per
     featurization batch (the batch's structures are pickled to be hashed) — while the
     workers compete for the same cores. Here every call gets a fresh key instead.
+
+    Prefect walks every argument of a task run twice looking for futures (dependency
+    tracking, and this runner's future conversion); for the training arrays, a model and a
+    candidate table that walk costs seconds. An argument wrapped in ``opaque`` is skipped
+    by the first walk; here it is unwrapped without the second, and reaches the worker as
+    the plain value (it must hold no futures).
     """
 
     def submit(  # type: ignore[override]
@@ -27,9 +35,13 @@ class FreshKeyDaskTaskRunner(DaskTaskRunner):
     ) -> PrefectDaskFuture[Any]:
         if not self._started:
             raise RuntimeError("The task runner must be started before submitting work.")
+        plain = {
+            name: value.unwrap() if isinstance(value, opaque) else self._optimize_futures(value)
+            for name, value in parameters.items()
+        }
         future = self.client.submit(
             task,
-            parameters=self._optimize_futures(parameters),
+            parameters=plain,
             wait_for=self._optimize_futures(wait_for) if wait_for else None,
             dependencies=dependencies,
             return_type="state",
