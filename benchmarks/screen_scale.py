@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/screen_scale.py [--sizes 10000,30000] [--plain 20000]
 [--scaling 60000] [--skip-campaign]``
 
-Candidates are decorations of two prototypes with 67 metals and several anion groups, kept
+Candidates are decorations of two prototypes with 66 metals and several anion groups, kept
 when charge-neutral: the cubic perovskite ABX3 (built in) and the rock-salt ordered double
 perovskite A2BB'X6 (Fm-3m, its 10-atom primitive cell written to a scratch file). Parts:
 
@@ -58,7 +58,7 @@ METALS = ["Li", "Be", "Na", "Mg", "Al", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", 
           "Ni", "Cu", "Zn", "Ga", "Ge", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh",
           "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Sm", "Eu",
           "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir",
-          "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "B", "Si", "As", "Te", "Sc"][:67]  # fmt: skip
+          "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "B", "Si", "As", "Te"]  # fmt: skip
 PEROVSKITE_X = ["O3", "O2N", "ON2", "N3", "O2F", "ONF", "O2S", "F3", "Cl3", "OF2"]
 DOUBLE_X = ["O6", "O5N", "O4N2", "O5F", "O4F2", "F6", "O5S", "Cl6"]
 
