@@ -95,6 +95,12 @@ def structure_hash(structure: dict[str, Any]) -> str:
         ]
         for site in structure["sites"]
     ]
-    return content_hash(
-        {"lattice": lattice, "sites": sites, "charge": structure.get("charge") or 0}
-    )
+    content = {"lattice": lattice, "sites": sites, "charge": structure.get("charge") or 0}
+    try:
+        # The content is plain JSON already (fixed string keys, lists, floats, strings):
+        # json.dumps writes exactly what canonical_json would, without its walk. Anything
+        # it cannot write as-is (NaN, a numpy integer) takes the canonical path.
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        text = canonical_json(content)
+    return sha256_text(text)
