@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import tempfile
 import time
 import warnings
@@ -130,16 +131,19 @@ def matminer_plain(records: list[StructureRecord], config: dict[str, Any]) -> pd
     return pd.concat(columns, axis=1).astype(float).set_axis([r.id for r in records])
 
 
-#: Inputs of the benchmark flow, set before each run: a flow that closed over them would
-#: ship every record to the workers with its context on each task submission.
-_INPUT: dict[str, Any] = {}
-
-
 @flow(name="benchmark-screen-scale")
-def _featurize_flow() -> tuple[pd.DataFrame, float]:
+def _featurize_flow(inputs: str, store: str, workers: int) -> tuple[pd.DataFrame, float]:
+    """featurize_records on the records pickled at ``inputs``; features and its seconds.
+
+    The records come from a file: a flow of this script closing over them would be pickled
+    with them for every task it submits (a script's functions travel by value)."""
+    records, featurization = pickle.loads(Path(inputs).read_bytes())
     start = time.perf_counter()
     table, _, _ = featurize_records(
-        _INPUT["records"], _INPUT["featurization"], _INPUT["store"], _INPUT["workers"]
+        records,
+        featurization,
+        FeatureStore(Path(store), featurization_config(featurization)),
+        workers,
     )
     return table.frame, time.perf_counter() - start
 
@@ -152,16 +156,11 @@ def matscreen_features(
     workers: int,
 ) -> tuple[pd.DataFrame, float]:
     """The campaign's featurization step in a flow on ``address``; features and seconds."""
-    _INPUT.update(
-        records=records,
-        featurization=featurization,
-        store=FeatureStore(store, featurization_config(featurization)),
-        workers=workers,
-    )
-    try:
-        return _featurize_flow.with_options(task_runner=dask_task_runner(address))()
-    finally:
-        _INPUT.clear()
+    inputs = store.with_suffix(".inputs.pickle")
+    inputs.parent.mkdir(parents=True, exist_ok=True)
+    inputs.write_bytes(pickle.dumps((records, featurization)))
+    runner = dask_task_runner(address)
+    return _featurize_flow.with_options(task_runner=runner)(str(inputs), str(store), workers)
 
 
 def fit_model(frame: pd.DataFrame, labels: pd.Series) -> Any:
