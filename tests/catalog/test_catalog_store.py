@@ -142,3 +142,17 @@ def test_artifacts_are_verified_on_read(tmp_path: Path) -> None:
         store.get_bytes(sha)
     with pytest.raises(ArtifactError, match="missing"):
         store.get_bytes("0" * 64)
+
+
+def test_entity_ids_are_the_hash_of_the_canonical_whole() -> None:
+    import json as _json
+
+    from matscreen.tasks.hashing import canonical_json, content_hash
+
+    attributes = {"b": [1, 2.5, float("nan"), (True, None)], "a": {"é": "x", "n": float("inf")}}
+    entity = Entity.new("structure_record", 'cmr:1 "quoted"', attributes)
+    plain = _json.loads(canonical_json(attributes))
+    assert entity.id == content_hash(
+        {"kind": "structure_record", "name": 'cmr:1 "quoted"', "attributes": plain}
+    )
+    assert entity.attributes == plain and entity.attributes_json == canonical_json(plain)

@@ -101,3 +101,46 @@ def test_empty_writes(tmp_path: Path, failures: dict) -> None:
     store = FeatureStore(tmp_path, CONFIG)
     written = store.add(_rows([]), failures)
     assert (written is None) == (not failures)
+
+
+def test_structure_hash_is_the_canonical_hash_for_nan_numpy_and_oxidized_input() -> None:
+    import json as _json
+
+    import numpy as _np
+    from pymatgen.core import Lattice as _Lattice
+    from pymatgen.core import Structure as _Structure
+
+    from matscreen.tasks.hashing import content_hash, structure_hash
+
+    def canonical(d: dict) -> str:
+        lattice = [[round(x, 6) for x in row] for row in d["lattice"]["matrix"]]
+        sites = [
+            [
+                sorted(
+                    (sp["element"], sp.get("oxidation_state"), round(sp.get("occu", 1.0), 6))
+                    for sp in site["species"]
+                ),
+                [round(x, 6) for x in site["abc"]],
+            ]
+            for site in d["sites"]
+        ]
+        return content_hash({"lattice": lattice, "sites": sites, "charge": d.get("charge") or 0})
+
+    plain = _Structure(
+        _Lattice.cubic(3.9), ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]
+    )
+    oxidized = plain.copy()
+    oxidized.add_oxidation_state_by_element({"Sr": 2, "Ti": 4, "O": -2})
+    with_nan = plain.as_dict()
+    with_nan["sites"][0]["abc"] = [float("nan"), 0.0, 0.0]
+    with_numpy = plain.as_dict()
+    with_numpy["lattice"]["matrix"] = _np.array(with_numpy["lattice"]["matrix"])
+    with_numpy["sites"][0]["species"][0]["oxidation_state"] = _np.int64(2)
+    for d in (
+        plain.as_dict(),
+        oxidized.as_dict(),
+        with_nan,
+        with_numpy,
+        _json.loads(_json.dumps(plain.as_dict())),
+    ):
+        assert structure_hash(d) == canonical(d)

@@ -200,3 +200,16 @@ def test_empty_batch_and_family_keys_ignore_scale_but_not_arrangement() -> None:
     assert cells.families[3] != cells.families[0]
     assert cells.elements.tolist()[0] == [8, 22, 38]
     assert cells.amounts.tolist()[0] == [3.0, 1.0, 1.0]
+
+
+def test_threads_sharing_the_family_cache_get_the_same_rows(demo_config: dict[str, Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = [(f"a{a:.2f}", _perovskite(a, species=s).as_dict())
+             for a in np.linspace(3.6, 5.0, 15) for s in (("Sr", "Ti"), ("Ba", "Zr"))]  # fmt: skip
+    expected = featurize_batch(items, demo_config, arrays=False)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: featurize_batch(items, demo_config), range(8)))
+    for result in results:
+        assert result.ids == expected.ids
+        np.testing.assert_allclose(result.values, expected.values, rtol=1e-9, equal_nan=True)
