@@ -81,6 +81,11 @@ from pymatgen.core import Element, Lattice, Species, Structure
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, record_from_dict
+from matscreen.tasks.sources.prototype_symmetry import (
+    FirstImage,
+    exchanged_label_groups,
+    label_exchanging_permutations,
+)
 from matscreen.tasks.spec import PrototypeSourceSpec
 
 #: A site's coordination is the number of neighbours within this factor of its nearest
@@ -584,8 +589,7 @@ class Candidate:
 
     def site_species(self) -> list[str]:
         """The element on every site of the prototype, in site order."""
-        remaining = {entry.label: list(entry.elements) for entry in self.entries}
-        return [remaining[label].pop(0) for label in self.prototype.site_labels]
+        return _site_species(self.prototype, self.entries)
 
     def site_radii(self) -> tuple[list[float], str]:
         """Radius of every site and which radii these are (``shannon_ionic`` or ``atomic``).
@@ -618,6 +622,11 @@ class Candidate:
         return [float(radius) for radius in atomic if radius is not None], "atomic"
 
 
+def _site_species(prototype: Prototype, entries: Sequence[SiteEntry]) -> list[str]:
+    remaining = {entry.label: list(entry.elements) for entry in entries}
+    return [remaining[label].pop(0) for label in prototype.site_labels]
+
+
 def iter_candidates(
     spec: PrototypeSourceSpec, prototype: Prototype | None = None
 ) -> Iterator[Candidate]:
@@ -625,8 +634,11 @@ def iter_candidates(
 
     The product runs over the labels in the prototype's order and over each label's entries
     in the order ``sites`` lists them; ``distinct_elements`` and ``charge_neutral`` filter
-    it. Only the per-entry tables are held, so the stream runs in constant memory.
-    ``prototype``, when given, is the already loaded ``spec.prototype``.
+    it. A decoration that a symmetry of the prototype turns into an earlier one (B and B'
+    swapped in a double perovskite) is the same crystal and is not made again
+    (:mod:`~matscreen.tasks.sources.prototype_symmetry`). Only the per-entry tables are
+    held, so the stream runs in constant memory. ``prototype``, when given, is the
+    already loaded ``spec.prototype``.
 
     Raises
     ------
@@ -637,13 +649,19 @@ def iter_candidates(
         prototype = load_prototype(spec.prototype, spec.name)
     lists = site_entries(spec, prototype)
     labels = prototype.labels
-    for entries in itertools.product(*lists):
+    first_image = FirstImage(prototype, lists)
+    for positions in itertools.product(*(range(len(entries)) for entries in lists)):
+        entries = tuple(choices[k] for choices, k in zip(lists, positions, strict=True))
         if spec.distinct_elements:
             element_sets = [entry.element_set for entry in entries]
             if len(frozenset().union(*element_sets)) != sum(map(len, element_sets)):
                 continue
         states = _neutral_assignment(entries)
         if states is None and spec.charge_neutral:
+            continue
+        if first_image.permutations and not first_image.is_first(
+            positions, _site_species(prototype, entries)
+        ):
             continue
         # Copies, so that a consumer editing a record's metadata cannot alter the tables.
         oxidation = (
@@ -710,6 +728,10 @@ def iter_prototypes(spec: PrototypeSourceSpec, snapshot: SnapshotBuilder) -> Ite
     )
     if prototype.path is not None:
         snapshot.query["prototype_sha256"] = file_sha256(prototype.path)
+    exchanged = exchanged_label_groups(prototype, label_exchanging_permutations(prototype))
+    if exchanged:
+        # Decorations that only swap these labels are one crystal, made once.
+        snapshot.query["equivalent_labels"] = exchanged
     contacts = prototype.contact_distances()
     for row, candidate in enumerate(iter_candidates(spec, prototype), start=1):
         if spec.limit is not None and row > spec.limit:

@@ -405,3 +405,67 @@ def test_records_hold_what_pymatgen_writes_for_the_decorated_structure(prototype
         assert got.keys() == expected.keys() and got["charge"] == expected["charge"]
         assert Structure.from_dict(got) == Structure.from_dict(expected)
         assert record.formula == Composition("".join(species)).reduced_formula
+
+
+def double_perovskite_cif(folder: Path) -> Path:
+    """The rock-salt ordered double perovskite Ba2TiNbO6 (Fm-3m), its 10-site primitive cell."""
+    conventional = Structure.from_spacegroup(
+        "Fm-3m",
+        Lattice.cubic(8.0),
+        ["Ba", "Ti", "Nb", "O"],
+        [[0.25, 0.25, 0.25], [0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0, 0]],
+    )
+    path = folder / "double.cif"
+    conventional.get_primitive_structure().to(filename=str(path))
+    return path
+
+
+def test_decorations_that_swap_equivalent_labels_are_made_once(tmp_path: Path) -> None:
+    # B and B' of the double perovskite are exchanged by a translation: (Ti, Mo) and
+    # (Mo, Ti) are one crystal. Each crystal is made once, and what is left out is the same
+    # crystal as something made (StructureMatcher), including with a mixed anion group.
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    import matscreen.tasks.sources.prototypes as prototypes
+
+    sites = {
+        "Ba": ["Sr", "Ba"],
+        "Ti": ["Ti", "Nb", "Mo", "W"],
+        "Nb": ["Ti", "Nb", "Mo", "W"],
+        "O": ["O6", "O5N", "O4N2", "O5F"],
+    }
+    spec = make_spec(str(double_perovskite_cif(tmp_path)), sites)
+    result = read_source(spec)
+    assert result.snapshot.query["equivalent_labels"] == [["Nb", "Ti"]]
+    made = {r.source_id: structure_of(r) for r in result.records}
+    assert len(made) == 46
+    assert "double:Sr2-Ti-Mo-O6" in made and "double:Sr2-Mo-Ti-O6" not in made
+
+    class EveryImage(prototypes.FirstImage):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)
+            self.permutations = ()
+
+    original = prototypes.FirstImage
+    prototypes.FirstImage = EveryImage  # type: ignore[misc]
+    try:
+        everything = {r.source_id: structure_of(r) for r in read_source(spec).records}
+    finally:
+        prototypes.FirstImage = original  # type: ignore[misc]
+    assert len(everything) == 92 and set(made) < set(everything)
+
+    matcher = StructureMatcher()
+
+    def same(a: Structure, b: Structure) -> bool:
+        return a.composition.reduced_formula == b.composition.reduced_formula and matcher.fit(a, b)
+
+    for source_id, structure in everything.items():
+        matches = [m for m, kept in made.items() if same(structure, kept)]
+        assert matches == ([source_id] if source_id in made else matches) and len(matches) == 1
+
+
+def test_built_in_prototypes_exchange_no_labels() -> None:
+    from matscreen.tasks.sources.prototype_symmetry import label_exchanging_permutations
+
+    for name in ("perovskite_ABX3", "rocksalt_AX", "zincblende_AX", "fluorite_AX2"):
+        assert label_exchanging_permutations(load_prototype(name, "gen")) == ()
