@@ -7,6 +7,11 @@ a temporary file and renamed), so concurrent runs never write the same file and 
 never sees half a part. A row may appear in several parts when two runs computed it at
 once; the values are the same and the first one read is kept. Rows of structures that
 failed hold the error message and NaN features, so a re-run does not retry them.
+
+A store may hold millions of rows of hundreds of features, more than fits in memory: a
+look-up reads only the structure-hash column of each part (once per part: parts never
+change), then the rows asked for from the parts that hold them. Compaction merges only
+small parts, so it never reads the whole store either.
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ from matscreen.tasks.hashing import canonical_json, content_hash
 from matscreen.tasks.runinfo import utc_now
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 
-#: Parts beyond this number are merged into one when a run finishes writing.
+#: Small parts beyond this number are merged into one when a run finishes writing.
 COMPACT_AFTER_PARTS = 16
+#: A part of fewer rows than this is small (merged by :meth:`FeatureStore.compact`).
+SMALL_PART_ROWS = 5000
+#: Name of the key column (the structure hash) in every part.
+KEY = "structure_hash"
 
 
 class FeatureStore:
@@ -47,32 +56,63 @@ class FeatureStore:
         description = self.folder / "featurization.json"
         if not description.exists():
             write_atomically(description, canonical_json(config).encode())
+        self._indexed: dict[Path, int] = {}
+        self._where: dict[str, Path] = {}
 
     def _parts(self) -> list[Path]:
         return sorted(self.folder.glob("part-*.parquet"))
 
-    def _read_all(self) -> tuple[pd.DataFrame, list[Path]]:
-        # A concurrent compaction may remove a part between listing and reading; its rows
-        # are then in the merged part, so list again.
-        for _ in range(5):
-            parts = self._parts()
-            try:
-                frames = [parquet_to_frame(part.read_bytes()) for part in parts]
-            except FileNotFoundError:
+    def _refresh(self) -> None:
+        """Index the structure hashes of parts not indexed yet; forget removed parts."""
+        import pyarrow.parquet as pq
+
+        parts = self._parts()
+        present = set(parts)
+        gone = [part for part in self._indexed if part not in present]
+        if gone:
+            self._indexed = {p: n for p, n in self._indexed.items() if p in present}
+            self._where = {h: p for h, p in self._where.items() if p in present}
+        for part in parts:
+            if part in self._indexed:
                 continue
-            if not frames:
-                return pd.DataFrame(), parts
-            frame = pd.concat(frames)
-            return frame[~frame.index.duplicated(keep="first")], parts
-        raise CatalogError(f"feature store {self.folder} kept changing while being read")
+            try:
+                keys = pq.read_table(part, columns=[KEY]).column(KEY).to_pylist()
+            except FileNotFoundError:  # merged by a concurrent compaction meanwhile
+                continue
+            for key in keys:
+                self._where.setdefault(key, part)
+            self._indexed[part] = len(keys)
+
+    def _read_rows(self, wanted: list[str]) -> pd.DataFrame:
+        by_part: dict[Path, list[str]] = {}
+        for key in wanted:
+            part = self._where.get(key)
+            if part is not None:
+                by_part.setdefault(part, []).append(key)
+        frames = []
+        for part, keys in sorted(by_part.items()):
+            frame = parquet_to_frame(part.read_bytes())
+            frame = frame[~frame.index.duplicated(keep="first")]
+            frames.append(frame.loc[frame.index.intersection(keys)])
+        return pd.concat(frames) if frames else pd.DataFrame()
 
     def lookup(self, hashes: Iterable[str]) -> pd.DataFrame:
         """Return the stored rows (features and ``_error``) of these structure hashes."""
         wanted = list(dict.fromkeys(hashes))
-        frame, _ = self._read_all()
-        if frame.empty:
-            return frame
-        return frame.loc[frame.index.intersection(wanted)]
+        # A concurrent compaction may remove a part between indexing and reading; its rows
+        # are then in the merged part, so index again.
+        for _ in range(5):
+            self._refresh()
+            try:
+                return self._read_rows(wanted)
+            except FileNotFoundError:
+                continue
+        raise CatalogError(f"feature store {self.folder} kept changing while being read")
+
+    def __len__(self) -> int:
+        """Number of distinct structure hashes stored."""
+        self._refresh()
+        return len(self._where)
 
     def add(self, features: pd.DataFrame, failures: dict[str, str]) -> Path | None:
         """Store new rows: ``features`` indexed by structure hash, ``failures`` hash->message.
@@ -84,26 +124,51 @@ class FeatureStore:
         """
         if features.empty and not failures:
             return None
-        errors = pd.DataFrame(
-            index=pd.Index(list(failures), name=features.index.name),
-            columns=features.columns,
-            dtype="float64",
-        )
-        frame = pd.concat([features.astype("float64"), errors])
-        frame[ERROR_COLUMN] = [None] * len(features) + list(failures.values())
-        frame.index.name = "structure_hash"
+        frame = stored_rows(features, failures)
         path = self.folder / f"part-{utc_now().replace(':', '')}-{uuid.uuid4().hex[:8]}.parquet"
         write_atomically(path, frame_to_parquet(frame))
         return path
 
     def compact(self) -> None:
-        """Merge the parts into one when there are many (safe alongside other runs)."""
-        frame, parts = self._read_all()
-        if len(parts) <= COMPACT_AFTER_PARTS:
+        """Merge the small parts into one when there are many (safe alongside other runs).
+
+        Parts of :data:`SMALL_PART_ROWS` rows or more stay as they are, so a compaction
+        reads at most about ``COMPACT_AFTER_PARTS × SMALL_PART_ROWS`` rows per merge.
+        """
+        import pyarrow.parquet as pq
+
+        small = []
+        for part in self._parts():
+            try:
+                if pq.ParquetFile(part).metadata.num_rows < SMALL_PART_ROWS:
+                    small.append(part)
+            except FileNotFoundError:
+                continue
+        if len(small) <= COMPACT_AFTER_PARTS:
             return
+        try:
+            frames = [parquet_to_frame(part.read_bytes()) for part in small]
+        except FileNotFoundError:  # another run is compacting the same parts
+            return
+        frame = pd.concat(frames)
+        frame = frame[~frame.index.duplicated(keep="first")]
         self.add(
             frame.drop(columns=[ERROR_COLUMN]).loc[frame[ERROR_COLUMN].isna()],
             frame.loc[frame[ERROR_COLUMN].notna(), ERROR_COLUMN].to_dict(),
         )
-        for part in parts:
+        for part in small:
             part.unlink(missing_ok=True)
+
+
+def stored_rows(features: pd.DataFrame, failures: dict[str, str]) -> pd.DataFrame:
+    """Rows as the store keeps them: features as float64 and the ``_error`` column (None, or
+    the message with NaN features), indexed by structure hash."""
+    errors = pd.DataFrame(
+        index=pd.Index(list(failures), name=features.index.name),
+        columns=features.columns,
+        dtype="float64",
+    )
+    frame = pd.concat([features.astype("float64"), errors])
+    frame[ERROR_COLUMN] = [None] * len(features) + list(failures.values())
+    frame.index.name = KEY
+    return frame

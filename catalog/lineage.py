@@ -83,22 +83,22 @@ def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> se
         return {row[0] for row in rows}
 
 
-def _this_runs_snapshots(catalog: Catalog, entities: list[Entity]) -> list[Entity]:
-    """Drop source snapshots the ranking's data split was not drawn from.
+def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], ranking_id: str) -> list[Entity]:
+    """Drop source snapshots that the ranking's run did not read.
 
     A record read unchanged by two runs (the same row of two releases of a file) derives
-    from both runs' snapshots; the lineage of one ranking names the snapshot its own run
-    read, which is the one its split derives from.
+    from both runs' snapshots; the lineage of one ranking names the snapshots its own run
+    read (generated, or used when the same content was read before).
     """
-    splits = [e.id for e in entities if e.kind == "data_split"]
-    drawn_from = {
-        edge.object_id
-        for split_id in splits
-        for edge in catalog.edges(relation="wasDerivedFrom", subject_id=split_id)
-    }
-    if not drawn_from:
+    if not any(e.kind == "source_snapshot" for e in entities):
         return entities
-    return [e for e in entities if e.kind != "source_snapshot" or e.id in drawn_from]
+    generated = catalog.edges(relation="wasGeneratedBy", subject_id=ranking_id)
+    if not generated:
+        return entities
+    step = catalog.get_activity(generated[0].object_id)
+    run_id = step.parent_id or step.id
+    read = {e.id for e in catalog.run_entities(run_id, kinds=["source_snapshot"])}
+    return [e for e in entities if e.kind != "source_snapshot" or e.id in read]
 
 
 def resolve_record(catalog: Catalog, candidate: str) -> Entity:
@@ -161,7 +161,7 @@ def lineage(
     row = {"id": record.name, **frame.loc[record.name].to_dict()}
 
     ids = upstream_ids(catalog, ranking.id, keep=record.id)
-    entities = _this_runs_snapshots(catalog, catalog.get_entities(sorted(ids)))
+    entities = _this_runs_snapshots(catalog, catalog.get_entities(sorted(ids)), ranking.id)
     order = {kind: i for i, kind in enumerate(KIND_ORDER)}
     entities.sort(key=lambda e: (order.get(e.kind, len(order)), e.name))
     generated_by: dict[str, Activity] = {}

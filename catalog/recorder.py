@@ -27,6 +27,8 @@ class RecordedIngest(NamedTuple):
     snapshot_id: str
     record_ids: dict[str, str]
     new_records: int
+    #: Entity ids of the read's failed rows (``record_error``).
+    error_ids: tuple[str, ...] = ()
 
 
 class CampaignRecorder:
@@ -141,17 +143,8 @@ class CampaignRecorder:
         attributes = asdict(result.snapshot)
         retrieved_at = attributes.pop("retrieved_at")
         snapshot = Entity.new("source_snapshot", result.snapshot.source, attributes)
-        # Shallow field dicts: a record holds no nested dataclass, and asdict's deep copy of
-        # every structure would cost more than the catalog write itself.
-        records = [Entity.new("structure_record", r.id, _fields(r)) for r in result.records]
-        failures = [Entity.new("record_error", f.id, asdict(f)) for f in result.failures]
-        derived = [Edge("wasDerivedFrom", e.id, snapshot.id) for e in records + failures]
-        ids = {**(known or {}), **{e.name: e.id for e in records}}
-        derived += [
-            Edge("alternateOf", entity.id, ids[record.duplicate_of])
-            for record, entity in zip(result.records, records, strict=True)
-            if record.duplicate_of is not None
-        ]
+        records, failures, derived = _read_entities(result.records, result.failures, known)
+        derived += [Edge("wasDerivedFrom", e.id, snapshot.id) for e in records + failures]
         new = self.catalog.record_step(
             self._activity(run, {"source": result.snapshot.source, "retrieved_at": retrieved_at}),
             [snapshot, *records, *failures],
@@ -160,6 +153,48 @@ class CampaignRecorder:
         return RecordedIngest(
             snapshot.id, {e.name: e.id for e in records}, sum(e.id in new for e in records)
         )
+
+    def ingest_chunk(
+        self,
+        source: str,
+        chunk: int,
+        records: Sequence[Any],
+        failures: Sequence[Any],
+        run: RunInfo,
+        known: dict[str, str] | None = None,
+    ) -> RecordedIngest:
+        """Record one chunk of a streamed source read: its records and failed rows.
+
+        The records are linked to the read's snapshot by :meth:`source_read` when the read
+        has ended (a snapshot's content hash is known only then). Returns the chunk's
+        ``{record id: entity id}`` (``snapshot_id`` empty), how many records were new to
+        the catalog, and the entity ids of its failures.
+        """
+        entities, errors, derived = _read_entities(records, failures, known)
+        new = self.catalog.record_step(
+            self._activity(run, {"source": source, "chunk": chunk}),
+            [*entities, *errors],
+            derived=derived,
+        )
+        return RecordedIngest(
+            "",
+            {e.name: e.id for e in entities},
+            sum(e.id in new for e in entities),
+            tuple(e.id for e in errors),
+        )
+
+    def source_read(self, snapshot: Any, run: RunInfo, entity_ids: Sequence[str]) -> str:
+        """Record the snapshot of a streamed read whose chunks :meth:`ingest_chunk` stored,
+        each of their records and failures derived from it; return the snapshot's id."""
+        attributes = asdict(snapshot)
+        retrieved_at = attributes.pop("retrieved_at")
+        entity = Entity.new("source_snapshot", snapshot.source, attributes)
+        self.catalog.record_step(
+            self._activity(run, {"source": snapshot.source, "retrieved_at": retrieved_at}),
+            [entity],
+            derived=[Edge("wasDerivedFrom", i, entity.id) for i in entity_ids],
+        )
+        return entity.id
 
     def split(self, split: Any, run: RunInfo, snapshot_ids: Sequence[str]) -> str:
         """Record the held-out split; return its entity id."""
@@ -469,6 +504,24 @@ class PredictionRecorder(CampaignRecorder):
             ],
         )
         return model_id, prediction_set.id
+
+
+def _read_entities(
+    records: Sequence[Any], failures: Sequence[Any], known: dict[str, str] | None
+) -> tuple[list[Entity], list[Entity], list[Edge]]:
+    """Entities of a read's records and failures, and the ``alternateOf`` link of every
+    record marked ``duplicate_of`` another (looked up among these or in ``known``)."""
+    # Shallow field dicts: a record holds no nested dataclass, and asdict's deep copy of
+    # every structure would cost more than the catalog write itself.
+    entities = [Entity.new("structure_record", r.id, _fields(r)) for r in records]
+    errors = [Entity.new("record_error", f.id, asdict(f)) for f in failures]
+    ids = {**(known or {}), **{e.name: e.id for e in entities}}
+    links = [
+        Edge("alternateOf", entity.id, ids[record.duplicate_of])
+        for record, entity in zip(records, entities, strict=True)
+        if record.duplicate_of is not None
+    ]
+    return entities, errors, links
 
 
 def _fields(record: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,13 @@ from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.queries import changes_since_previous, stored_model
 from matscreen.catalog.recorder import PredictionRecorder
+from matscreen.flows.candidates import (
+    CandidateScreen,
+    HullPlacement,
+    TrainedModels,
+    place_on_hull,
+    record_loader,
+)
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.runtime import git_commit, software_versions
@@ -23,17 +31,16 @@ from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
 from matscreen.tasks.models.evaluation import FittedSurrogate, training_fingerprint
-from matscreen.tasks.models.records import PredictionRecord
-from matscreen.tasks.models.stability import hull_stability, reference_phases
 from matscreen.tasks.pools import assign_pools
 from matscreen.tasks.rank import (
     screening_summary,
     screening_validation,
-    shortlist_with,
+    shortlist_within,
     suggest_with,
 )
 from matscreen.tasks.report.artifacts import publish_artifacts
 from matscreen.tasks.report.campaign import (
+    all_failures,
     campaign_report,
     metrics_document,
     model_summary,
@@ -44,15 +51,12 @@ from matscreen.tasks.report.outputs import with_space_groups, write_outputs
 from matscreen.tasks.report.pictures import structure_picture_png
 from matscreen.tasks.runinfo import RunInfo, StepTimer, traced, utc_now
 from matscreen.tasks.screen import (
-    PoolTable,
-    chemical_system,
     expected_hits,
-    hull_inputs,
     pool_table,
     reported_values,
     training_phases,
-    with_hull,
 )
+from matscreen.tasks.sources.dedup import Deduplicator
 from matscreen.tasks.sources.records import IngestResult
 from matscreen.tasks.spec import HULL_PROPERTY, load_spec, with_suggestions
 from matscreen.tasks.split import record_groups
@@ -60,11 +64,8 @@ from matscreen.tasks.steps import (
     choose_split_task,
     evaluate_model_task,
     fit_surrogate_task,
-    hull_task,
-    predict_pool_task,
     rank_candidates_task,
 )
-from matscreen.tasks.tables import per_row_frame
 
 #: Shortlisted candidates whose unit cells the report pictures.
 PICTURED = 8
@@ -123,14 +124,23 @@ def screen_candidates(
             targets = [m.target for m in spec.models]
 
             with timer.step("ingest"):
-                ingested = ingest_and_record(spec.sources, recorder, settings.source_state_dir)
+                # Sources read whole: what the models learn from, and 'both' sources, whose
+                # records are also candidates. 'screen' sources are streamed after training.
+                whole = [s for s in spec.sources if s.pool != "screen"]
+                streamed = [s for s in spec.sources if s.pool == "screen"]
+                seen = Deduplicator()
+                ingested = ingest_and_record(whole, recorder, settings.source_state_dir, seen=seen)
                 record_ids = ingested.record_ids
                 sorted_pools = traced(assign_pools)(
-                    ingested.results, {s.name: s.pool for s in spec.sources}, targets
+                    ingested.results, {s.name: s.pool for s in whole}, targets
                 )
-                pools = sorted_pools.value
+                pools = replace(
+                    sorted_pools.value,
+                    screen_sources=tuple(s.name for s in spec.sources if s.pool != "train"),
+                )
                 recorder.exclusions(pools.excluded, sorted_pools.run, record_ids)
-                pools.check_candidates()
+                if not streamed:
+                    pools.check_candidates()
             training = pools.training
 
             with timer.step("split"):
@@ -144,11 +154,13 @@ def screen_candidates(
             # A record of a 'both' source is in both pools: featurized once.
             records = list({r.id: r for r in training + pools.candidates}.values())
             by_id = {r.id: r for r in records}
+            seen.loader = record_loader(by_id, record_ids, catalog)
             with timer.step("featurize"):
                 table, features_id, _ = featurize_and_record(
                     records, featurization, settings, recorder, record_ids
                 )
-            pools.check_candidates(set(table.frame.index))
+            if not streamed:
+                pools.check_candidates(set(table.frame.index))
             columns = list(table.frame.columns)
             labels = {t: labels_of(records, t) for t in targets}
 
@@ -169,40 +181,39 @@ def screen_candidates(
             metrics = {t: f.evaluation.metrics for t, f in fitted.items()}
             held_out = {t: f.record for t, f in fitted.items()}
             model_ids = {t: model_id for t, (model_id, _) in zip(fitted, stored, strict=True)}
-
-            with timer.step("predict"):
-                if pools.retrospective:
-                    screened = held_out
-                    prediction_ids = [prediction_id for _, prediction_id in stored]
-                else:
-                    screened, prediction_ids = _predict_candidates(
-                        pools.candidates, fitted, table, labels, recorder, features_id, model_ids
-                    )
+            hull = _hull_placement(spec, settings, recorder, by_id, labels, train_ids, fitted)
 
             with timer.step("stability"):
                 validation_table = pool_table(by_id, held_out)
-                screen_table = (
-                    validation_table
-                    if pools.retrospective
-                    else pool_table(by_id, screened, trained_on=set(train_ids))
-                )
-                if spec.stability is not None:
-                    validation_table, screen_table = _add_hull(
-                        spec,
-                        settings,
-                        recorder,
-                        by_id,
-                        labels,
-                        train_ids,
-                        held_out,
-                        fitted,
-                        validation_table,
-                        screen_table,
-                        pools.retrospective,
-                    )
-                    recorder.exclusions(
-                        screen_table.failures, _step_run("hull-stability"), record_ids
-                    )
+                if hull is not None:
+                    validation_table = place_on_hull(validation_table, by_id, hull, spec.stability)
+
+            screen = CandidateScreen(
+                spec,
+                settings,
+                recorder,
+                record_ids,
+                by_id,
+                seen,
+                pools,
+                TrainedModels(fitted, model_ids, frozenset(train_ids)),
+                hull,
+                timer,
+            )
+            if pools.retrospective:
+                screened = None
+                screen_table = validation_table
+                prediction_ids = [prediction_id for _, prediction_id in stored]
+                recorder.exclusions(screen_table.failures, _step_run("hull-stability"), record_ids)
+            else:
+                screen.screen_featurized(pools.candidates, table.frame, features_id)
+                screen.screen_stream(streamed)
+                screened = screen.finish()
+                screen_table = screened.table
+                prediction_ids = screened.prediction_ids
+            snapshots = [r.snapshot for r in ingested.results] + (
+                screened.snapshots if screened else []
+            )
 
             with timer.step("rank"):
                 criteria = list(spec.criteria)
@@ -217,9 +228,11 @@ def screen_candidates(
                         screen_table.frame, criteria, spec.ranking, screen_table.levels or None
                     )
                 )
-                mmr = spec.ranking.diversity.mmr_lambda is not None
-                shortlist = shortlist_with(
-                    ranked.value, spec.shortlist_size, spec.ranking, table.frame if mmr else None
+                shortlist = shortlist_within(
+                    ranked.value,
+                    spec.shortlist_size,
+                    spec.ranking,
+                    lambda ids: screen.features(ids, table.frame, config),
                 )
                 suggestions = suggest_with(ranked.value, spec.ranking, shortlist.ids)
                 # The recorded ranking carries the shortlist choice (position, skip reason).
@@ -234,7 +247,10 @@ def screen_candidates(
                 )
 
             with timer.step("report"):
-                structures = {r.id: r.structure for r in records}
+                wanted = list(shortlist.ids)
+                if suggestions is not None:
+                    wanted += [str(i) for i in suggestions["id"]]
+                structures = screen.structures(list(dict.fromkeys(wanted)))
                 shortlisted = with_space_groups(shortlist.frame(), structures)
                 if suggestions is not None:
                     suggestions = with_space_groups(suggestions, structures)
@@ -262,6 +278,7 @@ def screen_candidates(
                     ranked.value,
                     pools,
                     screen_table.failures,
+                    screened.counts if screened else None,
                 )
                 document = metrics_document(
                     run_id,
@@ -286,12 +303,12 @@ def screen_candidates(
                     }
                     for row in shortlisted.head(PICTURED).to_dict(orient="records")
                 ]
+                failures = all_failures(ingested.results, records, table) + pools.excluded
+                failures += screen_table.failures + (screened.failures if screened else [])
                 html = campaign_report(
                     spec,
                     document,
-                    ingested.results,
-                    records,
-                    table,
+                    snapshots,
                     held_out,
                     ranking,
                     shortlisted,
@@ -299,7 +316,7 @@ def screen_candidates(
                     software,
                     changes,
                     suggestions=suggestions,
-                    excluded=pools.excluded + screen_table.failures,
+                    failures=failures,
                     pictures=pictures,
                     structure_files={
                         "folder": STRUCTURES_DIR,
@@ -414,95 +431,32 @@ def _train(
     return fitted, stored, reused
 
 
-def _predict_candidates(
-    candidates: list[Any],
-    fitted: dict[str, FittedSurrogate],
-    table: Any,
-    labels: dict[str, dict[str, float | None]],
-    recorder: PredictionRecorder,
-    features_id: str,
-    model_ids: dict[str, str],
-) -> tuple[dict[str, PredictionRecord], list[str]]:
-    """Predict every featurized candidate with every model and record the predictions.
-
-    Returns
-    -------
-    (predictions by target, prediction set ids)
-    """
-    columns = list(table.frame.columns)
-    ids = [c.id for c in candidates]
-    futures = {
-        target: predict_pool_task.submit(
-            opaque(f.model),
-            opaque(columns),
-            opaque(candidate_arrays(table.frame, labels[target], ids)),
-            len(f.model.train_ids),
-        )
-        for target, f in fitted.items()
-    }
-    predictions, prediction_ids = {}, []
-    for target, future in futures.items():
-        done = future.result()
-        predictions[target] = done.value
-        _, prediction_id = recorder.applied_model(
-            fitted[target].model,
-            per_row_frame(done.value),
-            done.run,
-            features_id,
-            model_ids[target],
-        )
-        prediction_ids.append(prediction_id)
-    return predictions, prediction_ids
-
-
-def _add_hull(
+def _hull_placement(
     spec: Any,
     settings: Settings,
     recorder: PredictionRecorder,
     by_id: dict[str, Any],
     labels: dict[str, dict[str, float | None]],
     train_ids: list[str],
-    held_out: dict[str, PredictionRecord],
     fitted: dict[str, FittedSurrogate],
-    validation: PoolTable,
-    screen: PoolTable,
-    retrospective: bool,
-) -> tuple[PoolTable, PoolTable]:
-    """Place the validation records and the candidates against the convex hull."""
+) -> HullPlacement | None:
+    """How this campaign places records against the hull; None without ``stability``."""
     stability = spec.stability
+    if stability is None:
+        return None
     energy = stability.formation_energy
-    required = any(c.property == HULL_PROPERTY for c in spec.criteria)
-    level = fitted[energy].record.level
-    pools = [validation] if retrospective else [validation, screen]
-    systems = {chemical_system(by_id[i].formula) for t in pools for i in t.frame["id"]}
-    read = traced(reference_phases)(
+
+    def record_read(read: Any) -> None:
+        # A remote read of reference phases (the Materials Project) is a source snapshot
+        # of the run like any other: its endpoint, query, database version and content hash.
+        for snapshot in read.value.snapshots:
+            recorder.ingest(IngestResult(snapshot, [], []), read.run)
+
+    return HullPlacement(
         stability,
         training_phases(by_id, labels[energy], train_ids, stability.per),
-        systems,
-        settings.source_state_dir,
+        required=any(c.property == HULL_PROPERTY for c in spec.criteria),
+        level=fitted[energy].record.level,
+        state_dir=settings.source_state_dir,
+        on_read=record_read,
     )
-    phases = read.value
-    # A remote read of reference phases (the Materials Project) is a source snapshot of the
-    # run like any other: its endpoint, query, database version and content hash.
-    for snapshot in phases.snapshots:
-        recorder.ingest(IngestResult(snapshot, [], []), read.run)
-    placed = []
-    for pool in pools:
-        rows, atoms = hull_inputs(pool.frame, energy, by_id, stability.per)
-        hull, failures = hull_task(opaque(rows), opaque(phases), opaque(atoms)).value
-        # The reported formation energies, placed against the same hull, are the true hull
-        # distances the screening validation compares the ranking with.
-        truth_rows, truth_atoms = hull_inputs(
-            pool.frame, energy, by_id, stability.per, reported=True
-        )
-        if truth_rows:
-            truth, _ = hull_stability(truth_rows, phases, truth_atoms)
-            hull = hull.merge(
-                truth[["id", f"pred_{HULL_PROPERTY}"]].rename(
-                    columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
-                ),
-                on="id",
-                how="left",
-            )
-        placed.append(with_hull(pool, hull, failures, by_id, required, level))
-    return placed[0], placed[-1]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from matscreen.flows.settings import REPOSITORY_ROOT, Settings
-from matscreen.tasks.errors import MatscreenError
+from matscreen.tasks.errors import MatscreenError, SpecError
 
 DEFAULT_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-splitting.yaml"
 
@@ -546,6 +546,14 @@ def _find(args: argparse.Namespace) -> int:
             for m in [] if args.json else models:
                 mae = _number(m.metrics.get("mae"), 4)
                 print(f"{m.id[:12]}  {m.name}  MAE {mae}  sources {', '.join(m.sources)}")
+        elif args.what == "errors":
+            if not args.run:
+                raise SpecError("find errors: give the run (--run RUN_ID)")
+            errors = [e.attributes for e in catalog.run_entities(args.run, kinds=["record_error"])]
+            if args.json:
+                _as_json(errors)
+            for e in [] if args.json else errors:
+                print(f"{e['stage']:<10} {e['source']}:{e['source_id']}  {e['message']}")
         else:
             criteria = [_criterion(text) for text in args.criterion or []]
             found = find_candidates(
@@ -625,14 +633,18 @@ def _add_query_parsers(commands: Any) -> None:
     impact.add_argument("--json", action="store_true")
     impact.set_defaults(handler=_impact)
 
-    find = commands.add_parser("find", help="find runs, models or candidates")
-    find.add_argument("what", choices=["runs", "models", "candidates"])
+    find = commands.add_parser(
+        "find", help="find runs, models, candidates or a run's records left out (errors)"
+    )
+    find.add_argument("what", choices=["runs", "models", "candidates", "errors"])
     find.add_argument("--database-version", dest="database_version", help="runs: source release")
     find.add_argument("--source", help="runs/models: a source name or kind")
     find.add_argument("--snapshot-sha256", dest="snapshot_sha256", help="runs: a snapshot")
     find.add_argument("--model-sha256", dest="model_sha256", help="runs: a model artifact")
     find.add_argument("--target", help="models: the predicted property")
-    find.add_argument("--run", help="candidates: the run (default: latest ranking)")
+    find.add_argument(
+        "--run", help="candidates: the run (default: latest ranking); errors: the run"
+    )
     find.add_argument(
         "--criterion", action="append", help="candidates: PROPERTY=MIN:MAX:UNIT (repeatable)"
     )

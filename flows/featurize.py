@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from prefect import unmapped
 from prefect.futures import as_completed
 
-from matscreen.catalog.features import FeatureStore
+from matscreen.catalog.features import FeatureStore, stored_rows
 from matscreen.tasks.dataset import batches, mean_sites, unique_structures
 from matscreen.tasks.featurize import batch_size_for, featurization_config
 from matscreen.tasks.featurize.batch import (
@@ -51,14 +52,17 @@ def featurize_records(
         unmapped(config),
         unmapped(featurization.time_limit_s),
     )
-    runs = []
+    runs, computed = [], [stored]
     for future in as_completed(futures):
         batch = future.result()
-        store.add(batch_frame(batch.value), batch.value.failures)
+        frame = batch_frame(batch.value)
+        store.add(frame, batch.value.failures)
+        # The rows as stored (float64, with their error column), without reading them back.
+        computed.append(stored_rows(frame, batch.value.failures))
         runs.append(batch.run)
     if todo:
         store.compact()
-        stored = store.lookup(keys.values())
+        stored = pd.concat([c for c in computed if not c.empty])
     table = table_for_records(keys, stored)
     return table, runs, len(set(keys.values())) - len(todo)
 

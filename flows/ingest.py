@@ -29,7 +29,7 @@ from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import SpecError
 from matscreen.tasks.files import open_atomically
 from matscreen.tasks.sources.base import Item
-from matscreen.tasks.sources.dedup import mark_duplicates
+from matscreen.tasks.sources.dedup import Deduplicator, mark_duplicates
 from matscreen.tasks.sources.records import IngestResult, StructureRecord
 from matscreen.tasks.spec import SourceSpec, describe_errors
 from matscreen.tasks.steps import ingest_source
@@ -64,6 +64,7 @@ def ingest_and_record(
     recorder: CampaignRecorder,
     state_dir: Path,
     progress: Callable[[str], Callable[[Item], None] | None] | None = None,
+    seen: Deduplicator | None = None,
 ) -> IngestedSources:
     """Read every source (in order), mark repeated structures and record each read.
 
@@ -77,11 +78,14 @@ def ingest_and_record(
         Where remote sources keep fetched pages for resuming.
     progress
         ``progress(source name)`` returns a per-item callback (e.g. a progress bar's update).
+    seen
+        The deduplicator to mark repeats with, when later records (a campaign's candidate
+        stream) are to be checked against these too.
     """
     ingests = [
         ingest_source(spec, state_dir, progress(spec.name) if progress else None) for spec in specs
     ]
-    results = mark_duplicates(ingest.value for ingest in ingests)
+    results = mark_duplicates((ingest.value for ingest in ingests), seen=seen)
     snapshot_ids: list[str] = []
     record_ids: dict[str, str] = {}
     summary = []

@@ -27,6 +27,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 from matscreen.tasks.errors import ScreenError
 from matscreen.tasks.sources.dedup import environment_signature, may_match
@@ -194,56 +196,69 @@ def assign_pools(
     return Pools(training, candidates, excluded, known, duplicates, screen_sources)
 
 
+@lru_cache(maxsize=1 << 16)
 def _reduced_formula(formula: str) -> str:
     from pymatgen.core import Composition
 
     return Composition(formula).reduced_formula
 
 
-def known_candidates(
-    candidates: Sequence[StructureRecord], training: Sequence[StructureRecord]
-) -> dict[str, str]:
-    """Candidates that are the same crystal as a training record, up to the lattice scale.
+class TrainingMatcher:
+    """Finds candidates that are the same crystal as a training record, up to lattice scale.
 
     A decorated candidate's lattice comes from ionic radii and a training structure was
     relaxed, so their volumes differ by several per cent; pymatgen's StructureMatcher
     (default tolerances, volumes scaled to each other) decides whether the arrangement of
     the atoms is the same. Only records of one reduced formula and one
     :func:`~matscreen.tasks.sources.dedup.environment_signature` are compared, so the cost
-    grows with the candidates that look like a training record, not with the pool.
+    grows with the candidates that look like a training record, not with the pool. Built
+    once per campaign, it checks a candidate stream chunk by chunk; each training
+    structure is parsed once, when a candidate first needs it.
+    """
+
+    def __init__(self, training: Sequence[StructureRecord]) -> None:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        self._by_formula: dict[str, list[StructureRecord]] = defaultdict(list)
+        for record in training:
+            self._by_formula[_reduced_formula(record.formula)].append(record)
+        self._matcher = StructureMatcher()
+        self._parsed: dict[str, tuple[Any, dict[str, float]]] = {}
+
+    def _parse(self, record: StructureRecord) -> tuple[Any, dict[str, float]]:
+        from pymatgen.core import Structure
+
+        structure = Structure.from_dict(record.structure)
+        return structure, environment_signature(structure)
+
+    def known(self, candidates: Sequence[StructureRecord]) -> dict[str, str]:
+        """``{candidate id: id of the matching training record}``."""
+        known: dict[str, str] = {}
+        if not self._by_formula:
+            return known
+        for candidate in candidates:
+            same = self._by_formula.get(_reduced_formula(candidate.formula))
+            if not same:
+                continue
+            mine, signature = self._parse(candidate)
+            for record in same:
+                if record.id not in self._parsed:
+                    self._parsed[record.id] = self._parse(record)
+                theirs, their_signature = self._parsed[record.id]
+                if may_match(their_signature, signature) and self._matcher.fit(theirs, mine):
+                    known[candidate.id] = record.id
+                    break
+        return known
+
+
+def known_candidates(
+    candidates: Sequence[StructureRecord], training: Sequence[StructureRecord]
+) -> dict[str, str]:
+    """Candidates that are the same crystal as a training record (:class:`TrainingMatcher`).
 
     Returns
     -------
     dict
         ``{candidate id: id of the matching training record}``.
     """
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-    from pymatgen.core import Structure
-
-    by_formula: dict[str, list[StructureRecord]] = defaultdict(list)
-    for record in training:
-        by_formula[_reduced_formula(record.formula)].append(record)
-    if not by_formula:
-        return {}
-    matcher = StructureMatcher()
-    parsed: dict[str, tuple[Structure, dict[str, float]]] = {}
-
-    def parse(record: StructureRecord) -> tuple[Structure, dict[str, float]]:
-        if record.id not in parsed:
-            structure = Structure.from_dict(record.structure)
-            parsed[record.id] = (structure, environment_signature(structure))
-        return parsed[record.id]
-
-    known: dict[str, str] = {}
-    for candidate in candidates:
-        same = by_formula.get(_reduced_formula(candidate.formula))
-        if not same:
-            continue
-        mine, signature = parse(candidate)
-        for record in same:
-            theirs, their_signature = parse(record)
-            if may_match(their_signature, signature) and matcher.fit(theirs, mine):
-                known[candidate.id] = record.id
-                break
-        parsed.pop(candidate.id, None)
-    return known
+    return TrainingMatcher(training).known(candidates)

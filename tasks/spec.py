@@ -640,6 +640,16 @@ class RankingSpec(_Strict):
         return "suggest" if self.suggest is not None else None
 
 
+class ScreenSpec(_Strict):
+    """How the candidates of ``screen`` sources are streamed through the screen.
+
+    ``chunk_size`` records are read, recorded, featurized, predicted and placed on the
+    hull at a time; memory grows with it, not with the number of candidates.
+    """
+
+    chunk_size: int = Field(default=20_000, ge=1, le=1_000_000)
+
+
 class CampaignSpec(_Strict):
     """A screening campaign: sources, split, featurization, models, criteria, shortlist."""
 
@@ -653,6 +663,7 @@ class CampaignSpec(_Strict):
     shortlist_size: int = Field(default=50, ge=1)
     ranking: RankingSpec = RankingSpec()
     stability: StabilitySpec | None = None
+    screen: ScreenSpec = ScreenSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:

@@ -21,6 +21,7 @@ from matscreen.tasks.rank.diversity import (
     candidate_groups,
     select_shortlist,
     shortlist_with,
+    shortlist_within,
 )
 from matscreen.tasks.rank.methods import rank_by_probability, rank_pareto, rank_with
 from matscreen.tasks.rank.pareto import pareto_fronts
@@ -59,6 +60,7 @@ __all__ = [
     "screening_validation",
     "select_shortlist",
     "shortlist_with",
+    "shortlist_within",
     "std_column",
     "success_probability",
     "suggest",

@@ -27,6 +27,7 @@ are ties, decided by the position in the ranking, so the shortlist is determinis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,3 +308,37 @@ def shortlist_with(
         metric=diversity.metric,
         score="p_success" if "p_success" in ranked.columns else None,
     )
+
+
+#: Best-ranked candidates among which maximal marginal relevance picks the shortlist when
+#: the pool is larger (their feature vectors are read from the feature store).
+MMR_WINDOW = 5000
+
+
+def shortlist_within(
+    ranked: pd.DataFrame,
+    size: int,
+    ranking: RankingSpec,
+    features_of: Callable[[list[str]], pd.DataFrame],
+) -> Shortlist:
+    """:func:`shortlist_with` for a pool of any size.
+
+    With maximal marginal relevance the shortlist is chosen among the
+    :data:`MMR_WINDOW` best-ranked candidates, whose features ``features_of(ids)``
+    returns (indexed by id); the candidates after them were not reached. Without it, the
+    whole ranking is used and no feature is read.
+    """
+    if ranking.diversity.mmr_lambda is None:
+        return shortlist_with(ranked, size, ranking)
+    table = ranked.sort_values("rank") if "rank" in ranked.columns else ranked
+    head, rest = table.iloc[:MMR_WINDOW], table.iloc[MMR_WINDOW:]
+    chosen = shortlist_with(head, size, ranking, features_of([str(i) for i in head["id"]]))
+    if rest.empty:
+        return chosen
+    rest = rest.reset_index(drop=True)
+    if "group" in chosen.table.columns:
+        rest["group"] = candidate_groups(rest, ranking.diversity.by)
+    rest["shortlist_position"] = pd.array([pd.NA] * len(rest), dtype="Int64")
+    rest["skip_reason"] = NOT_REACHED
+    rest["similar_to"] = ""
+    return Shortlist(chosen.ids, pd.concat([chosen.table, rest], ignore_index=True))

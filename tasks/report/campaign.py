@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -23,7 +25,12 @@ from matscreen.tasks.report.html import (
     render_report,
 )
 from matscreen.tasks.runinfo import utc_now
-from matscreen.tasks.sources.records import IngestResult, RecordFailure, StructureRecord
+from matscreen.tasks.sources.records import (
+    IngestResult,
+    RecordFailure,
+    SourceSnapshot,
+    StructureRecord,
+)
 from matscreen.tasks.spec import CampaignSpec, CriterionSpec, ModelSpec, RankingSpec
 from matscreen.tasks.split import DataSplit
 
@@ -293,30 +300,37 @@ def run_counts(
     ranking: pd.DataFrame,
     pools: Pools,
     left_out: list[RecordFailure] = (),  # type: ignore[assignment]
+    streamed: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """How many records each step took in and let through.
 
     ``train``/``test`` are the two parts of the training pool; ``candidates`` the screened
     pool (the held-out records for a retrospective screen), ``ranked`` those ranked;
     ``excluded`` the records left out with a reason (no label, already known, no hull
-    reference).
+    reference). ``streamed`` holds the counts of the sources screened chunk by chunk
+    (:class:`~matscreen.flows.candidates.ScreenedCandidates`), added to those read whole.
     """
     featured = set(table.frame.index)
+    more = Counter(streamed or {})
     return {
-        "records": sum(len(i.records) for i in ingests),
-        "duplicates": sum(r.duplicate_of is not None for i in ingests for r in i.records),
-        "ingest_failures": sum(len(i.failures) for i in ingests),
-        "featurized": len(table.frame),
-        "feature_failures": len(table.failures),
+        "records": sum(len(i.records) for i in ingests) + more["records"],
+        "duplicates": sum(r.duplicate_of is not None for i in ingests for r in i.records)
+        + more["duplicates"],
+        "ingest_failures": sum(len(i.failures) for i in ingests) + more["ingest_failures"],
+        "featurized": len(table.frame) + more["featurized"],
+        "feature_failures": len(table.failures) + more["feature_failures"],
         "training_pool": len(pools.training),
         "train": len(split.train_ids),
         "test": len(split.test_ids),
-        "candidate_pool": len(pools.candidates) if not pools.retrospective else len(ranking),
-        "candidates_featurized": sum(c.id in featured for c in pools.candidates)
+        "candidate_pool": len(pools.candidates) + more["candidate_pool"]
         if not pools.retrospective
         else len(ranking),
-        "known_candidates": len(pools.known),
-        "excluded": len(pools.excluded) + len(left_out),
+        "candidates_featurized": sum(c.id in featured for c in pools.candidates)
+        + more["featurized"]
+        if not pools.retrospective
+        else len(ranking),
+        "known_candidates": len(pools.known) + more["known_candidates"],
+        "excluded": len(pools.excluded) + len(left_out) + more["excluded"],
         "candidates": len(ranking),
         "hits": int(ranking["meets_criteria"].sum()),
     }
@@ -332,9 +346,7 @@ def all_failures(
 def campaign_report(
     spec: CampaignSpec,
     document: dict[str, Any],
-    ingests: list[IngestResult],
-    records: list[StructureRecord],
-    table: FeatureTable,
+    snapshots: list[SourceSnapshot],
     held_out: dict[str, PredictionRecord],
     ranking: pd.DataFrame,
     shortlist: pd.DataFrame,
@@ -342,7 +354,7 @@ def campaign_report(
     software: dict[str, str],
     changes: dict[str, Any] | None = None,
     suggestions: pd.DataFrame | None = None,
-    excluded: list[RecordFailure] = (),  # type: ignore[assignment]
+    failures: list[RecordFailure] = (),  # type: ignore[assignment]
     pictures: list[dict[str, Any]] = (),  # type: ignore[assignment]
     structure_files: dict[str, Any] | None = None,
 ) -> str:
@@ -364,8 +376,11 @@ def campaign_report(
     suggestions
         The next experiments (:func:`~matscreen.tasks.rank.suggest.suggest`), if the
         campaign asks for them.
-    excluded
-        Records left out of both pools or of the ranking, with their reasons.
+    snapshots
+        The snapshot of every source read.
+    failures
+        Every record left out (failed to read or featurize, not in either pool, known,
+        not placed on the hull), with its reason.
     pictures
         Unit-cell pictures of the top candidates: ``rank``, ``id``, ``formula``, ``png``.
     structure_files
@@ -386,7 +401,7 @@ def campaign_report(
         run_id=document["run_id"],
         spec_sha256=document["spec_sha256"],
         finished_at=utc_now(),
-        sources=[asdict(i.snapshot) for i in ingests],
+        sources=[asdict(snapshot) for snapshot in snapshots],
         counts=document["counts"],
         split={
             **spec.split.model_dump(),
@@ -423,7 +438,7 @@ def campaign_report(
         changes=changes,
         failures=[
             {"id": f.id, "stage": f.stage, "message": f.message}
-            for f in all_failures(ingests, records, table) + list(excluded)
+            for f in sorted(failures, key=lambda f: f.id)
         ],
     )
     return render_report(context)

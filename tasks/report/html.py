@@ -505,8 +505,11 @@ out and why:
 <details{% if group | length <= 20 %} open{% endif %}><summary>{{ stage }}:
 {{ group | length }} {{ "record" if group | length == 1 else "records" }}</summary>
 <table><tr><th class="l">record</th><th class="l">message</th></tr>
-{% for f in group %}<tr><td class="l">{{ f.id }}</td><td class="l">{{ f.message }}</td></tr>
-{% endfor %}</table></details>
+{% for f in group[:shown_failures] %}<tr><td class="l">{{ f.id }}</td>
+<td class="l">{{ f.message }}</td></tr>
+{% endfor %}</table>{% if group | length > shown_failures %}<p>… and
+{{ group | length - shown_failures }} more: <code>matscreen find errors --run {{ c.run_id }}</code>
+lists them all.</p>{% endif %}</details>
 {% endfor %}
 {% endif %}
 
@@ -528,6 +531,10 @@ out and why:
 )
 
 
+#: Records left out that the report lists per step (all of them are in the catalog).
+SHOWN_FAILURES = 200
+
+
 def render_report(context: ReportContext) -> str:
     """Return the report's HTML text."""
-    return _TEMPLATE.render(c=context)
+    return _TEMPLATE.render(c=context, shown_failures=SHOWN_FAILURES)

@@ -316,3 +316,19 @@ def read_source(
     return IngestResult(
         snapshot=read.snapshot, records=records, failures=failures, changes=read.changes
     )
+
+
+def iter_chunks(
+    read: SourceRead, size: int
+) -> Iterator[tuple[list[StructureRecord], list[RecordFailure]]]:
+    """The records and failures of a streaming read, ``size`` items at a time (the last
+    chunk may be smaller; a read with no item yields nothing)."""
+    records: list[StructureRecord] = []
+    failures: list[RecordFailure] = []
+    for item in read:
+        (records if isinstance(item, StructureRecord) else failures).append(item)
+        if len(records) + len(failures) >= size:
+            yield records, failures
+            records, failures = [], []
+    if records or failures:
+        yield records, failures

@@ -18,9 +18,11 @@ whose labels you trust most first.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
@@ -54,8 +56,6 @@ def environment_signature(structure: Structure) -> dict[str, float]:
     0.35 in these units; a relaxed structure and its idealized decoration by less than
     0.1. About 0.2 ms, against about 10 ms for a StructureMatcher fit.
     """
-    import numpy as np
-
     n = len(structure)
     unit = (structure.volume / n) ** (1 / 3)
     centers, _, _, distances = structure.get_neighbor_list(2.5 * unit)
@@ -82,17 +82,35 @@ def may_match(first: dict[str, float], second: dict[str, float]) -> bool:
 class Deduplicator:
     """Marks records whose structure was seen before; feed records in priority order.
 
-    Memory grows with the number of distinct structures kept (one parsed structure per
-    record of each formula seen more than once is built lazily), not with duplicates.
+    Memory grows with the number of distinct structures kept, not with duplicates. Each
+    kept record's structure stays in memory until :meth:`release`; after that only its id
+    and volume per atom are held, and the structure is read again through ``loader`` when
+    a later record of the same formula and a similar volume needs a StructureMatcher fit
+    (so a stream of millions of candidates is checked in bounded memory).
+
+    Parameters
+    ----------
+    tolerances
+        Matching tolerances.
+    loader
+        ``loader(record id)`` returns a kept record's structure dict; needed once
+        :meth:`release` has been called.
     """
 
-    def __init__(self, tolerances: MatchTolerances | None = None) -> None:
+    def __init__(
+        self,
+        tolerances: MatchTolerances | None = None,
+        loader: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
         t = tolerances or MatchTolerances()
         self._volume_tol = t.volume_tol
         self._matcher = StructureMatcher(ltol=t.ltol, stol=t.stol, angle_tol=t.angle_tol)
         self._by_hash: dict[str, str] = {}
-        self._by_formula: dict[str, list[tuple[str, dict | Structure]]] = defaultdict(list)
+        # Per formula: [record id, structure (dict, parsed, or None once released),
+        # volume per atom (None until first needed)] of every kept record.
+        self._by_formula: dict[str, list[list[Any]]] = defaultdict(list)
         self._signatures: dict[str, dict[str, float]] = {}
+        self.loader = loader
         self.matcher_calls = 0
 
     def add(self, record: StructureRecord) -> StructureRecord:
@@ -104,31 +122,60 @@ class Deduplicator:
         if earlier is not None:
             return replace(record, duplicate_of=earlier, structure={})
         self._by_hash[digest] = record.id
-        self._by_formula[record.formula].append((record.id, record.structure))
+        self._by_formula[record.formula].append([record.id, record.structure, None])
         return record
+
+    def release(self) -> None:
+        """Let go of the kept structures (their ids and volumes stay)."""
+        if self.loader is None:
+            raise ValueError("a deduplicator without a loader cannot release its structures")
+        for kept in self._by_formula.values():
+            for entry in kept:
+                if entry[1] is not None:
+                    entry[2] = entry[2] if entry[2] is not None else _volume_per_atom(entry[1])
+                    entry[1] = None
+
+    def _parsed(self, entry: list[Any]) -> Structure:
+        if entry[1] is None:
+            if self.loader is None:  # pragma: no cover - release() refuses this
+                raise ValueError(f"structure of {entry[0]} was released and cannot be read")
+            entry[1] = self.loader(entry[0])
+        if isinstance(entry[1], dict):  # parse each kept structure once, when first needed
+            entry[1] = Structure.from_dict(entry[1])
+        if entry[0] not in self._signatures:
+            self._signatures[entry[0]] = environment_signature(entry[1])
+        return entry[1]
 
     def _match(self, record: StructureRecord) -> str | None:
         candidates = self._by_formula.get(record.formula)
         if not candidates:
             return None
-        structure = Structure.from_dict(record.structure)
-        volume = structure.volume / len(structure)
-        signature = None
-        for i, (kept_id, kept) in enumerate(candidates):
-            if isinstance(kept, dict):  # parse each kept structure once, when first needed
-                kept = Structure.from_dict(kept)
-                candidates[i] = (kept_id, kept)
-                self._signatures[kept_id] = environment_signature(kept)
-            kept_volume = kept.volume / len(kept)
+        volume = _volume_per_atom(record.structure)
+        structure = signature = None
+        for entry in candidates:
+            if entry[2] is None:
+                entry[2] = _volume_per_atom(entry[1])
+            kept_volume = entry[2]
             if abs(volume - kept_volume) > self._volume_tol * kept_volume:
                 continue
-            signature = signature or environment_signature(structure)
-            if not may_match(signature, self._signatures[kept_id]):
+            kept = self._parsed(entry)
+            if structure is None:
+                structure = Structure.from_dict(record.structure)
+                signature = environment_signature(structure)
+            if not may_match(signature, self._signatures[entry[0]]):  # type: ignore[arg-type]
                 continue
             self.matcher_calls += 1
             if self._matcher.fit(kept, structure):
-                return kept_id
+                return entry[0]
         return None
+
+
+def _volume_per_atom(structure: dict[str, Any] | Structure) -> float:
+    """Volume per site of a structure or of its dict (from the lattice matrix)."""
+    if isinstance(structure, Structure):
+        return structure.volume / len(structure)
+    matrix = np.asarray(structure["lattice"]["matrix"], dtype=float)
+    return abs(float(np.linalg.det(matrix))) / len(structure["sites"])
 
 
 def deduplicate(
@@ -141,16 +188,21 @@ def deduplicate(
 
 
 def mark_duplicates(
-    results: Iterable[IngestResult], tolerances: MatchTolerances | None = None
+    results: Iterable[IngestResult],
+    tolerances: MatchTolerances | None = None,
+    seen: Deduplicator | None = None,
 ) -> list[IngestResult]:
     """Mark repeated structures across the results of several sources, in the order given.
+
+    ``seen``, when given, is a deduplicator that goes on with later records (a campaign's
+    candidate stream); ``tolerances`` then is its own.
 
     Returns
     -------
     list of IngestResult
         The same results with later repeats marked ``duplicate_of`` the first record.
     """
-    seen = Deduplicator(tolerances)
+    seen = seen or Deduplicator(tolerances)
     return [replace(r, records=[seen.add(record) for record in r.records]) for r in results]
 
 

@@ -1,0 +1,516 @@
+"""The candidate half of a campaign, screened chunk by chunk in bounded memory.
+
+A campaign's candidates may number millions (every decoration of a few prototypes over
+much of the periodic table), so they are never held all at once. Each ``screen`` source
+is read as a stream, and every chunk of ``screen.chunk_size`` records goes through the
+same steps before the next one is read:
+
+1. repeats of an earlier record, and candidates that are the same crystal as a training
+   record, are marked (the deduplicator keeps only ids and volumes of earlier chunks and
+   reads a structure back from the catalog when a matcher needs one);
+2. the chunk's records, failed rows and exclusions are written to the catalog;
+3. features come from the feature store or are computed on the Dask workers;
+4. every model predicts the chunk with its intervals; the predictions are recorded;
+5. the candidates are placed against the convex hull when the campaign asks for stability.
+
+Only the chunk's light table (id, formula, source, predictions, intervals, hull columns)
+is kept for the final ranking. When a source's read ends, its snapshot is recorded and
+every record and failed row of the read is linked to it. Candidates of ``both`` sources,
+read whole with the training pool and featurized with it, take the same steps 4 and 5.
+
+A killed run resumes from what it stored: a re-run finds every record in the catalog and
+every feature row in the store by content, so of a finished chunk it recomputes only the
+predictions and hull distances.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect.utilities.annotations import opaque
+
+from matscreen.catalog import Catalog
+from matscreen.catalog.features import FeatureStore
+from matscreen.catalog.recorder import PredictionRecorder
+from matscreen.flows.featurize import featurize_and_record
+from matscreen.tasks.dataset import candidate_arrays, labels_of
+from matscreen.tasks.errors import ScreenError
+from matscreen.tasks.featurize.batch import ERROR_COLUMN
+from matscreen.tasks.hashing import structure_hash
+from matscreen.tasks.models.evaluation import FittedSurrogate
+from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.models.stability import hull_stability, reference_phases
+from matscreen.tasks.pools import POOL_STAGE, Pools, TrainingMatcher
+from matscreen.tasks.runinfo import RunInfo, traced, utc_now
+from matscreen.tasks.screen import (
+    PoolTable,
+    chemical_system,
+    hull_inputs,
+    pool_table,
+    with_hull,
+)
+from matscreen.tasks.sources.base import iter_chunks, open_source
+from matscreen.tasks.sources.dedup import Deduplicator
+from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
+from matscreen.tasks.spec import HULL_PROPERTY
+from matscreen.tasks.steps import hull_task, predict_pool_task
+from matscreen.tasks.tables import per_row_frame
+
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    """What predicting candidates needs of the training step.
+
+    Attributes
+    ----------
+    fitted
+        The fitted surrogate of each target.
+    model_ids
+        The catalog id of each target's model.
+    train_ids
+        Ids of the records the models learned from (a ``both`` candidate among them is
+        flagged ``in_training``).
+    """
+
+    fitted: dict[str, FittedSurrogate]
+    model_ids: dict[str, str]
+    train_ids: frozenset[str]
+
+
+@dataclass
+class HullPlacement:
+    """How candidates are placed against the convex hull (a campaign's ``stability``).
+
+    Attributes
+    ----------
+    stability
+        The campaign's stability section.
+    training
+        The labelled training records as known phases (formula, energy per atom, id).
+    required
+        Whether a criterion names the hull distance (a candidate without one then fails).
+    level
+        Coverage level of the formation-energy model's interval.
+    state_dir
+        Where a Materials Project read of reference phases keeps its pages.
+    on_read
+        Called with every read of reference phases (``Traced``) that holds source
+        snapshots (the Materials Project), so that the campaign records them.
+    """
+
+    stability: Any
+    training: list[tuple[str, float, str]]
+    required: bool
+    level: float | None
+    state_dir: Path
+    on_read: Callable[[Any], None] | None = None
+    _fixed: Any = field(default=None, init=False, repr=False)
+
+    def phases(self, systems: set[str]) -> Any:
+        """The reference phases for candidates of these chemical systems (read again only
+        when the Materials Project is asked: its phases depend on the systems)."""
+        if self._fixed is not None:
+            return self._fixed
+        read = traced(reference_phases)(self.stability, self.training, systems, self.state_dir)
+        if read.value.snapshots and self.on_read is not None:
+            self.on_read(read)
+        if self.stability.mp is None:
+            self._fixed = read.value
+        return read.value
+
+
+@dataclass
+class ScreenedCandidates:
+    """Every candidate of a campaign, predicted and ready to rank.
+
+    Attributes
+    ----------
+    table
+        One row per candidate (the pool table, hull columns included); ``failures`` holds
+        the candidates that could not be placed against the hull when that is required.
+    prediction_ids
+        Catalog ids of every prediction set (one per chunk and model).
+    snapshots, snapshot_ids
+        Snapshot and catalog id of each streamed source.
+    failures
+        Records of the streamed sources left out before prediction: failed rows, known
+        training records, structures that failed to featurize.
+    counts
+        ``records``, ``duplicates``, ``ingest_failures``, ``featurized``,
+        ``feature_failures``, ``known_candidates`` (repeats of a training record
+        included), ``excluded`` (known, not repeats) and ``candidate_pool`` of the
+        streamed sources.
+    summary
+        Per streamed source, as :class:`~matscreen.flows.ingest.IngestedSources` gives it.
+    chunks
+        Chunks screened.
+    """
+
+    table: PoolTable
+    prediction_ids: list[str] = field(default_factory=list)
+    snapshots: list[SourceSnapshot] = field(default_factory=list)
+    snapshot_ids: list[str] = field(default_factory=list)
+    failures: list[RecordFailure] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    chunks: int = 0
+
+
+class CandidateScreen:
+    """Screens a campaign's candidates chunk by chunk (see the module's description).
+
+    Parameters
+    ----------
+    spec
+        The campaign spec.
+    settings
+        Where the catalog, stores and workers are.
+    recorder
+        Writes every chunk's records, features, predictions and exclusions.
+    record_ids
+        ``{record id: entity id}`` of the records read so far (training and ``both``
+        sources); the streamed records are added to it.
+    records
+        The records read whole (training and ``both`` sources), by id.
+    seen
+        The deduplicator that marked the records read whole; it goes on with the stream.
+    pools
+        The pools of the records read whole (its training pool tells known candidates).
+    trained
+        The fitted models.
+    hull
+        How to place candidates against the hull; None without a stability section.
+    timer
+        Adds the seconds of each phase (ingest, featurize, predict, stability).
+    """
+
+    def __init__(
+        self,
+        spec: Any,
+        settings: Any,
+        recorder: PredictionRecorder,
+        record_ids: dict[str, str],
+        records: Mapping[str, StructureRecord],
+        seen: Deduplicator,
+        pools: Pools,
+        trained: TrainedModels,
+        hull: HullPlacement | None,
+        timer: Any,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.recorder = recorder
+        self.record_ids = record_ids
+        self.records = records
+        self.seen = seen
+        self.trained = trained
+        self.hull = hull
+        self.timer = timer
+        self.pools = pools
+        self.training = TrainingMatcher(pools.training)
+        self.training_ids = {r.id for r in pools.training}
+        self.result = ScreenedCandidates(PoolTable(pd.DataFrame(), {}))
+        self._frames: list[pd.DataFrame] = []
+
+    # -- the two kinds of candidates --------------------------------------------------------
+    def screen_featurized(
+        self, candidates: Sequence[StructureRecord], features: pd.DataFrame, features_id: str
+    ) -> None:
+        """Screen candidates featurized with the training pool (``both`` sources)."""
+        size = self.spec.screen.chunk_size
+        for start in range(0, len(candidates), size):
+            chunk = list(candidates[start : start + size])
+            ids = [c.id for c in chunk if c.id in features.index]
+            self._predict_and_place(chunk, features.loc[ids], features_id)
+
+    def screen_stream(self, sources: Sequence[Any]) -> None:
+        """Read, record and screen every streamed source, chunk by chunk."""
+        from tqdm import tqdm
+
+        size = self.spec.screen.chunk_size
+        state_dir = self.settings.source_state_dir
+        with tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2) as bar:
+            for source in sources:
+                read = open_source(source, state_dir)
+                entity_ids: list[str] = []
+                tally: Counter[str] = Counter()
+                chunks = iter_chunks(read, size)
+                while True:
+                    with self.timer.step("ingest"):
+                        started = utc_now()
+                        chunk = next(chunks, None)
+                        if chunk is None:
+                            break
+                        records, failures = chunk
+                        candidates = self._ingest(
+                            source, records, failures, started, entity_ids, tally
+                        )
+                    if candidates:
+                        with self.timer.step("featurize"):
+                            table, features_id, _ = featurize_and_record(
+                                candidates,
+                                self.spec.featurization,
+                                self.settings,
+                                self.recorder,
+                                self.record_ids,
+                            )
+                        failed = _feature_failures(candidates, table.failures)
+                        self.result.failures += failed
+                        self.result.counts["feature_failures"] += len(failed)
+                        self.result.counts["featurized"] += len(table.frame)
+                        self._predict_and_place(candidates, table.frame, features_id)
+                    self.seen.release()
+                    self.result.chunks += 1
+                    bar.update(len(records) + len(failures))
+                with self.timer.step("ingest"):
+                    snapshot = read.snapshot
+                    run = _step_run("source-read", utc_now())
+                    snapshot_id = self.recorder.source_read(snapshot, run, entity_ids)
+                self.result.snapshots.append(snapshot)
+                self.result.snapshot_ids.append(snapshot_id)
+                self.result.summary.append(_summary(snapshot, snapshot_id, tally, read.changes))
+
+    # -- one chunk --------------------------------------------------------------------------
+    def _ingest(
+        self,
+        source: Any,
+        records: list[StructureRecord],
+        failures: list[RecordFailure],
+        started: str,
+        entity_ids: list[str],
+        tally: Counter[str],
+    ) -> list[StructureRecord]:
+        """Mark repeats, record the chunk, set aside known candidates; return the rest."""
+        records = [self.seen.add(record) for record in records]
+        recorded = self.recorder.ingest_chunk(
+            source.name,
+            self.result.chunks,
+            records,
+            failures,
+            _step_run("ingest-chunk", started),
+            self.record_ids,
+        )
+        self.record_ids.update(recorded.record_ids)
+        entity_ids += list(recorded.record_ids.values()) + list(recorded.error_ids)
+        fresh = [r for r in records if r.duplicate_of is None]
+        known = self.training.known(fresh)
+        # A repeat of a training record is known as well (and counted as a repeat).
+        repeats = sum(r.duplicate_of in self.training_ids for r in records)
+        duplicates = sum(r.duplicate_of is not None for r in records)
+        excluded = [
+            RecordFailure(
+                r.source,
+                r.source_id,
+                r.row,
+                POOL_STAGE,
+                f"already in the training pool as {known[r.id]} (the same crystal up to its "
+                "lattice scale); its label is known",
+            )
+            for r in records
+            if r.id in known
+        ]
+        self.recorder.exclusions(excluded, _step_run("pool", started), self.record_ids)
+        counts = {
+            "records": len(records),
+            "duplicates": duplicates,
+            "ingest_failures": len(failures),
+            "known_candidates": len(known) + repeats,
+            "excluded": len(known),
+        }
+        tally.update({**counts, "new": recorded.new_records})
+        self.result.counts.update(counts)
+        self.result.failures += list(failures) + excluded
+        candidates = [r for r in fresh if r.id not in known]
+        self.result.counts["candidate_pool"] += len(candidates)
+        return candidates
+
+    def _predict_and_place(
+        self, candidates: list[StructureRecord], features: pd.DataFrame, features_id: str
+    ) -> None:
+        if features.empty:
+            return
+        by_id = {c.id: c for c in candidates}
+        columns = list(features.columns)
+        ids = [i for i in by_id if i in features.index]
+        with self.timer.step("predict"):
+            futures = {
+                target: predict_pool_task.submit(
+                    opaque(f.model),
+                    opaque(columns),
+                    opaque(candidate_arrays(features, labels_of(candidates, target), ids)),
+                    len(f.model.train_ids),
+                )
+                for target, f in self.trained.fitted.items()
+            }
+            predictions: dict[str, PredictionRecord] = {}
+            for target, future in futures.items():
+                done = future.result()
+                predictions[target] = done.value
+                _, prediction_id = self.recorder.applied_model(
+                    self.trained.fitted[target].model,
+                    per_row_frame(done.value),
+                    done.run,
+                    features_id,
+                    self.trained.model_ids[target],
+                )
+                self.result.prediction_ids.append(prediction_id)
+            table = pool_table(by_id, predictions, trained_on=self.trained.train_ids)
+        if self.hull is not None:
+            with self.timer.step("stability"):
+                table = place_on_hull(table, by_id, self.hull, self.spec.stability)
+                self.recorder.exclusions(
+                    table.failures, _step_run("hull-stability", utc_now()), self.record_ids
+                )
+        self.result.table = PoolTable(
+            self.result.table.frame,
+            table.levels,
+            self.result.table.failures + table.failures,
+        )
+        self._frames.append(table.frame)
+
+    # -- the end ----------------------------------------------------------------------------
+    def finish(self) -> ScreenedCandidates:
+        """Gather the chunks' tables into one; refuse a screen left with nothing to rank.
+
+        Raises
+        ------
+        ScreenError
+            If no candidate was predicted: naming the candidate sources and what became
+            of their records.
+        """
+        frames = [f for f in self._frames if not f.empty]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        self.result.table = PoolTable(frame, self.result.table.levels, self.result.table.failures)
+        if frame.empty:
+            counts = self.result.counts
+            pools = self.pools
+            known = len(pools.known) + counts["known_candidates"]
+            failed = counts["feature_failures"] + len(self.result.table.failures)
+            raise ScreenError(
+                f"nothing to screen: of the records of the candidate sources "
+                f"({', '.join(pools.screen_sources)}), {known} already known as training "
+                f"records, {counts['duplicates']} repeats, {counts['ingest_failures']} "
+                f"unreadable, {failed} failed to featurize or to be placed; see the catalog's "
+                "record errors (matscreen find) for each one's reason"
+            )
+        return self.result
+
+    def features(
+        self, ids: Sequence[str], featurized: pd.DataFrame, config: dict[str, Any]
+    ) -> pd.DataFrame:
+        """Feature rows of these candidates (indexed by id): from the campaign's table
+        ``featurized`` where there, else from the feature store by structure hash."""
+        inside = [i for i in ids if i in featurized.index]
+        outside = [i for i in ids if i not in featurized.index]
+        parts = [featurized.loc[inside]]
+        if outside:
+            structures = self.structures(outside)
+            keys = {i: structure_hash(structures[i]) for i in outside}
+            store = FeatureStore(self.settings.feature_dir, config)
+            rows = store.lookup(keys.values()).drop(columns=[ERROR_COLUMN])
+            parts.append(
+                rows.loc[[keys[i] for i in outside]].set_axis(pd.Index(outside, name="id"))
+            )
+        return pd.concat(parts).loc[list(ids)]
+
+    def structures(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Structure dicts of these records: from memory, or from the catalog."""
+        return structures_of(ids, self.records, self.record_ids, self.recorder.catalog)
+
+
+def place_on_hull(
+    table: PoolTable,
+    by_id: Mapping[str, StructureRecord],
+    hull: HullPlacement,
+    stability: Any,
+) -> PoolTable:
+    """Add the hull-stability columns to a pool table: predicted hull distances with their
+    intervals, and where the pool has reported formation energies, the true ones."""
+    if table.frame.empty:
+        return table
+    energy = stability.formation_energy
+    systems = {chemical_system(by_id[i].formula) for i in table.frame["id"]}
+    phases = hull.phases(systems)
+    rows, atoms = hull_inputs(table.frame, energy, by_id, stability.per)
+    placed, failures = hull_task(opaque(rows), opaque(phases), opaque(atoms)).value
+    # The reported formation energies, placed against the same hull, are the true hull
+    # distances the screening validation compares the ranking with.
+    truth_rows, truth_atoms = hull_inputs(table.frame, energy, by_id, stability.per, reported=True)
+    if truth_rows:
+        truth, _ = hull_stability(truth_rows, phases, truth_atoms)
+        placed = placed.merge(
+            truth[["id", f"pred_{HULL_PROPERTY}"]].rename(
+                columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
+            ),
+            on="id",
+            how="left",
+        )
+    return with_hull(table, placed, failures, by_id, hull.required, hull.level)
+
+
+def structures_of(
+    ids: Sequence[str],
+    records: Mapping[str, StructureRecord],
+    record_ids: Mapping[str, str],
+    catalog: Catalog,
+) -> dict[str, dict[str, Any]]:
+    """Structure dicts of records held in memory or stored in the catalog."""
+    out = {i: records[i].structure for i in ids if i in records}
+    missing = [i for i in ids if i not in out]
+    if missing:
+        stored = catalog.get_entities([record_ids[i] for i in missing])
+        by_entity = {e.id: e for e in stored}
+        for i in missing:
+            out[i] = by_entity[record_ids[i]].attributes["structure"]
+    return out
+
+
+def record_loader(
+    records: Mapping[str, StructureRecord], record_ids: Mapping[str, str], catalog: Catalog
+) -> Callable[[str], dict[str, Any]]:
+    """``load(record id)`` -> its structure dict, for a deduplicator that released it."""
+    return lambda record_id: structures_of([record_id], records, record_ids, catalog)[record_id]
+
+
+def _feature_failures(
+    records: Sequence[StructureRecord], messages: Mapping[str, str]
+) -> list[RecordFailure]:
+    by_id = {r.id: r for r in records}
+    return [
+        RecordFailure(by_id[i].source, by_id[i].source_id, by_id[i].row, "featurize", message)
+        for i, message in sorted(messages.items())
+    ]
+
+
+def _step_run(name: str, started: str) -> RunInfo:
+    """A run record for work the flow's driver did itself."""
+    return RunInfo(name, started, utc_now(), socket.gethostname(), os.getpid(), None)
+
+
+def _summary(
+    snapshot: SourceSnapshot, snapshot_id: str, tally: Counter[str], changes: Any
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "source": snapshot.source,
+        "kind": snapshot.kind,
+        "location": snapshot.location,
+        "database_version": snapshot.database_version,
+        "sha256": snapshot.sha256,
+        "read": snapshot.n_rows,
+        "records": tally["records"],
+        "new": tally["new"],
+        "duplicates": tally["duplicates"],
+        "errors": tally["ingest_failures"],
+        "snapshot_id": snapshot_id,
+        "changes": asdict(changes) if changes is not None else None,
+    }
