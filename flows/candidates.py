@@ -64,7 +64,6 @@ from matscreen.tasks.steps import hull_task, predict_pool_task
 from matscreen.tasks.tables import per_row_frame
 
 
-
 @dataclass(frozen=True)
 class TrainedModels:
     """What predicting candidates needs of the training step.

@@ -1,5 +1,5 @@
 """Prefect's Dask task runner, submitting each task run under a fresh key, and passing
-``opaque``-annotated arguments to the workers as they are, without walking them."""
+``opaque``-annotated arguments to the workers without walking them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 from prefect.utilities.annotations import opaque
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
+
+from matscreen.tasks.steps import Payload
 
 
 class FreshKeyDaskTaskRunner(DaskTaskRunner):
@@ -20,10 +22,11 @@ class FreshKeyDaskTaskRunner(DaskTaskRunner):
     workers compete for the same cores. Here every call gets a fresh key instead.
 
     Prefect walks every argument of a task run twice looking for futures (dependency
-    tracking, and this runner's future conversion); for the training arrays, a model and a
-    candidate table that walk costs seconds. An argument wrapped in ``opaque`` is skipped
-    by the first walk; here it is unwrapped without the second, and reaches the worker as
-    the plain value (it must hold no futures).
+    tracking, and this runner's future conversion), and the Dask client a third time; for
+    the training arrays, a model and a candidate table that walk costs seconds. An
+    argument wrapped in ``opaque`` is skipped by the first walk and handed on in a
+    :class:`~matscreen.tasks.steps.Payload`, which no walk enters; the task unwraps it
+    where it runs (:func:`matscreen.tasks.steps.plain_arguments`). It must hold no futures.
     """
 
     def submit(  # type: ignore[override]
@@ -36,7 +39,9 @@ class FreshKeyDaskTaskRunner(DaskTaskRunner):
         if not self._started:
             raise RuntimeError("The task runner must be started before submitting work.")
         plain = {
-            name: value.unwrap() if isinstance(value, opaque) else self._optimize_futures(value)
+            name: Payload(value.unwrap())
+            if isinstance(value, opaque)
+            else self._optimize_futures(value)
             for name, value in parameters.items()
         }
         future = self.client.submit(

@@ -83,14 +83,6 @@ class FirstImage:
 
     def __init__(self, prototype: Any, lists: Sequence[Sequence[Any]]) -> None:
         self.permutations = label_exchanging_permutations(prototype)
-        # With one element on all sites of each label, every permutation of one label map
-        # gives the same image: one per label map is enough.
-        labels = prototype.site_labels
-        by_label_map: dict[tuple[str, ...], tuple[int, ...]] = {}
-        for permutation in self.permutations:
-            key = tuple(labels[j] for j in permutation)
-            by_label_map.setdefault(key, permutation)
-        self._per_label_map = tuple(by_label_map.values())
         self._sites = [
             [i for i, label in enumerate(prototype.site_labels) if label == name]
             for name in prototype.labels
@@ -98,13 +90,30 @@ class FirstImage:
         self._positions = [
             {entry.elements: k for k, entry in enumerate(entries)} for entries in lists
         ]
+        # Which sites hold the same element (a pattern) -> one permutation per distinct
+        # image of that pattern, leaving out images equal to the pattern itself.
+        self._images: dict[tuple[int, ...], tuple[tuple[int, ...], ...]] = {}
+
+    def _distinct_images(self, species: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+        codes: dict[str, int] = {}
+        pattern = tuple(codes.setdefault(symbol, len(codes)) for symbol in species)
+        found = self._images.get(pattern)
+        if found is None:
+            by_image: dict[tuple[int, ...], tuple[int, ...]] = {}
+            for permutation in self.permutations:
+                image = [0] * len(pattern)
+                for i, code in enumerate(pattern):
+                    image[permutation[i]] = code
+                if tuple(image) != pattern:
+                    by_image.setdefault(tuple(image), permutation)
+            found = self._images[pattern] = tuple(by_image.values())
+        return found
 
     def is_first(self, positions: Sequence[int], species: Sequence[str]) -> bool:
         """Whether the decoration at ``positions`` (entry index per label), whose site
         species are ``species``, is the first of its images that the enumeration makes."""
         own = tuple(positions)
-        uniform = all(len({species[i] for i in sites}) == 1 for sites in self._sites)
-        for permutation in self._per_label_map if uniform else self.permutations:
+        for permutation in self._distinct_images(species):
             image: list[str] = [""] * len(species)
             for i, symbol in enumerate(species):
                 image[permutation[i]] = symbol

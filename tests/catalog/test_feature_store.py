@@ -144,3 +144,48 @@ def test_structure_hash_is_the_canonical_hash_for_nan_numpy_and_oxidized_input()
         _json.loads(_json.dumps(plain.as_dict())),
     ):
         assert structure_hash(d) == canonical(d)
+
+
+def test_lookup_reads_only_the_parts_holding_the_rows_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matscreen.catalog.features as features
+
+    store = FeatureStore(tmp_path, CONFIG)
+    for part in range(4):
+        keys = [f"p{part}k{i}" for i in range(10)]
+        store.add(_rows(keys, offset=100.0 * part), {f"p{part}bad": "no"} if part == 2 else {})
+    read: list[str] = []
+    real = features.parquet_to_frame
+
+    def counting(data: bytes) -> pd.DataFrame:
+        read.append("part")
+        return real(data)
+
+    monkeypatch.setattr(features, "parquet_to_frame", counting)
+    rows = store.lookup(["p1k3", "p2bad", "p2k0", "missing"])
+    assert sorted(rows.index) == ["p1k3", "p2bad", "p2k0"]
+    assert len(read) == 2  # parts 1 and 2 only
+    assert rows.loc["p1k3", "f0"] == 100.0 + 9 and rows.loc["p2bad", "_error"] == "no"
+    assert len(store) == 41
+    # A new part written by another store object is seen by the next look-up.
+    FeatureStore(tmp_path, CONFIG).add(_rows(["late"]), {})
+    assert store.lookup(["late"]).index.tolist() == ["late"]
+
+
+def test_compaction_merges_small_parts_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matscreen.catalog.features as features
+
+    monkeypatch.setattr(features, "SMALL_PART_ROWS", 5)
+    store = FeatureStore(tmp_path, CONFIG)
+    big = store.add(_rows([f"big{i}" for i in range(8)]), {})
+    for i in range(COMPACT_AFTER_PARTS + 1):
+        store.add(_rows([f"s{i}"]), {})
+    store.compact()
+    parts = store._parts()
+    assert len(parts) == 2  # the large part as it was, and the merged small ones
+    assert len(store) == 8 + COMPACT_AFTER_PARTS + 1
+    assert sorted(store.lookup(["big7", "s0"]).index) == ["big7", "s0"]
+    assert big is not None and big in parts

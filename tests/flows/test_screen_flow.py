@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pymatgen.core import Structure
 
@@ -146,3 +147,102 @@ def _duplicate_ids(settings: Settings) -> set[str]:
     with Catalog(settings.catalog_url) as catalog:
         edges = catalog.edges(relation="alternateOf")
         return {e.name for e in catalog.get_entities([edge.subject_id for edge in edges])}
+
+
+def _with_chunks(spec: Path, size: int, folder: Path) -> Path:
+    path = folder / f"chunks_{size}.yaml"
+    path.write_text(spec.read_text() + f"screen:\n  chunk_size: {size}\n")
+    return path
+
+
+def _chunk_steps(catalog: Catalog, run_id: str, name: str) -> list:
+    return [a for a in catalog.activities(parent_id=run_id) if a.name == name]
+
+
+@pytest.mark.slow
+def test_chunks_of_any_size_give_the_same_screen(
+    prefect_server, settings, screen_spec, tmp_path
+) -> None:
+    # The candidates streamed 17 at a time (deduplication, known-candidate matching,
+    # features, predictions, hull and exclusions per chunk) rank exactly as in one chunk.
+    whole = matscreen.run_campaign(screen_spec, output_dir=tmp_path / "whole")
+    chunked = matscreen.run_campaign(
+        _with_chunks(screen_spec, 17, tmp_path), output_dir=tmp_path / "chunked"
+    )
+    columns = [
+        c
+        for c in whole.ranking.columns
+        if c.startswith(("pred_", "lower_", "upper_", "p_")) or c in ("id", "rank", "formula")
+    ]
+    assert len(columns) > 8
+    pd.testing.assert_frame_equal(whole.ranking[columns], chunked.ranking[columns])
+    assert whole.metrics["counts"] == chunked.metrics["counts"]
+    assert list(whole.shortlist["id"]) == list(chunked.shortlist["id"])
+
+    read = whole.metrics["counts"]["records"] - 240  # the decorations (240 CMR rows)
+    with Catalog(settings.catalog_url) as catalog:
+        for result, size in ((whole, read), (chunked, 17)):
+            steps = _chunk_steps(catalog, result.run_id, "ingest-chunk")
+            assert len(steps) == -(-read // size)
+            assert [s.parameters["chunk"] for s in steps] == list(range(len(steps)))
+        errors = catalog.run_entities(chunked.run_id, kinds=["record_error"])
+        assert {e.name for e in errors} == {
+            e.name for e in catalog.run_entities(whole.run_id, kinds=["record_error"])
+        }
+
+
+@pytest.mark.slow
+def test_a_killed_screen_resumes_from_its_finished_chunks(
+    prefect_server, settings, screen_spec, tmp_path
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    spec = _with_chunks(screen_spec, 20, tmp_path)
+    env = {**os.environ, "MATSCREEN_HOME": str(settings.home), "MATSCREEN_DASK_WORKERS": "2"}
+    child = subprocess.Popen(
+        [str(Path(sys.executable).parent / "matscreen"), "campaign", "run", str(spec)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    finished: list = []
+    try:
+        deadline = time.monotonic() + 600
+        while len(finished) < 2:  # two chunks featurized and recorded
+            assert child.poll() is None, "the campaign ended before it was killed"
+            assert time.monotonic() < deadline, "no chunk was screened"
+            time.sleep(0.5)
+            if (settings.home / "catalog.sqlite").exists():
+                finished = _featurize_steps(settings)[1:]  # the first: the training pool
+    finally:
+        tree = [child, *psutil.Process(child.pid).children(recursive=True)]
+        for process in tree:
+            process.kill()
+        psutil.wait_procs(tree, timeout=30)
+    killed = len(_featurize_steps(settings)) - 1
+
+    resumed = matscreen.run_campaign(spec, output_dir=tmp_path / "resumed")
+    with Catalog(settings.catalog_url) as catalog:
+        steps = _featurize_steps(settings, resumed.run_id)
+        ingests = _chunk_steps(catalog, resumed.run_id, "ingest-chunk")
+    # Every chunk the killed run featurized comes from the store: no batch is computed.
+    from_store = [s for s in steps[1:] if s.parameters["batches"] == 0]
+    assert killed >= 2 and len(from_store) >= killed
+    assert all(s.parameters["structures_from_store"] > 0 for s in from_store)
+    assert len(ingests) == -(-(resumed.metrics["counts"]["records"] - 240) // 20)
+    counts = resumed.metrics["counts"]
+    assert counts["candidates"] == len(resumed.ranking) > 0
+
+
+def _featurize_steps(settings: Settings, run_id: str | None = None) -> list:
+    """The featurize steps of a run (of every run if None), in the order they started."""
+    with Catalog(settings.catalog_url) as catalog:
+        steps = [a for a in catalog.activities(kind="step") if a.name == "featurize"]
+    if run_id is not None:
+        steps = [a for a in steps if a.parent_id == run_id]
+    return sorted(steps, key=lambda a: a.started_at)

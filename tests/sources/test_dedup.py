@@ -92,3 +92,38 @@ def test_volume_tolerance_separates_compressed_copies(data_dir: Path) -> None:
 
     marked = list(deduplicate([record, scaled(1.04, "relaxed"), scaled(1.25, "expanded")]))
     assert [r.duplicate_of for r in marked] == [None, record.id, None]
+
+
+def test_released_structures_are_read_back_when_a_match_needs_them(data_dir: Path) -> None:
+    # A stream of chunks keeps only ids and volumes of earlier chunks; a later record of
+    # the same crystal is still found (the kept structure read back through the loader),
+    # exactly as without releasing.
+    mp = read_source(_files("mp", data_dir / "materials_project" / "summary_200.jsonl"))
+    alexandria = read_source(
+        _files("alex", data_dir / "optimade" / "alexandria_98.jsonl", id_key="entry_id")
+    )
+    records = [*mp.records, *alexandria.records]
+    expected = [r.duplicate_of for r in deduplicate(records)]
+
+    stored = {r.id: r.structure for r in records}
+    loaded: list[str] = []
+
+    def load(record_id: str) -> dict:
+        loaded.append(record_id)
+        return stored[record_id]
+
+    seen = Deduplicator(loader=load)
+    marked = []
+    for start in range(0, len(records), 7):
+        marked += [seen.add(r) for r in records[start : start + 7]]
+        seen.release()
+    assert [r.duplicate_of for r in marked] == expected
+    assert loaded and set(loaded) <= {r.id for r in records}
+    assert all(entry[1] is None for kept in seen._by_formula.values() for entry in kept)
+
+
+def test_releasing_needs_a_loader() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="loader"):
+        Deduplicator().release()
