@@ -90,15 +90,24 @@ def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], ranking_id: s
     from both runs' snapshots; the lineage of one ranking names the snapshots its own run
     read (generated, or used when the same content was read before).
     """
-    if not any(e.kind == "source_snapshot" for e in entities):
-        return entities
+    snapshots = [e.id for e in entities if e.kind == "source_snapshot"]
     generated = catalog.edges(relation="wasGeneratedBy", subject_id=ranking_id)
-    if not generated:
+    if not snapshots or not generated:
         return entities
-    step = catalog.get_activity(generated[0].object_id)
-    run_id = step.parent_id or step.id
-    read = {e.id for e in catalog.run_entities(run_id, kinds=["source_snapshot"])}
+    run_id = _run_of(catalog, generated[0].object_id)
+    read = set()
+    for snapshot in snapshots:
+        steps = [e.object_id for e in catalog.edges(relation="wasGeneratedBy", subject_id=snapshot)]
+        steps += [e.subject_id for e in catalog.edges(relation="used", object_id=snapshot)]
+        if any(_run_of(catalog, step) == run_id for step in steps):
+            read.add(snapshot)
     return [e for e in entities if e.kind != "source_snapshot" or e.id in read]
+
+
+def _run_of(catalog: Catalog, activity_id: str) -> str:
+    """The run an activity belongs to (itself for a run)."""
+    activity = catalog.get_activity(activity_id)
+    return activity.parent_id or activity.id
 
 
 def resolve_record(catalog: Catalog, candidate: str) -> Entity:

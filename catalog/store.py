@@ -25,7 +25,7 @@ from matscreen.catalog.rules import (
     RELATIONS,
 )
 from matscreen.tasks.errors import CatalogError, NotFoundError, ProvenanceRuleError
-from matscreen.tasks.hashing import canonical_json, content_hash, sha256_text
+from matscreen.tasks.hashing import canonical_json, content_hash, fast_canonical_json, sha256_text
 from matscreen.tasks.runinfo import utc_now
 
 _CHUNK = 500
@@ -55,11 +55,14 @@ class Entity:
         """
         if kind not in ENTITY_KINDS:
             raise ProvenanceRuleError(f"unknown entity kind {kind!r} for entity {name!r}")
-        text = canonical_json(attributes)
+        text = fast_canonical_json(attributes)
+        if text is None:
+            text = canonical_json(attributes)
+            attributes = json.loads(text)  # as stored: numpy scalars, sets, NaN made plain
         # The canonical JSON of {"attributes": …, "kind": …, "name": …} (keys sorted),
         # built around the attributes' text instead of serializing them again.
         whole = f'{{"attributes":{text},"kind":{json.dumps(kind)},"name":{json.dumps(name)}}}'
-        entity = cls(id=sha256_text(whole), kind=kind, name=name, attributes=json.loads(text))
+        entity = cls(id=sha256_text(whole), kind=kind, name=name, attributes=attributes)
         object.__setattr__(entity, "_text", text)
         return entity
 

@@ -9,7 +9,8 @@ same steps before the next one is read:
    record, are marked (the deduplicator keeps only ids and volumes of earlier chunks and
    reads a structure back from the catalog when a matcher needs one);
 2. the chunk's records, failed rows and exclusions are written to the catalog;
-3. features come from the feature store or are computed on the Dask workers;
+3. features come from the feature store or are computed on the Dask workers (while they
+   are, the next chunk is read and recorded);
 4. every model predicts the chunk with its intervals; the predictions are recorded;
 5. the candidates are placed against the convex hull when the campaign asks for stability.
 
@@ -39,9 +40,10 @@ from prefect.utilities.annotations import opaque
 from matscreen.catalog import Catalog
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import PredictionRecorder
-from matscreen.flows.featurize import featurize_and_record
+from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
 from matscreen.tasks.dataset import candidate_arrays, labels_of
 from matscreen.tasks.errors import ScreenError
+from matscreen.tasks.featurize import featurization_config
 from matscreen.tasks.featurize.batch import ERROR_COLUMN
 from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.models.evaluation import FittedSurrogate
@@ -217,6 +219,7 @@ class CandidateScreen:
         self.training = TrainingMatcher(pools.training)
         self.training_ids = {r.id for r in pools.training}
         self.result = ScreenedCandidates(PoolTable(pd.DataFrame(), {}))
+        self._store: FeatureStore | None = None
         self._frames: list[pd.DataFrame] = []
 
     # -- the two kinds of candidates --------------------------------------------------------
@@ -231,11 +234,16 @@ class CandidateScreen:
             self._predict_and_place(chunk, features.loc[ids], features_id)
 
     def screen_stream(self, sources: Sequence[Any]) -> None:
-        """Read, record and screen every streamed source, chunk by chunk."""
+        """Read, record and screen every streamed source, chunk by chunk.
+
+        The chunks overlap: while the workers featurize one chunk, this process reads,
+        deduplicates and records the next; then it predicts the first.
+        """
         from tqdm import tqdm
 
         size = self.spec.screen.chunk_size
         state_dir = self.settings.source_state_dir
+        pending: tuple[list[StructureRecord], PendingFeatures] | None = None
         with tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2) as bar:
             for source in sources:
                 read = open_source(source, state_dir)
@@ -252,21 +260,14 @@ class CandidateScreen:
                         candidates = self._ingest(
                             source, records, failures, started, entity_ids, tally
                         )
+                        self.seen.release()
+                    submitted = None
                     if candidates:
                         with self.timer.step("featurize"):
-                            table, features_id, _ = featurize_and_record(
-                                candidates,
-                                self.spec.featurization,
-                                self.settings,
-                                self.recorder,
-                                self.record_ids,
-                            )
-                        failed = _feature_failures(candidates, table.failures)
-                        self.result.failures += failed
-                        self.result.counts["feature_failures"] += len(failed)
-                        self.result.counts["featurized"] += len(table.frame)
-                        self._predict_and_place(candidates, table.frame, features_id)
-                    self.seen.release()
+                            submitted = (candidates, self._start_features(candidates))
+                    if pending is not None:
+                        self._finish(*pending)
+                    pending = submitted
                     self.result.chunks += 1
                     bar.update(len(records) + len(failures))
                 with self.timer.step("ingest"):
@@ -276,6 +277,28 @@ class CandidateScreen:
                 self.result.snapshots.append(snapshot)
                 self.result.snapshot_ids.append(snapshot_id)
                 self.result.summary.append(_summary(snapshot, snapshot_id, tally, read.changes))
+            if pending is not None:
+                self._finish(*pending)
+
+    def _start_features(self, candidates: list[StructureRecord]) -> PendingFeatures:
+        if self._store is None:
+            config = featurization_config(self.spec.featurization)
+            self._store = FeatureStore(self.settings.feature_dir, config)
+        return start_featurization(
+            candidates, self.spec.featurization, self._store, self.settings.worker_count
+        )
+
+    def _finish(self, candidates: list[StructureRecord], pending: PendingFeatures) -> None:
+        """Collect and record a chunk's features, then predict and place it."""
+        with self.timer.step("featurize"):
+            table, features_id, _ = record_features(
+                pending, candidates, self.spec.featurization, self.recorder, self.record_ids
+            )
+        failed = _feature_failures(candidates, table.failures)
+        self.result.failures += failed
+        self.result.counts["feature_failures"] += len(failed)
+        self.result.counts["featurized"] += len(table.frame)
+        self._predict_and_place(candidates, table.frame, features_id)
 
     # -- one chunk --------------------------------------------------------------------------
     def _ingest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -24,21 +25,49 @@ from matscreen.tasks.spec import FeaturizationSpec
 from matscreen.tasks.steps import featurize_batch_task
 
 
-def featurize_records(
+@dataclass
+class PendingFeatures:
+    """A featurization under way: the stored rows found, the batches submitted.
+
+    :meth:`collect` waits for the batches, stores each as it finishes and returns the
+    table; in between, the flow's process is free (to read the next chunk of candidates).
+    """
+
+    keys: dict[str, str]
+    stored: pd.DataFrame
+    computing: int
+    futures: list[Any]
+    store: FeatureStore
+
+    def collect(self) -> tuple[FeatureTable, list[RunInfo], int]:
+        """Wait for the batches; return ``(FeatureTable, batch runs, structures taken from
+        the store)``."""
+        runs, computed = [], [self.stored]
+        for future in as_completed(self.futures):
+            batch = future.result()
+            frame = batch_frame(batch.value)
+            self.store.add(frame, batch.value.failures)
+            # The rows as stored (float64, with their error column), without reading back.
+            computed.append(stored_rows(frame, batch.value.failures))
+            runs.append(batch.run)
+        stored = self.stored
+        if self.computing:
+            self.store.compact()
+            stored = pd.concat([c for c in computed if not c.empty])
+        table = table_for_records(self.keys, stored)
+        return table, runs, len(set(self.keys.values())) - self.computing
+
+
+def start_featurization(
     records: list[StructureRecord],
     featurization: FeaturizationSpec,
     store: FeatureStore,
     workers: int,
-) -> tuple[FeatureTable, list[RunInfo], int]:
-    """Features of every record, computing only the structures the store lacks.
+) -> PendingFeatures:
+    """Look the records up in the store and submit the structures it lacks, in batches.
 
     Must run inside a flow: the missing structures are featurized by Prefect tasks mapped
-    over batches on the flow's task runner (sized for ``workers`` workers), and each batch
-    is stored as soon as it finishes, so an interrupted run keeps what it computed.
-
-    Returns
-    -------
-    (FeatureTable, batch runs, structures taken from the store)
+    over batches on the flow's task runner (sized for ``workers`` workers).
     """
     config = featurization_config(featurization)
     keys = {r.id: structure_hash(r.structure) for r in records}
@@ -52,19 +81,25 @@ def featurize_records(
         unmapped(config),
         unmapped(featurization.time_limit_s),
     )
-    runs, computed = [], [stored]
-    for future in as_completed(futures):
-        batch = future.result()
-        frame = batch_frame(batch.value)
-        store.add(frame, batch.value.failures)
-        # The rows as stored (float64, with their error column), without reading them back.
-        computed.append(stored_rows(frame, batch.value.failures))
-        runs.append(batch.run)
-    if todo:
-        store.compact()
-        stored = pd.concat([c for c in computed if not c.empty])
-    table = table_for_records(keys, stored)
-    return table, runs, len(set(keys.values())) - len(todo)
+    return PendingFeatures(keys, stored, len(todo), list(futures), store)
+
+
+def featurize_records(
+    records: list[StructureRecord],
+    featurization: FeaturizationSpec,
+    store: FeatureStore,
+    workers: int,
+) -> tuple[FeatureTable, list[RunInfo], int]:
+    """Features of every record, computing only the structures the store lacks.
+
+    Must run inside a flow (see :func:`start_featurization`); each batch is stored as soon
+    as it finishes, so an interrupted run keeps what it computed.
+
+    Returns
+    -------
+    (FeatureTable, batch runs, structures taken from the store)
+    """
+    return start_featurization(records, featurization, store, workers).collect()
 
 
 def featurize_and_record(
@@ -80,12 +115,31 @@ def featurize_and_record(
     -------
     (FeatureTable, the feature table's entity id, structures taken from the store)
     """
+    config = featurization_config(featurization)
+    store = FeatureStore(settings.feature_dir, config)
+    pending = start_featurization(records, featurization, store, settings.worker_count)
+    return record_features(pending, records, featurization, recorder, record_ids)
+
+
+def record_features(
+    pending: PendingFeatures,
+    records: list[StructureRecord],
+    featurization: FeaturizationSpec,
+    recorder: Any,
+    record_ids: dict[str, str],
+) -> tuple[FeatureTable, str, int]:
+    """Collect a featurization and record the step in the catalog (the feature table, its
+    batch runs, and the structures that failed as record errors).
+
+    Returns
+    -------
+    (FeatureTable, the feature table's entity id, structures taken from the store)
+    """
     from matscreen.tasks.dataset import feature_failures
     from matscreen.tasks.featurize import citations
 
     config = featurization_config(featurization)
-    store = FeatureStore(settings.feature_dir, config)
-    table, runs, reused = featurize_records(records, featurization, store, settings.worker_count)
+    table, runs, reused = pending.collect()
     features_id = recorder.features(
         table,
         runs,

@@ -32,6 +32,30 @@ def _normalize(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> bool:
+    """Whether every dict in ``value`` has only string keys (json.dumps then writes what
+    :func:`canonical_json` writes, for values it accepts at all)."""
+    if isinstance(value, dict):
+        return all(type(k) is str for k in value) and all(
+            _plain(v) for v in value.values() if isinstance(v, (dict, list, tuple))
+        )
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value if isinstance(v, (dict, list, tuple)))
+    return True
+
+
+def fast_canonical_json(value: Any) -> str | None:
+    """:func:`canonical_json` of plain data (string keys; lists, tuples, strings, finite
+    floats, ints, booleans, None) written by json.dumps directly, without the walk that
+    normalizes numpy scalars, sets, paths and NaN; None when ``value`` is not plain data."""
+    if not _plain(value):
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
 def canonical_json(value: Any) -> str:
     """Serialize ``value`` as canonical JSON: sorted keys, no whitespace, NaN as null.
 

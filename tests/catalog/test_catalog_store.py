@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError, IntegrityError
@@ -156,3 +157,25 @@ def test_entity_ids_are_the_hash_of_the_canonical_whole() -> None:
         {"kind": "structure_record", "name": 'cmr:1 "quoted"', "attributes": plain}
     )
     assert entity.attributes == plain and entity.attributes_json == canonical_json(plain)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"b": [1, 2.5, (True, None)], "a": {"é": "x", "s": "t"}, "c": []},  # plain: fast
+        {"n": np.float64(1.5), "k": [np.int64(3)]},  # numpy scalars
+        {"s": {"b", "a"}, "p": Path("/x")},  # a set, a path
+        {"nan": float("nan")},
+        {True: 1, None: 2, 3: 4},  # keys json.dumps writes otherwise than str()
+    ],
+)
+def test_entity_text_and_id_equal_the_canonical_form(attributes: dict) -> None:
+    import json as _json
+
+    from matscreen.tasks.hashing import canonical_json, content_hash
+
+    entity = Entity.new("structure_record", "r", attributes)
+    plain = _json.loads(canonical_json(attributes))
+    assert entity.attributes_json == canonical_json(attributes)
+    assert entity.id == content_hash({"kind": "structure_record", "name": "r", "attributes": plain})
+    assert _json.loads(entity.attributes_json) == plain

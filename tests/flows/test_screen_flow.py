@@ -246,3 +246,79 @@ def _featurize_steps(settings: Settings, run_id: str | None = None) -> list:
     if run_id is not None:
         steps = [a for a in steps if a.parent_id == run_id]
     return sorted(steps, key=lambda a: a.started_at)
+
+
+@pytest.mark.slow
+def test_a_real_cluster_ranks_as_the_local_cluster(
+    prefect_server, settings, screen_spec, postgres_url, tmp_path, monkeypatch
+) -> None:
+    # A `dask scheduler` and two `dask worker` processes with matscreen's preload, the
+    # Prefect server the workers report to, and a PostgreSQL catalog, all on loopback:
+    # the campaign runs through MATSCREEN_DASK_ADDRESS and ranks as on a LocalCluster.
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import sqlalchemy
+    from prefect.settings import PREFECT_API_URL
+
+    local = matscreen.run_campaign(screen_spec, output_dir=tmp_path / "local")
+
+    name = f"cluster_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    catalog_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    logs = open(tmp_path / "cluster.log", "w")  # noqa: SIM115 - closed below
+    processes = [
+        subprocess.Popen(
+            [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
+            env=env, stdout=logs, stderr=logs,
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "the dask scheduler did not start"
+            time.sleep(0.2)
+        for _ in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [str(bin_dir / "dask"), "worker", "--scheduler-file", str(scheduler_file),
+                     "--nthreads", "1", "--host", "127.0.0.1", "--dashboard-address", ":0",
+                     "--preload", "matscreen.flows.dask_preload"],
+                    env=env, stdout=logs, stderr=logs,
+                )
+            )  # fmt: skip
+        address = json.loads(scheduler_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout=120) as client:
+            client.wait_for_workers(2, timeout=120)
+        monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "cluster-home"))
+        monkeypatch.setenv("MATSCREEN_DASK_ADDRESS", address)
+        monkeypatch.setenv("MATSCREEN_CATALOG_URL", catalog_url)
+        remote = matscreen.run_campaign(screen_spec, output_dir=tmp_path / "remote")
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+        logs.close()
+
+    columns = ["id", "rank", "pred_heat_of_formation", "pred_band_gap", "p_success"]
+    pd.testing.assert_frame_equal(local.ranking[columns], remote.ranking[columns])
+    assert local.metrics["counts"] == remote.metrics["counts"]
+    with Catalog(catalog_url) as catalog:
+        steps = catalog.activities(parent_id=remote.run_id)
+        runs = steps + [a for s in steps for a in catalog.activities(parent_id=s.id)]
+    # Featurization batches, fits and predictions ran in the two worker processes.
+    pids = {a.parameters["host_pid"] for a in runs if a.kind == "task_run"}
+    assert len(pids - {os.getpid()}) >= 2
+    assert any(a.name == "featurize_packed" for a in runs)
