@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -393,3 +394,12 @@ def quiet_pymatgen() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No Pauling electronegativity")
         yield
+
+
+@lru_cache(maxsize=1 << 16)
+def element_order(symbols: tuple[str, ...]) -> tuple[str, ...]:
+    """The element symbols in pymatgen's sort order (Pauling electronegativity, then
+    symbol), as ``Composition`` compares compositions."""
+    from pymatgen.core import Element
+
+    return tuple(str(element) for element in sorted(Element(symbol) for symbol in symbols))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from matscreen.tasks.errors import ModelError
@@ -411,3 +411,56 @@ def test_chemical_systems_list_every_sub_system() -> None:
         "Ba-O-Ti",
     ]
     assert chemical_systems(["Og-O"]) == ["O", "Og", "O-Og"]
+
+
+def test_hulls_are_pymatgens_phase_diagrams_facet_for_facet(element_file: Path) -> None:
+    # The hull of each system is built on plain arrays; it must be exactly the one
+    # pymatgen's PhaseDiagram builds from the same entries (same points, facets in the
+    # same order, same owners): random compounds, ties in energy and composition, phases
+    # above the elements' plane, polymorphs, on 1- to 4-element systems.
+    from itertools import combinations as subsets
+
+    from matscreen.tasks.models import stability
+
+    rng = random.Random(7)
+    elements = ["Sr", "Ti", "O", "N", "Ba", "La"]
+    formulas = ["SrO", "TiO2", "SrTiO3", "Sr2TiO4", "TiN", "LaN", "BaO", "BaTiO3", "LaTiO2N",
+                "SrTiO2N", "Ba2TiO4", "La2O3", "TiO", "Ti2O3", "SrO2", "BaO2", "Sr3Ti2O7",
+                "SrN2", "Ti3N4", "BaLaO2N"]  # fmt: skip
+    known = []
+    for k, formula in enumerate(formulas):
+        energy = round(rng.uniform(-3.6, 0.4), 2)  # rounded: ties happen
+        known.append((formula, energy, f"t:{k}"))
+        if k % 4 == 0:  # a polymorph, sometimes of equal energy
+            known.append((formula, energy + rng.choice([0.0, 0.1]), f"t:{k}b"))
+    spec = StabilitySpec(formation_energy="formation_energy_per_atom", elements=element_file)
+    phases = reference_phases(spec, known)
+    index = stability._index(phases)
+    compared = 0
+    for size in range(1, 5):
+        for system in subsets(elements, size):
+            members = [
+                i
+                for n in range(1, size + 1)
+                for sub in subsets(system, n)
+                for i in index.by_system.get(frozenset(sub), ())
+            ]
+            entries = [
+                PDEntry(
+                    index.compositions[i],
+                    phases.phases[i].formation_energy_per_atom * index.compositions[i].num_atoms,
+                    name=index.names[i],
+                    attribute=i,
+                )
+                for i in members
+            ]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                diagram = PhaseDiagram(entries, elements=[Element(e) for e in system])
+            data, facets, owners = stability._lower_hull(phases, index, system, members)
+            expected = np.asarray(diagram.facets, dtype=int).reshape(len(diagram.facets), size)
+            assert np.array_equal(facets, expected), system
+            assert np.array_equal(data, np.asarray(diagram.qhull_data)[:-1]), system
+            assert [int(o) for o in owners] == [e.attribute for e in diagram.qhull_entries]
+            compared += 1
+    assert compared == 6 + 15 + 20 + 15
