@@ -7,6 +7,7 @@ step's activity, its entities and their edges are stored together or not at all.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, insert, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from matscreen.catalog import schema
 from matscreen.catalog.rules import (
@@ -121,7 +122,7 @@ class Catalog:
         try:
             self.engine = create_engine(url, future=True)
             schema.enable_sqlite_foreign_keys(self.engine)
-            schema.metadata.create_all(self.engine)
+            self._create_tables()
             # create_all adds no index to a table that exists: a catalog made by an older
             # matscreen gets the edge indexes the provenance queries need here.
             for index in schema.edges.indexes:
@@ -134,6 +135,18 @@ class Catalog:
         self.dialect = self.engine.dialect.name
 
     # -- set-up ---------------------------------------------------------------------------
+    def _create_tables(self) -> None:
+        """Create the tables a new catalog lacks. Two processes opening one new catalog
+        at once both try; the one that loses finds the tables made and checks again."""
+        for attempt in range(5):
+            try:
+                schema.metadata.create_all(self.engine)
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+
     def _check_version(self) -> None:
         with self.engine.begin() as conn:
             row = conn.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -124,3 +125,26 @@ def test_concurrent_runs_leave_a_consistent_catalog(
         users = catalog.edges(relation="used", object_id=snapshot.id)
         makers = catalog.edges(relation="wasGeneratedBy", subject_id=snapshot.id)
         assert len(users) + len(makers) == WRITERS * RUNS_PER_WRITER
+
+
+def _open_catalog(url: str, results: Any) -> None:
+    try:
+        with Catalog(url):
+            results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+
+
+def test_processes_opening_one_new_catalog_at_once_all_open_it(tmp_path: Path) -> None:
+    # Each creates the tables it finds missing; the ones that lose the race see the tables
+    # made and go on (before, one in about fifteen such starts failed).
+    context = multiprocessing.get_context("spawn")
+    for trial in range(8):
+        url = f"sqlite:///{tmp_path / f'new{trial}' / 'catalog.sqlite'}"
+        results = context.Queue()
+        processes = [context.Process(target=_open_catalog, args=(url, results)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        assert [results.get(timeout=5) for _ in processes] == ["ok"] * 4
