@@ -75,10 +75,9 @@ class FeatureStore:
         for part in parts:
             if part in self._indexed:
                 continue
-            try:
-                keys = pq.read_table(part, columns=[KEY]).column(KEY).to_pylist()
-            except FileNotFoundError:  # merged by a concurrent compaction meanwhile
-                continue
+            # A part merged away by a concurrent compaction raises FileNotFoundError: the
+            # caller lists the parts again (the merged part holds its rows).
+            keys = pq.read_table(part, columns=[KEY]).column(KEY).to_pylist()
             for key in keys:
                 self._where.setdefault(key, part)
             self._indexed[part] = len(keys)
@@ -102,8 +101,8 @@ class FeatureStore:
         # A concurrent compaction may remove a part between indexing and reading; its rows
         # are then in the merged part, so index again.
         for _ in range(5):
-            self._refresh()
             try:
+                self._refresh()
                 return self._read_rows(wanted)
             except FileNotFoundError:
                 continue
@@ -111,7 +110,7 @@ class FeatureStore:
 
     def __len__(self) -> int:
         """Number of distinct structure hashes stored."""
-        self._refresh()
+        self.lookup([])
         return len(self._where)
 
     def add(self, features: pd.DataFrame, failures: dict[str, str]) -> Path | None:

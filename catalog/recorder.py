@@ -515,12 +515,13 @@ def _read_entities(
     # every structure would cost more than the catalog write itself.
     entities = [Entity.new("structure_record", r.id, _fields(r)) for r in records]
     errors = [Entity.new("record_error", f.id, asdict(f)) for f in failures]
-    ids = {**(known or {}), **{e.name: e.id for e in entities}}
-    links = [
-        Edge("alternateOf", entity.id, ids[record.duplicate_of])
-        for record, entity in zip(records, entities, strict=True)
-        if record.duplicate_of is not None
-    ]
+    here = {e.name: e.id for e in entities}
+    earlier = known or {}
+    links = []
+    for record, entity in zip(records, entities, strict=True):
+        first = record.duplicate_of
+        if first is not None:
+            links.append(Edge("alternateOf", entity.id, here.get(first) or earlier[first]))
     return entities, errors, links
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, insert, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from matscreen.catalog import schema
 from matscreen.catalog.rules import (
@@ -142,8 +142,13 @@ class Catalog:
             try:
                 schema.metadata.create_all(self.engine)
                 return
-            except OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 4:
+            except (OperationalError, ProgrammingError, IntegrityError) as exc:
+                # SQLite: "table … already exists"; PostgreSQL: the same, or a duplicate
+                # key in its catalog of types.
+                message = str(exc)
+                if ("already exists" not in message and "duplicate key" not in message) or (
+                    attempt == 4
+                ):
                     raise
                 time.sleep(0.1 * (attempt + 1))
 

@@ -324,15 +324,22 @@ def shortlist_within(
     """:func:`shortlist_with` for a pool of any size.
 
     With maximal marginal relevance the shortlist is chosen among the
-    :data:`MMR_WINDOW` best-ranked candidates, whose features ``features_of(ids)``
-    returns (indexed by id); the candidates after them were not reached. Without it, the
+    :data:`MMR_WINDOW` best-ranked candidates (four times as many, and so on, while a
+    group cap leaves it short), whose features ``features_of(ids)`` returns (indexed by
+    id); the candidates after them were not reached. Without it, the
     whole ranking is used and no feature is read.
     """
     if ranking.diversity.mmr_lambda is None:
         return shortlist_with(ranked, size, ranking)
     table = ranked.sort_values("rank") if "rank" in ranked.columns else ranked
-    head, rest = table.iloc[:MMR_WINDOW], table.iloc[MMR_WINDOW:]
-    chosen = shortlist_with(head, size, ranking, features_of([str(i) for i in head["id"]]))
+    window = MMR_WINDOW
+    while True:
+        head, rest = table.iloc[:window], table.iloc[window:]
+        chosen = shortlist_with(head, size, ranking, features_of([str(i) for i in head["id"]]))
+        # A cap per group may leave the window short of picks: widen it.
+        if len(chosen.ids) >= size or rest.empty:
+            break
+        window *= 4
     if rest.empty:
         return chosen
     rest = rest.reset_index(drop=True)

@@ -12,7 +12,9 @@ structure (it is stored once, with the kept record) and keep their own id, prope
 provenance, so the catalog links them.
 
 Sources are read in the campaign's order, so the first-listed source wins: list the source
-whose labels you trust most first.
+whose labels you trust most first. In a campaign, the sources read whole (``train`` and
+``both``) come first, in their order, and the streamed ``screen`` sources after them: a
+training record never becomes a repeat of a candidate.
 """
 
 from __future__ import annotations

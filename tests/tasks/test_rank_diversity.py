@@ -137,3 +137,42 @@ def test_mmr_needs_a_feature_row_for_every_candidate() -> None:
 def test_an_unreadable_formula_is_named() -> None:
     with pytest.raises(ModelError, match=r"formula 'Xx9\?' of candidate c01"):
         select_shortlist(_ranking(["SrTiO3", "Xx9?"]), 2, by="chemsys", cap=1)
+
+
+def test_a_large_pool_is_shortlisted_among_its_best_and_the_window_widens_for_a_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With maximal marginal relevance only the best-ranked candidates' features are read;
+    # when a cap per chemical system leaves that window short, it widens until the
+    # shortlist is full, and the candidates never considered are "not reached".
+    import matscreen.tasks.rank.diversity as diversity
+    from matscreen.tasks.rank import shortlist_within
+
+    monkeypatch.setattr(diversity, "MMR_WINDOW", 50)
+    n = 1000
+    others = ["Na", "K", "Rb", "Cs", "Mg", "La", "Y", "Sc", "Bi", "Pb"]
+    formulas = ["SrTiO3", "BaTiO3", "CaTiO3"] * 30 + [
+        f"{others[i % len(others)]}TaO3" for i in range(n - 90)
+    ]
+    ranked = pd.DataFrame(
+        {"id": [f"c{i}" for i in range(n)], "formula": formulas, "rank": np.arange(1, n + 1)}
+    )
+    ranked["p_success"] = np.linspace(0.9, 0.1, n)
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(n, 4)), index=ranked["id"])
+    asked: list[int] = []
+
+    def features_of(ids: list[str]) -> pd.DataFrame:
+        asked.append(len(ids))
+        return features.loc[ids]
+
+    spec = RankingSpec(diversity=DiversitySpec(by="chemsys", cap=1, mmr_lambda=0.7))
+    chosen = shortlist_within(ranked, 6, spec, features_of)
+    assert len(chosen.ids) == 6 and asked == [50, 200]
+    assert len(chosen.table) == n and chosen.table["id"].is_unique
+    tail = chosen.table.iloc[200:]
+    assert (tail["skip_reason"] == diversity.NOT_REACHED).all()
+    assert tail["shortlist_position"].isna().all()
+    # Without maximal marginal relevance no feature is read.
+    plain = shortlist_within(ranked, 6, RankingSpec(), features_of)
+    assert plain.ids == [f"c{i}" for i in range(6)] and asked == [50, 200]
