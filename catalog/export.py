@@ -44,6 +44,13 @@ from matscreen.tasks.hashing import (
     structure_hash,
 )
 from matscreen.tasks.report.outputs import shortlist_frame
+from matscreen.tasks.secrets import (
+    REDACTED,
+    SECRET_WORDS,
+    URL_PASSWORD,
+    URL_SECRET_QUERY,
+    mask_url,
+)
 from matscreen.tasks.tables import parquet_to_frame
 
 NAMESPACE = "urn:matscreen:"
@@ -77,14 +84,8 @@ _MAX_LISTED = 20
 _NOT_IN_NAME = re.compile(r"[^\w.-]")
 
 # -- secrets --------------------------------------------------------------------------------
-REDACTED = "***"
-_SECRET_WORDS = r"(?:password|passwd|secret|token|api_?key|access_?key|private_?key|credentials?)"
-_SECRET_NAME = re.compile(rf"(?:^|_){_SECRET_WORDS}$", re.IGNORECASE)
-_SECRET_KEY_IN_JSON = re.compile(rf'"(?:[^"\\]*_)?{_SECRET_WORDS}"\s*:', re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?<=://)([^:/?#@\s]*):([^@/?#\s]+)@")
-_URL_SECRET_QUERY = re.compile(
-    r"([?&](?:api_?key|apikey|key|token|access_token|password|secret)=)[^&#\s]+", re.IGNORECASE
-)
+_SECRET_NAME = re.compile(rf"(?:^|_){SECRET_WORDS}$", re.IGNORECASE)
+_SECRET_KEY_IN_JSON = re.compile(rf'"(?:[^"\\]*_)?{SECRET_WORDS}"\s*:', re.IGNORECASE)
 # Shorter values ("1", "true") would be masked wherever they occur in ordinary text.
 _MIN_SECRET_LENGTH = 8
 
@@ -101,7 +102,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> set[str]:
     for name, value in environ.items():
         if _SECRET_NAME.search(name):
             found.add(value)
-        found.update(match.group(2) for match in _URL_PASSWORD.finditer(value))
+        found.update(match.group(2) for match in URL_PASSWORD.finditer(value))
     return {value for value in found if len(value) >= _MIN_SECRET_LENGTH}
 
 
@@ -124,8 +125,8 @@ def _redact_json(text_: str, secrets: list[str]) -> Any:
     value = json.loads(text_)
     needles = {n for s in secrets for n in (s, json.dumps(s)[1:-1])}
     if (
-        _URL_PASSWORD.search(text_)
-        or _URL_SECRET_QUERY.search(text_)
+        URL_PASSWORD.search(text_)
+        or URL_SECRET_QUERY.search(text_)
         or _SECRET_KEY_IN_JSON.search(text_)
         or any(n in text_ for n in needles)
     ):
@@ -142,8 +143,7 @@ def _redact(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list):
         return [_redact(v, secrets) for v in value]
     if isinstance(value, str):
-        value = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
-        value = _URL_SECRET_QUERY.sub(rf"\1{REDACTED}", value)
+        value = mask_url(value)
         for secret in secrets:
             value = value.replace(secret, REDACTED)
     return value

@@ -28,6 +28,7 @@ from matscreen.catalog.rules import (
 from matscreen.tasks.errors import CatalogError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.hashing import canonical_json, content_hash, fast_canonical_json, sha256_text
 from matscreen.tasks.runinfo import utc_now
+from matscreen.tasks.secrets import mask_url
 
 _CHUNK = 500
 
@@ -130,7 +131,7 @@ class Catalog:
             self._check_version()
         except (SQLAlchemyError, ImportError) as exc:
             raise CatalogError(
-                f"cannot open catalog at {parsed.render_as_string(hide_password=True)}: {exc}"
+                f"cannot open catalog at {mask_url(url)}: {mask_url(str(exc))}"
             ) from exc
         self.dialect = self.engine.dialect.name
 
@@ -171,7 +172,7 @@ class Catalog:
     @property
     def url_for_display(self) -> str:
         """The catalog URL with any password masked."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return mask_url(self.url)
 
     def close(self) -> None:
         """Release the database connections."""

@@ -58,10 +58,11 @@ class Settings(BaseSettings):
 
     @property
     def catalog_url_for_display(self) -> str:
-        """The catalog URL with any password masked, for messages and logs."""
-        from sqlalchemy.engine import make_url
+        """The catalog URL with its password and secret query values masked, for messages
+        and logs."""
+        from matscreen.tasks.secrets import mask_url
 
-        return make_url(self.catalog_url).render_as_string(hide_password=True)
+        return mask_url(self.catalog_url)
 
     @property
     def artifact_dir(self) -> Path:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from matscreen.tasks.errors import SourceError
+from matscreen.tasks.secrets import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,13 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def redact(url: str) -> str:
-    """Return ``url`` without user info or query-string values that could hold a secret."""
+    """Return ``url`` without user info, and with query values that could hold a secret
+    (``api_key``, ``token`` …) masked."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return mask_url(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
 
 
 class JsonClient:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from matscreen.catalog import Activity, ArtifactStore, Catalog, Edge, Entity, schema
 from matscreen.catalog.rules import RELATIONS
-from matscreen.tasks.errors import ArtifactError, NotFoundError, ProvenanceRuleError
+from matscreen.tasks.errors import ArtifactError, CatalogError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.runinfo import utc_now
 
 
@@ -179,3 +179,39 @@ def test_entity_text_and_id_equal_the_canonical_form(attributes: dict) -> None:
     assert entity.attributes_json == canonical_json(attributes)
     assert entity.id == content_hash({"kind": "structure_record", "name": "r", "attributes": plain})
     assert _json.loads(entity.attributes_json) == plain
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://me:s3cret-pw@db:5432/cat",
+            "postgresql+psycopg://me:***@db:5432/cat",
+        ),
+        (
+            "postgresql+psycopg://db/cat?password=s3cret-pw&sslmode=require",
+            "postgresql+psycopg://db/cat?password=***&sslmode=require",
+        ),
+        (
+            "https://x.org/v1/structures?api_key=abc123&page=2",
+            "https://x.org/v1/structures?api_key=***&page=2",
+        ),
+        ("sqlite:////home/me/catalog.sqlite", "sqlite:////home/me/catalog.sqlite"),
+    ],
+)
+def test_urls_are_shown_without_their_secrets(
+    url: str, shown: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matscreen.flows.settings import Settings
+    from matscreen.tasks.secrets import mask_url
+
+    assert mask_url(url) == shown
+    monkeypatch.setenv("MATSCREEN_CATALOG_URL", url)
+    assert Settings().catalog_url_for_display == shown
+
+
+def test_a_catalog_that_cannot_be_opened_names_its_url_without_the_password() -> None:
+    url = "postgresql+psycopg://me@127.0.0.1:1/cat?password=s3cret-pw&connect_timeout=2"
+    with pytest.raises(CatalogError) as error:
+        Catalog(url)
+    assert "s3cret-pw" not in str(error.value) and "password=***" in str(error.value)
