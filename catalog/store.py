@@ -101,6 +101,10 @@ class Edge:
     object_id: str
 
 
+#: Tries at creating a new catalog's tables while other processes create them too.
+_CREATE_ATTEMPTS = 10
+
+
 class Catalog:
     """The provenance store.
 
@@ -124,10 +128,6 @@ class Catalog:
             self.engine = create_engine(url, future=True)
             schema.enable_sqlite_foreign_keys(self.engine)
             self._create_tables()
-            # create_all adds no index to a table that exists: a catalog made by an older
-            # matscreen gets the edge indexes the provenance queries need here.
-            for index in schema.edges.indexes:
-                index.create(self.engine, checkfirst=True)
             self._check_version()
         except (SQLAlchemyError, ImportError) as exc:
             raise CatalogError(
@@ -137,18 +137,23 @@ class Catalog:
 
     # -- set-up ---------------------------------------------------------------------------
     def _create_tables(self) -> None:
-        """Create the tables a new catalog lacks. Two processes opening one new catalog
-        at once both try; the one that loses finds the tables made and checks again."""
-        for attempt in range(5):
+        """Create the tables and indexes a new catalog lacks. Two processes opening one new
+        catalog at once both try; the one that loses finds them made and checks again."""
+        for attempt in range(_CREATE_ATTEMPTS):
             try:
                 schema.metadata.create_all(self.engine)
+                # create_all adds no index to a table that exists: a catalog made by an
+                # older matscreen gets the edge indexes the provenance queries need here.
+                for index in schema.edges.indexes:
+                    index.create(self.engine, checkfirst=True)
                 return
             except (OperationalError, ProgrammingError, IntegrityError) as exc:
-                # SQLite: "table … already exists"; PostgreSQL: the same, or a duplicate
-                # key in its catalog of types.
+                # SQLite: "table/index … already exists" or "database is locked";
+                # PostgreSQL: "already exists", or a duplicate key in its catalog of types.
                 message = str(exc)
-                if ("already exists" not in message and "duplicate key" not in message) or (
-                    attempt == 4
+                racing = ("already exists", "duplicate key", "database is locked")
+                if not any(words in message for words in racing) or (
+                    attempt == _CREATE_ATTEMPTS - 1
                 ):
                     raise
                 time.sleep(0.1 * (attempt + 1))
