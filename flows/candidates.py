@@ -41,7 +41,7 @@ from matscreen.catalog import Catalog
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import PredictionRecorder
 from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
-from matscreen.tasks.dataset import candidate_arrays, labels_of
+from matscreen.tasks.dataset import candidate_arrays, feature_failures, labels_of
 from matscreen.tasks.errors import ScreenError
 from matscreen.tasks.featurize import featurization_config
 from matscreen.tasks.featurize.batch import ERROR_COLUMN
@@ -149,8 +149,6 @@ class ScreenedCandidates:
         ``feature_failures``, ``known_candidates`` (repeats of a training record
         included), ``excluded`` (known, not repeats) and ``candidate_pool`` of the
         streamed sources.
-    summary
-        Per streamed source, as :class:`~matscreen.flows.ingest.IngestedSources` gives it.
     chunks
         Chunks screened.
     """
@@ -161,7 +159,6 @@ class ScreenedCandidates:
     snapshot_ids: list[str] = field(default_factory=list)
     failures: list[RecordFailure] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
-    summary: list[dict[str, Any]] = field(default_factory=list)
     chunks: int = 0
 
 
@@ -248,7 +245,6 @@ class CandidateScreen:
             for source in sources:
                 read = open_source(source, state_dir)
                 entity_ids: list[str] = []
-                tally: Counter[str] = Counter()
                 chunks = iter_chunks(read, size)
                 while True:
                     with self.timer.step("ingest"):
@@ -257,9 +253,7 @@ class CandidateScreen:
                         if chunk is None:
                             break
                         records, failures = chunk
-                        candidates = self._ingest(
-                            source, records, failures, started, entity_ids, tally
-                        )
+                        candidates = self._ingest(source, records, failures, started, entity_ids)
                         self.seen.release()
                     submitted = None
                     if candidates:
@@ -276,7 +270,6 @@ class CandidateScreen:
                     snapshot_id = self.recorder.source_read(snapshot, run, entity_ids)
                 self.result.snapshots.append(snapshot)
                 self.result.snapshot_ids.append(snapshot_id)
-                self.result.summary.append(_summary(snapshot, snapshot_id, tally, read.changes))
             if pending is not None:
                 self._finish(*pending)
 
@@ -294,7 +287,7 @@ class CandidateScreen:
             table, features_id, _ = record_features(
                 pending, candidates, self.spec.featurization, self.recorder, self.record_ids
             )
-        failed = _feature_failures(candidates, table.failures)
+        failed = feature_failures(candidates, table)
         self.result.failures += failed
         self.result.counts["feature_failures"] += len(failed)
         self.result.counts["featurized"] += len(table.frame)
@@ -308,7 +301,6 @@ class CandidateScreen:
         failures: list[RecordFailure],
         started: str,
         entity_ids: list[str],
-        tally: Counter[str],
     ) -> list[StructureRecord]:
         """Mark repeats, record the chunk, set aside known candidates; return the rest."""
         records = [self.seen.add(record) for record in records]
@@ -347,7 +339,6 @@ class CandidateScreen:
             "known_candidates": len(known) + repeats,
             "excluded": len(known),
         }
-        tally.update({**counts, "new": recorded.new_records})
         self.result.counts.update(counts)
         self.result.failures += list(failures) + excluded
         candidates = [r for r in fresh if r.id not in known]
@@ -502,37 +493,6 @@ def record_loader(
     return lambda record_id: structures_of([record_id], records, record_ids, catalog)[record_id]
 
 
-def _feature_failures(
-    records: Sequence[StructureRecord], messages: Mapping[str, str]
-) -> list[RecordFailure]:
-    by_id = {r.id: r for r in records}
-    return [
-        RecordFailure(by_id[i].source, by_id[i].source_id, by_id[i].row, "featurize", message)
-        for i, message in sorted(messages.items())
-    ]
-
-
 def _step_run(name: str, started: str) -> RunInfo:
     """A run record for work the flow's driver did itself."""
     return RunInfo(name, started, utc_now(), socket.gethostname(), os.getpid(), None)
-
-
-def _summary(
-    snapshot: SourceSnapshot, snapshot_id: str, tally: Counter[str], changes: Any
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "source": snapshot.source,
-        "kind": snapshot.kind,
-        "location": snapshot.location,
-        "database_version": snapshot.database_version,
-        "sha256": snapshot.sha256,
-        "read": snapshot.n_rows,
-        "records": tally["records"],
-        "new": tally["new"],
-        "duplicates": tally["duplicates"],
-        "errors": tally["ingest_failures"],
-        "snapshot_id": snapshot_id,
-        "changes": asdict(changes) if changes is not None else None,
-    }
