@@ -8,8 +8,11 @@ relative to the spec file.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,9 +26,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from matscreen.tasks.errors import SpecError
-from matscreen.tasks.hashing import content_hash
+from matscreen.tasks.hashing import canonical_json, content_hash
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -33,6 +37,22 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _located(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
+    """Errors at key paths below the model being validated, as pydantic reports its own
+    (so that a message names ``models.0.params.n_estimators``, not ``models.0``)."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "{message}", {"message": message}),
+                loc=loc,
+                input=value,
+            )
+            for loc, message, value in problems
+        ],
+    )
 
 
 class PropertySpec(_Strict):
@@ -416,6 +436,76 @@ class FeaturizationSpec(_Strict):
             raise ValueError("give a 'preset', 'featurizers' or both")
         return self
 
+    @model_validator(mode="after")
+    def _distinct_labels(self) -> FeaturizationSpec:
+        problems = [(("featurizers", i), message, None) for i, message in _label_clashes(self)]
+        if problems:
+            raise _located("FeaturizationSpec", problems)
+        return self
+
+
+@functools.lru_cache(maxsize=64)
+def _labels_of(featurizer_json: str) -> tuple[str, ...] | str | None:
+    """The feature labels of a featurizer as FeaturizerSpec JSON describes it; a message if
+    it cannot be built; None if it gives its labels only once fitted."""
+    item = json.loads(featurizer_json)
+    module_name, _, class_name = item["cls"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        built = (
+            cls.from_preset(item["from_preset"], **item["kwargs"])
+            if item["from_preset"]
+            else cls(**item["kwargs"])
+        )
+    except Exception as exc:  # whatever a third-party constructor raises on bad arguments
+        return f"cannot build {item['cls']} from {item['from_preset'] or item['kwargs']}: {exc}"
+    try:
+        return tuple(built.feature_labels())
+    except Exception:  # labels known only after fitting: featurization checks them then
+        return None
+
+
+def _label_clashes(spec: FeaturizationSpec) -> list[tuple[int, str]]:
+    """Each listed featurizer that cannot be built, or whose feature labels repeat those of
+    the preset or of an earlier featurizer (the columns would collide), with why."""
+    from matscreen.tasks.featurize.presets import PRESETS
+
+    if not spec.featurizers:
+        return []  # a preset's own featurizers are checked where the preset is defined
+    # label -> (where it comes from, the class giving it)
+    owners: dict[str, tuple[str, str]] = {}
+    for featurizer in PRESETS[spec.preset] if spec.preset else ():
+        labels = _labels_of(canonical_json(featurizer.model_dump()))
+        for label in labels if isinstance(labels, tuple) else ():
+            owners.setdefault(label, (f"the preset {spec.preset!r}", featurizer.cls))
+    clashes: list[tuple[int, str]] = []
+    for i, featurizer in enumerate(spec.featurizers):
+        labels = _labels_of(canonical_json(featurizer.model_dump()))
+        if labels is None:
+            continue
+        if isinstance(labels, str):
+            clashes.append((i, labels))
+            continue
+        repeated = [label for label in labels if label in owners]
+        twice = [label for label, n in Counter(labels).items() if n > 1]
+        if repeated:
+            where, cls = owners[repeated[0]]
+            count = sum(owners[label] == (where, cls) for label in repeated)
+            preset = where.startswith("the preset")
+            fix = "drop it or use preset: null" if preset else "drop one of them"
+            clashes.append(
+                (
+                    i,
+                    f"{featurizer.cls} repeats {count} feature labels of {where} "
+                    f"({cls.rsplit('.', 1)[-1]}, e.g. {repeated[0]!r}); {fix}",
+                )
+            )
+        elif twice:
+            clashes.append((i, f"{featurizer.cls} gives the feature label {twice[0]!r} twice"))
+        for label in labels:
+            owners.setdefault(label, (f"featurizers.{i}", featurizer.cls))
+    return clashes
+
 
 #: Learning algorithms a model spec may name.
 MODEL_ALGORITHMS = (
@@ -479,14 +569,39 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        if self.kind == "classifier" and self.algorithm == "kernel_ridge":
-            raise ValueError("kernel_ridge cannot be a classifier; choose another algorithm")
+        if self.kind != "regressor" and self.algorithm == "kernel_ridge":
+            needs = "" if self.kind == "classifier" else f" (kind {self.kind!r} needs one)"
+            raise ValueError(
+                f"kernel_ridge cannot be a classifier{needs}; choose another algorithm"
+            )
         if self.kind != "classifier" and self.positive_at_most is not None:
             raise ValueError("'positive_at_most' applies to kind 'classifier' only")
         empty = sorted(name for name, values in self.search_space.items() if not values)
         if empty:
             raise ValueError(f"search_space: no candidate values for {empty}")
         return self
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> ModelSpec:
+        from matscreen.tasks.models.params import default_space_problem, param_problems
+
+        problems = param_problems(self.algorithm, self.kind, self.params, self.search_space)
+        if self.search != "none" and not self.search_space:
+            problem = default_space_problem(self.algorithm, self.kind)
+            problems += [(("search_space",), problem)] if problem else []
+        if problems:
+            raise _located(
+                "ModelSpec",
+                [(path, message, _value_at(self, path)) for path, message in problems],
+            )
+        return self
+
+
+def _value_at(spec: ModelSpec, path: tuple[str | int, ...]) -> Any:
+    value: Any = getattr(spec, str(path[0]))
+    for key in path[1:]:
+        value = value[key]
+    return value
 
 
 #: The derived property a stability section adds: distance to the convex hull of the known
@@ -819,14 +934,20 @@ def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     Raises
     ------
     SpecError
-        If the file is missing or not YAML, or the spec is invalid; the message names the
-        file and every key at fault.
+        If the file is missing, a folder, unreadable or not YAML, or the spec is invalid;
+        the message names the file and every key at fault.
     """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SpecError(f"campaign spec not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise SpecError(f"campaign spec {path} is a folder, not a YAML file") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"campaign spec {path} is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise SpecError(f"campaign spec {path}: cannot read it ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"campaign spec {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -1,0 +1,1 @@
+"""Tests with hostile input: malformed files and stores, bad settings, unwritable outputs."""
