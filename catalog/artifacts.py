@@ -2,14 +2,18 @@
 
 Files live under ``root/ab/cdef…`` where ``abcdef…`` is the sha256 of their bytes. Writes go
 to a temporary file first and are renamed into place, so a reader never sees half a file;
-every read verifies the hash.
+every read verifies the hash. A file that fails the check is quarantined (see
+:mod:`matscreen.catalog.integrity`): the read fails naming it, and the next write of the
+same content — a run computing it again — stores it anew.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
+from matscreen.catalog.integrity import QUARANTINE, file_sha256, quarantine
 from matscreen.tasks.errors import ArtifactError
 from matscreen.tasks.files import write_atomically
 
@@ -32,10 +36,13 @@ class ArtifactStore:
         return self.root / sha256[:2] / sha256[2:]
 
     def put_bytes(self, data: bytes) -> str:
-        """Store ``data`` if not yet stored and return its sha256."""
+        """Store ``data`` if not yet stored intact and return its sha256.
+
+        A stored copy that no longer matches its hash is quarantined and replaced.
+        """
         digest = hashlib.sha256(data).hexdigest()
         target = self.path_for(digest)
-        if target.exists():
+        if target.exists() and self.problem(digest) is None:
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, data)
@@ -47,7 +54,8 @@ class ArtifactStore:
         Raises
         ------
         ArtifactError
-            If the artifact is missing or its content does not match ``sha256``.
+            If the artifact is missing or its content does not match ``sha256`` (the file
+            is then quarantined).
         """
         path = self.path_for(sha256)
         try:
@@ -56,7 +64,37 @@ class ArtifactStore:
             raise ArtifactError(f"artifact {sha256} is missing from {self.root}") from exc
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
+            moved = quarantine(path, self.root, f"is corrupt: its sha256 is {actual}")
             raise ArtifactError(
                 f"artifact {path} is corrupt: its sha256 is {actual}, expected {sha256}"
+                + (
+                    f"; moved to {moved}, a run that computes it again stores it anew"
+                    if moved
+                    else ""
+                )
             )
         return data
+
+    def problem(self, sha256: str, repair: bool = True) -> str | None:
+        """Check one artifact without returning it: None if intact, else what is wrong.
+
+        With ``repair``, a corrupt file is quarantined.
+        """
+        path = self.path_for(sha256)
+        try:
+            actual = file_sha256(path)
+        except FileNotFoundError:
+            return "missing"
+        if actual == sha256:
+            return None
+        if repair:
+            quarantine(path, self.root, f"is corrupt: its sha256 is {actual}")
+        return f"corrupt (sha256 {actual})"
+
+    def stored(self) -> Iterator[str]:
+        """Yield the sha256 of every file in the store (by name; not checked)."""
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and folder.name != QUARANTINE and len(folder.name) == 2:
+                for path in sorted(folder.iterdir()):
+                    if not path.name.startswith("."):
+                        yield folder.name + path.name

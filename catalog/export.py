@@ -959,6 +959,8 @@ class CrateFiles(NamedTuple):
 _ACTION_STATUS = {
     "completed": "http://schema.org/CompletedActionStatus",
     "failed": "http://schema.org/FailedActionStatus",
+    "interrupted": "http://schema.org/FailedActionStatus",
+    "crashed": "http://schema.org/FailedActionStatus",
     "running": "http://schema.org/ActiveActionStatus",
 }
 

@@ -4,7 +4,10 @@ Rows are keyed by (structure hash, featurization hash), where the featurization 
 the featurizers, their parameters and the package versions. Each featurization has a
 folder of Parquet part files; every write adds a new part under a unique name (written to
 a temporary file and renamed), so concurrent runs never write the same file and a reader
-never sees half a part. A row may appear in several parts when two runs computed it at
+never sees half a part. A part's name ends with the sha256 of its bytes, checked every
+time the part is read; a part that fails the check (or cannot be parsed) is quarantined
+(:mod:`matscreen.catalog.integrity`) and its rows count as not stored, so they are computed
+again. A row may appear in several parts when two runs computed it at
 once; the values are the same and the first one read is kept. Rows of structures that
 failed hold the error message and NaN features, so a re-run does not retry them.
 
@@ -16,13 +19,15 @@ small parts, so it never reads the whole store either.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from matscreen.catalog.integrity import quarantine
 from matscreen.tasks.errors import CatalogError
 from matscreen.tasks.featurize.batch import ERROR_COLUMN
 from matscreen.tasks.files import write_atomically
@@ -36,6 +41,8 @@ COMPACT_AFTER_PARTS = 16
 SMALL_PART_ROWS = 5000
 #: Name of the key column (the structure hash) in every part.
 KEY = "structure_hash"
+#: A part's file name: ``part-<UTC time>-<sha256 of the file>.parquet``.
+PART_NAME = re.compile(r"part-.+-(?P<sha256>[0-9a-f]{64})\.parquet")
 
 
 class FeatureStore:
@@ -62,22 +69,88 @@ class FeatureStore:
     def _parts(self) -> list[Path]:
         return sorted(self.folder.glob("part-*.parquet"))
 
-    def _refresh(self) -> None:
-        """Index the structure hashes of parts not indexed yet; forget removed parts."""
+    @staticmethod
+    def _problem(part: Path, data: bytes) -> str | None:
+        """What is wrong with a part's bytes (None if intact and readable)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        named = PART_NAME.fullmatch(part.name)
+        if named is None:
+            return "carries no checksum in its name"
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != named["sha256"]:
+            return f"is corrupt: its sha256 is {actual}"
+        try:
+            pq.read_metadata(pa.BufferReader(data))
+        except (pa.ArrowException, ValueError) as exc:  # intact bytes no reader takes
+            return f"cannot be read as Parquet ({exc})"
+        return None
+
+    def _verified(self, part: Path) -> bytes | None:
+        """The bytes of a part if they are intact; else quarantine it and return None.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the part is gone (merged away by a concurrent compaction).
+        """
+        data = part.read_bytes()
+        problem = self._problem(part, data)
+        if problem is None:
+            return data
+        quarantine(part, self.folder, problem)
+        return None
+
+    def _frame(self, part: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """A verified part as a frame (only ``columns`` if given); None if quarantined."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = self._verified(part)
+        if data is None:
+            return None
+        if columns is not None:
+            table = pq.read_table(pa.BufferReader(data), columns=columns)
+            return table.to_pandas(ignore_metadata=True)
+        return parquet_to_frame(data)
+
+    def part_files(self) -> list[Path]:
+        """The part files stored now."""
+        return self._parts()
+
+    def damaged_parts(self, repair: bool = False) -> list[tuple[Path, str]]:
+        """Every part that fails its checks, with the problem; quarantined if ``repair``."""
+        found = []
+        for part in self._parts():
+            try:
+                problem = self._problem(part, part.read_bytes())
+            except FileNotFoundError:
+                continue
+            if problem is not None:
+                found.append((part, problem))
+                if repair:
+                    quarantine(part, self.folder, problem)
+        return found
+
+    def _forget(self, gone: set[Path]) -> None:
+        self._indexed = {p: n for p, n in self._indexed.items() if p not in gone}
+        self._where = {h: p for h, p in self._where.items() if p not in gone}
+
+    def _refresh(self) -> None:
+        """Index the structure hashes of parts not indexed yet; forget removed parts."""
         parts = self._parts()
         present = set(parts)
-        gone = [part for part in self._indexed if part not in present]
-        if gone:
-            self._indexed = {p: n for p, n in self._indexed.items() if p in present}
-            self._where = {h: p for h, p in self._where.items() if p in present}
+        self._forget({part for part in self._indexed if part not in present})
         for part in parts:
             if part in self._indexed:
                 continue
             # A part merged away by a concurrent compaction raises FileNotFoundError: the
             # caller lists the parts again (the merged part holds its rows).
-            keys = pq.read_table(part, columns=[KEY]).column(KEY).to_pylist()
+            frame = self._frame(part, columns=[KEY])
+            if frame is None:
+                continue
+            keys = frame[KEY].tolist()
             for key in keys:
                 self._where.setdefault(key, part)
             self._indexed[part] = len(keys)
@@ -90,7 +163,10 @@ class FeatureStore:
                 by_part.setdefault(part, []).append(key)
         frames = []
         for part, keys in sorted(by_part.items()):
-            frame = parquet_to_frame(part.read_bytes())
+            frame = self._frame(part)
+            if frame is None:  # quarantined since indexed: its rows are computed again
+                self._forget({part})
+                continue
             frame = frame[~frame.index.duplicated(keep="first")]
             frames.append(frame.loc[frame.index.intersection(keys)])
         return pd.concat(frames) if frames else pd.DataFrame()
@@ -123,9 +199,10 @@ class FeatureStore:
         """
         if features.empty and not failures:
             return None
-        frame = stored_rows(features, failures)
-        path = self.folder / f"part-{utc_now().replace(':', '')}-{uuid.uuid4().hex[:8]}.parquet"
-        write_atomically(path, frame_to_parquet(frame))
+        data = frame_to_parquet(stored_rows(features, failures))
+        stamp = utc_now().replace(":", "")
+        path = self.folder / f"part-{stamp}-{hashlib.sha256(data).hexdigest()}.parquet"
+        write_atomically(path, data)
         return path
 
     def compact(self) -> None:
@@ -134,20 +211,18 @@ class FeatureStore:
         Parts of :data:`SMALL_PART_ROWS` rows or more stay as they are, so a compaction
         reads at most about ``COMPACT_AFTER_PARTS × SMALL_PART_ROWS`` rows per merge.
         """
-        import pyarrow.parquet as pq
-
-        small = []
-        for part in self._parts():
-            try:
-                if pq.ParquetFile(part).metadata.num_rows < SMALL_PART_ROWS:
-                    small.append(part)
-            except FileNotFoundError:
-                continue
+        try:
+            self._refresh()  # verifies every part and counts its rows
+        except FileNotFoundError:  # another run is compacting
+            return
+        small = [part for part, rows in sorted(self._indexed.items()) if rows < SMALL_PART_ROWS]
         if len(small) <= COMPACT_AFTER_PARTS:
             return
         try:
-            frames = [parquet_to_frame(part.read_bytes()) for part in small]
+            frames = [frame for frame in map(self._frame, small) if frame is not None]
         except FileNotFoundError:  # another run is compacting the same parts
+            return
+        if not frames:
             return
         frame = pd.concat(frames)
         frame = frame[~frame.index.duplicated(keep="first")]

@@ -55,7 +55,8 @@ _UPSTREAM = text(
 
 @dataclass(frozen=True)
 class Lineage:
-    """A candidate's chain: its ranked row, the entities upstream and their activities."""
+    """A candidate's chain: its ranked row, the entities upstream and their activities,
+    and which of their artifact files (models, tables) no longer match their hashes."""
 
     candidate: str
     record: Entity
@@ -63,6 +64,9 @@ class Lineage:
     row: dict[str, Any]
     entities: list[Entity]
     generated_by: dict[str, Activity] = field(default_factory=dict)
+    #: Entity id -> what is wrong with its artifact file (missing, corrupt); intact ones
+    #: are not listed.
+    damaged: dict[str, str] = field(default_factory=dict)
 
 
 def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> set[str]:
@@ -178,4 +182,10 @@ def lineage(
         edges = catalog.edges(relation="wasGeneratedBy", subject_id=entity.id)
         if edges:
             generated_by[entity.id] = catalog.get_activity(edges[0].object_id)
-    return Lineage(record.name, record, ranking, row, entities, generated_by)
+    damaged = {}
+    for entity in entities:
+        sha256 = entity.attributes.get("artifact_sha256")
+        problem = artifacts.problem(sha256, repair=False) if sha256 else None
+        if problem is not None:
+            damaged[entity.id] = f"artifact {artifacts.path_for(sha256)} is {problem}"
+    return Lineage(record.name, record, ranking, row, entities, generated_by, damaged)

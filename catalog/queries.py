@@ -11,6 +11,8 @@ stored, used it.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,12 +25,15 @@ from sqlalchemy import Connection, bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.lineage import KIND_ORDER, PER_RECORD_KINDS
+from matscreen.catalog.liveness import shown_status
 from matscreen.catalog.rules import ENTITY_KINDS
 from matscreen.catalog.store import Catalog, Entity
-from matscreen.tasks.errors import NotFoundError
+from matscreen.tasks.errors import ArtifactError, NotFoundError
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
 from matscreen.tasks.spec import CriterionSpec
 from matscreen.tasks.tables import parquet_to_frame
+
+log = logging.getLogger(__name__)
 
 #: Entity kinds compared by :func:`diff_runs` as a run's inputs.
 INPUT_KINDS = ("campaign_spec", "source_snapshot", "data_split", "feature_table", "model")
@@ -398,12 +403,14 @@ def _run_summaries(conn: Connection, run_ids: Iterable[str]) -> list[RunSummary]
     for run_id, spec, _ in _kind_runs(conn, ["campaign_spec"]):
         specs.setdefault(run_id, spec.name)
     query = text(
-        "SELECT id, name, status, started_at, ended_at FROM activities WHERE id IN :ids"
+        "SELECT id, name, status, started_at, ended_at, host, parameters FROM activities "
+        "WHERE id IN :ids"
     ).bindparams(bindparam("ids", expanding=True))
     runs = []
     for start in range(0, len(ids), _CHUNK):
         for row in conn.execute(query, {"ids": ids[start : start + _CHUNK]}):
-            runs.append(RunSummary(row[0], row[1], row[2], row[3], row[4], specs.get(row[0])))
+            status = shown_status(row[2], row[5], json.loads(row[6]))
+            runs.append(RunSummary(row[0], row[1], status, row[3], row[4], specs.get(row[0])))
     return sorted(runs, key=lambda run: (run.started_at, run.id))
 
 
@@ -519,7 +526,7 @@ def find_runs(
     spec
         The campaign spec's name.
     status
-        ``running``, ``completed`` or ``failed``.
+        ``running``, ``completed``, ``failed``, ``interrupted`` or ``crashed``.
 
     Returns
     -------
@@ -777,7 +784,7 @@ def stored_model(
     -------
     (model entity id, SurrogateModel) or None
     """
-    from matscreen.tasks.errors import ArtifactError, ModelError
+    from matscreen.tasks.errors import ModelError
     from matscreen.tasks.models.surrogate import SurrogateModel
 
     for model in catalog.find_entities("model"):
@@ -786,7 +793,8 @@ def stored_model(
         try:
             data = artifacts.get_bytes(model.attributes["artifact_sha256"])
             return model.id, SurrogateModel.from_json(data, f"model {model.id}")
-        except (ArtifactError, ModelError):
+        except (ArtifactError, ModelError) as exc:
+            log.warning("model %s is not reused, it is fitted again: %s", model.id, exc)
             continue
     return None
 
@@ -805,7 +813,9 @@ def changes_since_previous(
     """What changed in a campaign run's ranking since the campaign's previous run.
 
     Meant for a run whose ranking is recorded but which may still be running. None when
-    the campaign has no earlier completed run.
+    the campaign has no earlier completed run. When the previous ranking's artifact is
+    missing or corrupt (it is then quarantined), the result says so in ``unavailable``
+    instead of failing the run.
 
     Returns
     -------
@@ -820,7 +830,15 @@ def changes_since_previous(
     before = previous_run(catalog, run_id, campaign)
     if before is None:
         return None
-    d = diff_runs(catalog, artifacts, before.id, run_id)
+    try:
+        d = diff_runs(catalog, artifacts, before.id, run_id)
+    except ArtifactError as exc:
+        log.warning("no comparison with the previous run %s: %s", before.id, exc)
+        return {
+            "previous_run": before.id,
+            "previous_started_at": before.started_at,
+            "unavailable": str(exc),
+        }
     new_hits = [c.id for c in d.new if c.meets_criteria] + d.new_hits
     dropped_hits = [c.id for c in d.dropped if c.meets_criteria] + d.dropped_hits
     return {

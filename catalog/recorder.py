@@ -6,6 +6,7 @@ artifacts hold their bulk; the flow's driver calls it with the plain results of 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from matscreen.catalog.artifacts import ArtifactStore
+from matscreen.catalog.liveness import PID_PARAMETER
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.runinfo import RunInfo, utc_now
@@ -73,6 +75,7 @@ class CampaignRecorder:
             "software", f"matscreen {software.get('matscreen', '')}".strip(), software
         )
         self.user_agent = catalog.ensure_agent("person", user, {})
+        catalog.mark_crashed()  # runs of this host that died before closing their record
         catalog.start_activity(
             Activity(
                 id=run_id,
@@ -80,7 +83,7 @@ class CampaignRecorder:
                 name=name,
                 started_at=utc_now(),
                 prefect_run_id=run_id,
-                parameters=parameters,
+                parameters={**parameters, PID_PARAMETER: os.getpid()},
                 host=host,
                 software=software,
                 git_commit=git_commit,
@@ -419,13 +422,16 @@ class CampaignRecorder:
 
     @contextmanager
     def running(self) -> Iterator[CampaignRecorder]:
-        """Mark the run failed in the catalog if the block raises, completed otherwise."""
-        completed = False
+        """Close the run's record: completed, interrupted (Ctrl-C) or failed (any error)."""
+        status = "failed"
         try:
             yield self
-            completed = True
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
         finally:
-            self.finish("completed" if completed else "failed")
+            self.finish(status)
 
 
 # -- models applied to new structures (``matscreen predict``) ---------------------------------

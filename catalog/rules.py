@@ -38,7 +38,9 @@ ENTITY_KINDS = (
 
 #: A flow run holds steps and task runs; a step (e.g. featurize) may hold the task runs it mapped.
 ACTIVITY_KINDS = ("flow_run", "step", "task_run")
-ACTIVITY_STATUSES = ("running", "completed", "failed")
+#: ``interrupted``: stopped by the user (Ctrl-C); ``crashed``: its process died while it was
+#: ``running`` (found later by the host + pid check of :mod:`matscreen.catalog.liveness`).
+ACTIVITY_STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 AGENT_KINDS = ("software", "person")
 
 #: Relations followed when walking from a result back to its sources.

@@ -2,15 +2,20 @@
 
 Every node (entity, activity, agent) has a row in ``nodes`` carrying its type, so that an
 edge's foreign keys check both that its ends exist and that they are of the type the
-relation demands. Entities and edges are append-only: triggers refuse updates and deletes.
+relation demands. The provenance tables are append-only: triggers refuse every update and
+delete of nodes, entities, edges and agents; an activity is never deleted and is updated
+once, from ``running`` to its final status and end time.
+
+Schema version 2 added the statuses ``interrupted`` and ``crashed`` and the triggers on
+nodes, agents and activities; :mod:`matscreen.catalog.migrate` upgrades a version-1 catalog.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
-    DDL,
     CheckConstraint,
     Column,
+    Connection,
     Engine,
     ForeignKey,
     ForeignKeyConstraint,
@@ -34,7 +39,7 @@ from matscreen.catalog.rules import (
     relation_check_sql,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -126,43 +131,76 @@ edges = Table(
     Index("ix_edges_object_subject", "object_id", "relation", "subject_id"),
 )
 
-_APPEND_ONLY = (entities, edges)
+#: Tables whose rows never change once written.
+APPEND_ONLY = ("nodes", "entities", "agents", "edges")
 
-# The triggers are attached to the tables' own creation, so they run once, when the
-# catalog is created, not on every open.
-for _table in _APPEND_ONLY:
-    for _op in ("UPDATE", "DELETE"):
-        event.listen(
-            _table,
-            "after_create",
-            DDL(
-                f"CREATE TRIGGER {_table.name}_no_{_op.lower()} "
-                f"BEFORE {_op} ON {_table.name} BEGIN "
-                f"SELECT RAISE(ABORT, '{_table.name} are immutable: record a new one instead'); "
-                "END"
-            ).execute_if(dialect="sqlite"),
-        )
-    event.listen(
-        _table,
-        "after_create",
-        DDL(
-            "CREATE OR REPLACE FUNCTION matscreen_refuse_change() RETURNS trigger AS $$ "
-            "BEGIN RAISE EXCEPTION '%% are immutable: record a new one instead', TG_TABLE_NAME; "
-            "END; $$ LANGUAGE plpgsql"
-        ).execute_if(dialect="postgresql"),
+#: Columns of an activity fixed when it starts (an update may set only status and ended_at).
+_FIXED_ACTIVITY_COLUMNS = tuple(
+    c.name for c in activities.columns if c.name not in ("status", "ended_at")
+)
+
+_IMMUTABLE = "are immutable: record a new one instead"
+_ENDS_ONCE = "activities end once: only a running activity gets its final status and end time"
+
+
+def trigger_sql(dialect: str) -> list[str]:
+    """The statements that create the append-only triggers, for ``sqlite`` or ``postgresql``.
+
+    Used when a catalog is created and by the upgrade of an older one.
+    """
+    changed = " OR ".join(
+        f"NEW.{c} IS NOT OLD.{c}" if dialect == "sqlite" else f"NEW.{c} IS DISTINCT FROM OLD.{c}"
+        for c in _FIXED_ACTIVITY_COLUMNS
     )
-    event.listen(
-        _table,
-        "after_create",
-        DDL(
-            f"CREATE TRIGGER {_table.name}_immutable BEFORE UPDATE OR DELETE ON {_table.name} "
+    not_an_end = f"OLD.status <> 'running' OR NEW.status = 'running' OR {changed}"
+    if dialect == "sqlite":
+        statements = [
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} {_IMMUTABLE}'); END"
+            for table in APPEND_ONLY
+            for op in ("UPDATE", "DELETE")
+        ]
+        return statements + [
+            "CREATE TRIGGER IF NOT EXISTS activities_no_delete BEFORE DELETE ON activities "
+            f"BEGIN SELECT RAISE(ABORT, 'activities {_IMMUTABLE}'); END",
+            "CREATE TRIGGER IF NOT EXISTS activities_end_once BEFORE UPDATE ON activities "
+            f"WHEN {not_an_end} BEGIN SELECT RAISE(ABORT, '{_ENDS_ONCE}'); END",
+        ]
+    statements = [
+        "CREATE OR REPLACE FUNCTION matscreen_refuse_change() RETURNS trigger AS $$ "
+        f"BEGIN RAISE EXCEPTION USING MESSAGE = TG_TABLE_NAME || ' {_IMMUTABLE}'; "
+        "END; $$ LANGUAGE plpgsql",
+        "CREATE OR REPLACE FUNCTION matscreen_activity_ends() RETURNS trigger AS $$ BEGIN "
+        f"IF TG_OP = 'DELETE' OR {not_an_end} THEN RAISE EXCEPTION '{_ENDS_ONCE}'; END IF; "
+        "RETURN NEW; END; $$ LANGUAGE plpgsql",
+    ]
+    for table in APPEND_ONLY:
+        statements.append(f"DROP TRIGGER IF EXISTS {table}_immutable ON {table}")
+        statements.append(
+            f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION matscreen_refuse_change()"
-        ).execute_if(dialect="postgresql"),
-    )
+        )
+    return statements + [
+        "DROP TRIGGER IF EXISTS activities_end_once ON activities",
+        "CREATE TRIGGER activities_end_once BEFORE UPDATE OR DELETE ON activities "
+        "FOR EACH ROW EXECUTE FUNCTION matscreen_activity_ends()",
+    ]
 
 
-def enable_sqlite_foreign_keys(engine: Engine) -> None:
-    """Make every SQLite connection of ``engine`` enforce foreign keys and wait on locks."""
+@event.listens_for(metadata, "after_create")
+def _create_triggers(_target: MetaData, connection: Connection, tables=(), **_: object) -> None:  # type: ignore[no-untyped-def]
+    """Create the triggers with the tables, once, when a catalog is created."""
+    if any(table.name == "edges" for table in tables) and connection.dialect.name in (
+        "sqlite",
+        "postgresql",
+    ):
+        for statement in trigger_sql(connection.dialect.name):
+            connection.exec_driver_sql(statement)
+
+
+def enable_sqlite_foreign_keys(engine: Engine, wal: bool = True) -> None:
+    """Make every SQLite connection of ``engine`` enforce foreign keys and wait on locks
+    (and use write-ahead logging, unless ``wal`` is off: a read-only connection)."""
     if engine.dialect.name != "sqlite":
         return
 
@@ -170,6 +208,7 @@ def enable_sqlite_foreign_keys(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if wal:
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.close()

@@ -7,11 +7,13 @@ step's activity, its entities and their edges are stored together or not at all.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, create_engine, insert, or_, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from matscreen.catalog import schema
+from matscreen.catalog.liveness import has_died, shown_status
 from matscreen.catalog.rules import (
     ACTIVITY_STATUSES,
     AGENT_KINDS,
@@ -122,12 +125,22 @@ class Catalog:
     def __init__(self, url: str) -> None:
         self.url = url
         parsed = make_url(url)
+        opened = url
+        #: A SQLite catalog this process may not write (a read-only home) is opened
+        #: read-only: queries work, and a write fails saying so.
+        self.read_only = False
         if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database)
+            read_only_url = _sqlite_read_only_url(database)
+            if read_only_url is not None:
+                opened, self.read_only = read_only_url, True
+            else:
+                database.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = create_engine(url, future=True)
-            schema.enable_sqlite_foreign_keys(self.engine)
-            self._create_tables()
+            self.engine = create_engine(opened, future=True)
+            schema.enable_sqlite_foreign_keys(self.engine, wal=not self.read_only)
+            if not self.read_only:
+                self._create_tables()
             self._check_version()
         except (SQLAlchemyError, ImportError) as exc:
             raise CatalogError(
@@ -158,7 +171,22 @@ class Catalog:
                     raise
                 time.sleep(0.1 * (attempt + 1))
 
+    def check_writable(self) -> None:
+        """Refuse, before any work, to run against a catalog this process cannot write.
+
+        Raises
+        ------
+        CatalogError
+            If the catalog was opened read-only.
+        """
+        if self.read_only:
+            raise CatalogError(
+                f"catalog {self.url_for_display} is read-only for this user: a run records "
+                "into it (use a home you can write, MATSCREEN_HOME)"
+            )
+
     def _check_version(self) -> None:
+        upgrade_needed = False
         with self.engine.begin() as conn:
             row = conn.execute(
                 select(schema.catalog_info.c.value).where(schema.catalog_info.c.key == "schema")
@@ -168,11 +196,19 @@ class Catalog:
                     self._insert_ignore(schema.catalog_info),
                     [{"key": "schema", "value": str(schema.SCHEMA_VERSION)}],
                 )
+            elif row[0] == "1":
+                upgrade_needed = True
             elif row[0] != str(schema.SCHEMA_VERSION):
                 raise CatalogError(
                     f"catalog {self.url_for_display} has schema version {row[0]}, "
                     f"this matscreen expects {schema.SCHEMA_VERSION}"
                 )
+        if upgrade_needed:
+            from matscreen.catalog.migrate import upgrade
+
+            self.check_writable()  # an older catalog is upgraded by a process that may write
+
+            upgrade(self.engine)
 
     @property
     def url_for_display(self) -> str:
@@ -205,6 +241,7 @@ class Catalog:
         ProvenanceRuleError
             If ``kind`` is not a known agent kind.
         """
+        self.check_writable()
         if kind not in AGENT_KINDS:
             raise ProvenanceRuleError(f"unknown agent kind {kind!r} for agent {name!r}")
         agent_id = content_hash({"agent": kind, "name": name, "attributes": attributes})
@@ -233,6 +270,7 @@ class Catalog:
         CatalogError
             If an activity with this id exists already.
         """
+        self.check_writable()
         try:
             with self.engine.begin() as conn:
                 self._insert_activity(conn, activity)
@@ -245,25 +283,54 @@ class Catalog:
             ) from exc
 
     def finish_activity(self, activity_id: str, status: str, ended_at: str | None = None) -> None:
-        """Set the end time and final status of a running activity.
+        """Set the end time and final status of a running activity (once).
 
         Raises
         ------
         NotFoundError
             If no activity has this id.
         ProvenanceRuleError
-            If ``status`` is not a known status.
+            If ``status`` is not a final status, or the activity has ended already.
         """
-        if status not in ACTIVITY_STATUSES:
-            raise ProvenanceRuleError(f"unknown status {status!r} for activity {activity_id}")
+        if status not in ACTIVITY_STATUSES or status == "running":
+            raise ProvenanceRuleError(f"{status!r} is not a final status (activity {activity_id})")
+        table = schema.activities
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(schema.activities)
-                .where(schema.activities.c.id == activity_id)
+            recorded = conn.execute(select(table.c.status).where(table.c.id == activity_id)).first()
+            if recorded is None:
+                raise NotFoundError(f"no activity {activity_id} in catalog {self.url_for_display}")
+            if recorded[0] != "running":
+                raise ProvenanceRuleError(
+                    f"activity {activity_id} has ended already ({recorded[0]}); it ends once"
+                )
+            conn.execute(
+                update(table)
+                .where(table.c.id == activity_id)
                 .values(status=status, ended_at=ended_at or utc_now())
             )
-            if result.rowcount != 1:
-                raise NotFoundError(f"no activity {activity_id} in catalog {self.url_for_display}")
+
+    def mark_crashed(self) -> list[str]:
+        """Mark ``crashed`` every running activity of this host whose process is gone.
+
+        Returns
+        -------
+        list of str
+            The ids marked.
+        """
+        table = schema.activities
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.id, table.c.host, table.c.parameters).where(
+                    table.c.status == "running"
+                )
+            ).all()
+        dead = [row.id for row in rows if has_died("running", row.host, json.loads(row.parameters))]
+        for activity_id in dead:
+            try:
+                self.finish_activity(activity_id, "crashed")
+            except ProvenanceRuleError:  # ended meanwhile, by its own process or another run
+                continue
+        return dead
 
     def record_step(
         self,
@@ -556,6 +623,24 @@ class Catalog:
             return [Edge(*row) for row in conn.execute(query.order_by(table.c.id))]
 
 
+def _sqlite_read_only_url(database: Path) -> str | None:
+    """A read-only URL for an existing SQLite file this process cannot write, else None.
+
+    A database whose folder cannot be written either, and that has no write-ahead log
+    pending, is opened ``immutable`` (SQLite then needs no lock or shared-memory file
+    beside it, which it could not create there).
+    """
+    if not database.is_file():
+        return None
+    folder_writable = os.access(database.parent, os.W_OK)
+    if folder_writable and os.access(database, os.W_OK):
+        return None
+    log = database.with_name(database.name + "-wal")
+    immutable = not folder_writable and (not log.exists() or log.stat().st_size == 0)
+    options = "mode=ro&uri=true" + ("&immutable=1" if immutable else "")
+    return f"sqlite:///file:{quote(str(database.resolve()))}?{options}"
+
+
 def _entity_from_row(row: Any) -> Entity:
     return Entity(
         id=row.id,
@@ -567,16 +652,17 @@ def _entity_from_row(row: Any) -> Entity:
 
 
 def _activity_from_row(row: Any) -> Activity:
+    parameters = json.loads(row.parameters)
     return Activity(
         id=row.id,
         kind=row.kind,
         name=row.name,
         started_at=row.started_at,
         ended_at=row.ended_at,
-        status=row.status,
+        status=shown_status(row.status, row.host, parameters),
         prefect_run_id=row.prefect_run_id,
         parent_id=row.parent_id,
-        parameters=json.loads(row.parameters),
+        parameters=parameters,
         host=row.host,
         software=json.loads(row.software),
         git_commit=row.git_commit,

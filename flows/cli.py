@@ -16,11 +16,14 @@ DEFAULT_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-spli
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
+    from matscreen.tasks.files import writable_folder
     from matscreen.tasks.spec import load_spec, with_suggestions
 
     settings = Settings()
     spec = load_spec(Path(args.spec), settings.data_dir)  # fails here, before any work
     with_suggestions(spec, args.suggest)  # and so does a --suggest the spec cannot serve
+    if args.output is not None:
+        writable_folder(args.output)  # and an output folder that cannot take the results
     print(f"campaign {spec.name}: spec {args.spec}")
     _execute_campaign(settings, Path(args.spec), args.output, args.suggest)
     return 0
@@ -45,9 +48,10 @@ def _execute_campaign(
 def _export(args: argparse.Namespace) -> int:
     from matscreen.catalog import ArtifactStore, Catalog
     from matscreen.catalog.export import export_prov, export_rocrate
+    from matscreen.tasks.files import writable_folder
 
     settings = Settings()
-    out = Path(args.output)
+    out = writable_folder(Path(args.output))  # before the catalog is opened
     with Catalog(settings.catalog_url) as catalog:
         if args.format == "prov":
             written = export_prov(catalog, args.run, out)
@@ -87,14 +91,17 @@ def _reproduce(args: argparse.Namespace) -> int:
         software_differences,
         write_spec,
     )
+    from matscreen.tasks.files import writable_folder
 
     settings = Settings()
+    if args.output is not None:
+        writable_folder(args.output)  # before the catalog is opened
     with Catalog(settings.catalog_url) as catalog:
         recorded = recorded_run(catalog, args.run)
     check_inputs(recorded)  # refuses changed input files before any work
+    out = writable_folder(args.output or Path("runs") / f"reproduce-{args.run}")
     for name, (then, now) in software_differences(recorded.software).items():
         print(f"note: {name} was {then} in run {args.run}, is {now} now")
-    out = Path(args.output) if args.output else Path("runs") / f"reproduce-{args.run}"
     spec_path = write_spec(recorded, out)
     print(f"reproducing run {args.run} ({recorded.spec['name']}) from {spec_path}")
     result = _execute_campaign(settings, spec_path, out)
@@ -245,6 +252,15 @@ def _lineage(args: argparse.Namespace) -> int:
         print(
             f"  {entity.kind:<17}{entity.id[:12]}  {entity.name}\n      {_describe(entity)}{made}"
         )
+        if entity.id in found.damaged:
+            print(f"      DAMAGED: {found.damaged[entity.id]}")
+    if found.damaged:
+        print(
+            f"matscreen: warning: {len(found.damaged)} artifact(s) of this chain do not match "
+            "their recorded sha256; `matscreen verify --repair` quarantines them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -681,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="matscreen", description="High-throughput screening of crystal structures."
     )
     parser.add_argument("--version", action="version", version=f"matscreen {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show an error's traceback instead of one line"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     campaign = commands.add_parser("campaign", help="run screening campaigns")
@@ -710,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     from matscreen.flows.train import add_train_parsers
 
     add_train_parsers(commands)
+    from matscreen.flows.verify import add_verify_parser
+
+    add_verify_parser(commands)
 
     export = commands.add_parser("export", help="export a run's provenance as FAIR records")
     export.add_argument("format", choices=["prov", "rocrate"], help="PROV-JSON/-O or RO-Crate")
@@ -749,13 +771,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``matscreen`` command; return its exit status."""
+    """Run the ``matscreen`` command; return its exit status.
+
+    An error matscreen raises on purpose (bad input, a setting, an output folder) is one
+    line on stderr and exit status 2; with ``--debug`` it is raised, with its traceback.
+    Ctrl-C ends with one line and exit status 130 (a campaign run is recorded as
+    ``interrupted``).
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except MatscreenError as exc:
+        if args.debug:
+            raise
         print(f"matscreen: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("matscreen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Ctrl-C reaches the Prefect server and the Dask workers too (one process group):
+        # Prefect, recording the interrupted flow on a server that has just stopped,
+        # raises a connection error in place of the KeyboardInterrupt.
+        if args.debug or not _caused_by_interrupt(exc):
+            raise
+        print("matscreen: interrupted", file=sys.stderr)
+        return 130
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 if __name__ == "__main__":

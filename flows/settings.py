@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from matscreen.tasks.errors import SettingsError
 
 #: The repository this module was installed from (an editable install or a checkout).
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +39,13 @@ class Settings(BaseSettings):
         Heap limit of each featurizer child process in MiB
         (``MATSCREEN_FEATURIZER_MEMORY_MB``; 0: none). A structure whose featurization
         needs more gets an error row; the worker and the batch go on.
+
+    Raises
+    ------
+    SettingsError
+        If a variable's value is invalid (``MATSCREEN_DASK_WORKERS=many``, a catalog URL
+        that is not a database URL or has a port that is not a number); the message names
+        the variable, with any password in a URL masked.
     """
 
     model_config = SettingsConfigDict(env_prefix="MATSCREEN_", extra="ignore")
@@ -48,12 +58,20 @@ class Settings(BaseSettings):
     dask_memory_limit: str = "auto"
     featurizer_memory_mb: int = Field(default=4096, ge=0)
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         self.home = self.home.expanduser().resolve()
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.catalog_url:
             self.catalog_url = f"sqlite:///{self.home / 'catalog.sqlite'}"
+        else:
+            _check_catalog_url(self.catalog_url)
         return self
 
     @property
@@ -83,3 +101,48 @@ class Settings(BaseSettings):
     def worker_count(self) -> int:
         """Number of LocalCluster workers to start."""
         return self.dask_workers or os.cpu_count() or 1
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line naming every variable at fault, with its value (a catalog URL masked)."""
+    from matscreen.tasks.secrets import mask_url
+
+    problems = []
+    for error in exc.errors():
+        name = f"MATSCREEN_{str(error['loc'][0]).upper()}" if error["loc"] else "MATSCREEN_*"
+        value = mask_url(str(error.get("input", "")))
+        problems.append(f"{name}={value!r}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def _check_catalog_url(url: str) -> None:
+    """Refuse a catalog URL that SQLAlchemy cannot parse, before anything opens it.
+
+    Raises
+    ------
+    SettingsError
+        Naming MATSCREEN_CATALOG_URL and the URL with its password masked.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from matscreen.tasks.secrets import mask_url
+
+    try:
+        port = make_url(url).port
+    except ArgumentError:
+        reason = (
+            "not a database URL (e.g. sqlite:////path/to/catalog.sqlite or "
+            "postgresql+psycopg://user@host:5432/matscreen)"
+        )
+    except ValueError:
+        reason = "the port is not a number"
+    else:
+        if port is None or 0 < port < 65536:
+            return
+        reason = f"port {port} is out of range (1-65535)"
+    # A malformed URL may hold a password with an unescaped "@": mask up to the last one.
+    scheme, sep, rest = url.partition("://")
+    user, colon, _ = rest.rpartition("@")[0].partition(":")
+    shown = f"{scheme}{sep}{user}:***@{rest.rpartition('@')[2]}" if colon else url
+    raise SettingsError(f"MATSCREEN_CATALOG_URL {mask_url(shown)}: {reason}")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import ModelError, SpecError
+from matscreen.tasks.files import writable_folder
 from matscreen.tasks.models.inputs import check_input
 from matscreen.tasks.spec import FeaturizationSpec, ModelSpec, SplitSpec, describe_errors
 
@@ -588,6 +589,8 @@ def _train(args: argparse.Namespace) -> int:
     minimum = max(10, 2 * spec.cv_folds)
     rows = check_input(args.input, spec.target, min_rows=minimum)  # fails here, before any work
     out = args.out or Path("models") / f"{spec.target}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.out is not None:
+        writable_folder(args.out)  # and so does a model folder that cannot be written
     print(f"train {spec.target} ({spec.kind}, {spec.algorithm}) on {rows} rows of {args.input}")
     result, seconds = _run(
         train_model,
@@ -648,6 +651,9 @@ def _predict(args: argparse.Namespace) -> int:
         load_reference_entries(args.hull)
     if not str(args.output).lower().endswith(".csv"):
         raise ModelError(f"--output {args.output}: expected a .csv file name")
+    if Path(args.output).is_dir():
+        raise ModelError(f"--output {args.output}: is a folder; expected a .csv file name")
+    writable_folder(Path(args.output).parent)
     result, seconds = _run(
         predict_properties,
         model_dir=str(Path(args.model).resolve()),

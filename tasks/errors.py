@@ -15,6 +15,15 @@ class SpecError(MatscreenError):
     """A campaign spec is invalid: unknown key, wrong type, missing file."""
 
 
+class SettingsError(MatscreenError):
+    """A ``MATSCREEN_`` environment variable holds a value matscreen cannot use; the message
+    names the variable (and never shows a password)."""
+
+
+class OutputFolderError(MatscreenError):
+    """An output folder cannot be created or written; the message names it and why."""
+
+
 class SourceError(MatscreenError):
     """A structure source cannot be read (file missing, wrong columns, unreadable)."""
 

@@ -1,4 +1,5 @@
-"""Writing files so that a reader sees either the whole file or none of it."""
+"""Writing files so that a reader sees either the whole file or none of it, and checking
+before any work that an output folder takes files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from matscreen.tasks.errors import OutputFolderError
 
 
 def _umask() -> int:
@@ -45,3 +48,45 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     with open_atomically(path) as handle:
         handle.write(data)
+
+
+def writable_folder(path: Path) -> Path:
+    """Create the output folder ``path`` if needed and check that files can be written in it.
+
+    Commands call this before any work, so that a run does not end, after hours, on a
+    folder it cannot write. A probe file is written into the folder and removed.
+
+    Parameters
+    ----------
+    path
+        The output folder (it may exist; its parents are created as needed).
+
+    Returns
+    -------
+    Path
+        ``path``, which now exists and takes new files.
+
+    Raises
+    ------
+    OutputFolderError
+        If ``path`` or one of its parents is a file, or the folder cannot be created or
+        written (permissions, read-only file system); the message is
+        ``output folder PATH: reason``.
+    """
+    path = Path(path).expanduser()
+    for ancestor in (path, *path.parents):
+        if ancestor.is_dir():
+            break
+        if ancestor.exists() or ancestor.is_symlink():
+            what = "a file" if ancestor.exists() else "a broken symbolic link"
+            where = "it" if ancestor == path else str(ancestor)
+            raise OutputFolderError(f"output folder {path}: {where} is {what}, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".matscreen-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputFolderError(f"output folder {path}: cannot write there ({reason})") from exc
+    return path

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from matscreen.catalog import Catalog, schema
 from matscreen.flows.settings import Settings
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -46,6 +47,30 @@ def prefect_server() -> Iterator[None]:
 
 #: A CIF text that no reader can turn into a structure.
 BROKEN_CIF = "data_broken\n_cell_length_a 4.0\nloop_\n _atom_site_label\n Xx\n"
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh home under the test's folder, a two-worker LocalCluster, the default catalog."""
+    monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MATSCREEN_DASK_WORKERS", "2")
+    for name in ("MATSCREEN_CATALOG_URL", "MATSCREEN_DASK_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    return Settings()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh catalog on a SQLite file, and on a real PostgreSQL server (its tables are
+    dropped afterwards)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    with Catalog(url) as opened:
+        yield opened
+        if request.param == "postgresql":
+            schema.metadata.drop_all(opened.engine)
 
 
 @pytest.fixture(scope="session")

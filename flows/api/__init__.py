@@ -107,13 +107,18 @@ def execute_campaign(
     Raises
     ------
     MatscreenError
-        If ``MATSCREEN_DASK_ADDRESS`` is set without ``PREFECT_API_URL``, or the run fails
+        If the catalog cannot be written (a read-only home), ``MATSCREEN_DASK_ADDRESS`` is
+        set without ``PREFECT_API_URL``, or the run fails
         on bad input (the message names it).
     """
     from prefect.settings import PREFECT_API_URL
 
+    from matscreen.catalog import Catalog
     from matscreen.flows.campaign import screen_candidates
     from matscreen.flows.runtime import dask_scheduler, dask_task_runner, prefect_api
+
+    with Catalog(settings.catalog_url) as catalog:
+        catalog.check_writable()  # a read-only home is refused before anything starts
 
     if settings.dask_address and not PREFECT_API_URL.value():
         raise MatscreenError(

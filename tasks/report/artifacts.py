@@ -44,6 +44,11 @@ def metrics_markdown(document: dict[str, Any]) -> str:
 
 def changes_markdown(campaign: str, changes: dict[str, Any]) -> str:
     """What changed since the campaign's previous run, as markdown."""
+    if changes.get("unavailable"):
+        return (
+            f"## {campaign}: no comparison with run `{changes['previous_run']}`\n\n"
+            f"{changes['unavailable']}\n"
+        )
     lines = [
         f"## {campaign}: changes since run `{changes['previous_run']}`",
         "",

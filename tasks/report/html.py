@@ -211,6 +211,8 @@ sha256 <code title="{{ c.spec_sha256 }}">{{ c.spec_sha256[:16] }}…</code>.</p>
 
 {% if c.changes %}{% set d = c.changes %}
 <h2 id="changes">Changes since the previous run</h2>
+{% if d.get("unavailable") %}<p>No comparison with run <code>{{ d.previous_run }}</code>:
+{{ d.unavailable }}</p>{% else %}
 <p>Compared with run <code>{{ d.previous_run }}</code> (started {{ d.previous_started_at | utc }}):
 {{ d.new_candidates.count }} new and {{ d.dropped_candidates.count }} dropped candidates;
 {{ d.new_hits.count }} new hits{% if d.new_hits.ids %}
@@ -228,7 +230,7 @@ sha256 <code title="{{ c.spec_sha256 }}">{{ c.spec_sha256[:16] }}…</code>.</p>
 {% if d.inputs %}<p>Inputs that differ:
 {% for i in d.inputs %}{{ i.kind }} ({{ i.only_previous }} only before, {{ i.only_this_run }} only
 now){% if not loop.last %}; {% endif %}{% endfor %}.</p>{% endif %}
-{% endif %}
+{% endif %}{% endif %}
 
 <h2 id="summary">Summary</h2>
 <table>

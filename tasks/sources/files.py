@@ -22,24 +22,33 @@ A ``files`` source reads one file, or every file under a folder that matches ``p
 
 Rows of CSV, JSON lines and extxyz frames take their id from ``id_key`` when given, and
 their properties from the columns or keys the spec maps (``a.b`` reaches into nested JSON).
-A file or row that cannot be read becomes a failure naming it; the others are still read.
+A file or row that cannot be read becomes a failure naming it (and the row, line or frame)
+with the reason; the others are still read. In a folder that includes a file of no known
+format (a README), a binary or empty file, a broken symbolic link: each is one failure, so
+every file that matches is either read or reported, never passed over.
 """
 
 from __future__ import annotations
 
+import csv
+import errno
 import gzip
+import io
 import json
-import math
+import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
+from matscreen.tasks.sources.properties import NotFiniteError, as_number
 from matscreen.tasks.spec import FilesSourceSpec, PropertySpec
 
 
@@ -80,8 +89,10 @@ def parse_cif_blocks(text: str, where: str) -> list[Structure]:
     return structures
 
 
-#: Key of the stand-in row for a JSON line that is not an object.
-_INVALID = "__not_json__"
+#: Key of the stand-in row for a row that could not be parsed (a JSON line that is not an
+#: object, a CSV row with the wrong field count, an extxyz frame ASE refuses); its value is
+#: the reason.
+INVALID = "__invalid__"
 
 
 def lookup(row: Mapping[str, Any], key: str) -> Any:
@@ -108,12 +119,14 @@ def property_values(
     """Read the spec's properties from one row (CSV row, JSON object, extxyz info).
 
     A property given as ``max_of`` several columns takes the largest non-missing value
-    (e.g. the larger of a direct and an indirect gap).
+    (e.g. the larger of a direct and an indirect gap). Missing values (empty, ``null``,
+    NaN) give no value; see :func:`~matscreen.tasks.sources.properties.as_number`.
 
     Raises
     ------
     RecordError
-        If a named column or key is absent or its value is not a number.
+        If a named column or key is absent, or its value is not a number or not finite
+        (``band_gap: inf is not a finite number``); the message names the key.
     """
     values: dict[str, float | None] = {}
     for name, prop in properties.items():
@@ -123,15 +136,15 @@ def property_values(
                 raw = lookup(row, column)
             except KeyError as exc:
                 raise RecordError(f"{where}: no column or key {column!r} ({name})") from exc
-            if raw is None:
-                continue
             try:
-                value = float(raw)
-            except (TypeError, ValueError) as exc:
+                value = as_number(raw)
+            except NotFiniteError as exc:
+                raise RecordError(f"{where}: {name}: {exc} (column {column!r})") from exc
+            except ValueError as exc:
                 raise RecordError(
                     f"{where}: column {column!r} ({name}) is not a number: {raw!r}"
                 ) from exc
-            if not math.isnan(value):
+            if value is not None:
                 found.append(value)
         values[name] = max(found) if found else None
     return values
@@ -151,7 +164,8 @@ def records_from_rows(
     spec
         The source spec (name, properties with units).
     rows
-        ``(1-based position, mapping)`` pairs.
+        ``(1-based position, mapping)`` pairs. A row that could not be parsed at all is
+        ``{INVALID: reason}`` and becomes a failure with that reason.
     label
         How the rows' file is named in ids and messages.
     id_key
@@ -162,16 +176,16 @@ def records_from_rows(
     units = {name: prop.unit for name, prop in spec.properties.items()}
     for position, row in rows:
         source_id = f"{label}#{position}"
-        if id_key is not None:
+        if id_key is not None and INVALID not in row:
             raw_id = row.get(id_key)
             source_id = "" if raw_id is None else str(raw_id).strip()
         where = f"{label} row {position} (id {source_id or '?'})"
         try:
-            if _INVALID in row:
-                raise RecordError(f"{where}: not a JSON object: {row[_INVALID]!r}")
+            if INVALID in row:
+                raise RecordError(f"{where}: {row[INVALID]}")
             if source_id in ("", "nan"):
                 raise RecordError(f"{where}: missing id")
-            structure = structure_of(row, where)
+            structure = checked_structure(structure_of(row, where), where)
             properties = property_values(row, spec.properties, where)
             record = make_record(spec, source_id, position, structure, properties, units=units)
         except RecordError as exc:
@@ -180,17 +194,33 @@ def records_from_rows(
         yield record
 
 
-# -- formats ---------------------------------------------------------------------------------
-
-
-def detect_format(path: Path) -> str:
-    """Return the format of a structure file from its name (``auto`` resolution).
+def checked_structure(structure: Structure, where: str) -> Structure:
+    """Return ``structure`` if its cell and coordinates are finite and the cell has a volume.
 
     Raises
     ------
-    SourceError
-        If the name says nothing matscreen can read.
+    RecordError
+        If the lattice or a coordinate is NaN or infinite, or the cell is flat (volume 0).
     """
+    if not (
+        np.isfinite(structure.lattice.matrix).all() and np.isfinite(structure.frac_coords).all()
+    ):
+        raise RecordError(f"{where}: lattice or coordinates hold NaN or infinity")
+    if not structure.lattice.volume > 1e-6:
+        raise RecordError(f"{where}: degenerate cell (volume {structure.lattice.volume:g} Å³)")
+    return structure
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+#: File names ``format: auto`` recognizes, for messages.
+KNOWN_NAMES = (
+    "*.cif, POSCAR*, CONTCAR*, *.vasp, *.poscar, *.json, *.jsonl, *.extxyz, *.xyz, *.csv, "
+    "*.out, each also gzipped (.gz)"
+)
+
+
+def _format_of(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -208,13 +238,62 @@ def detect_format(path: Path) -> str:
         return "csv"
     if name.endswith(".out"):
         return "aflowlib"
-    raise SourceError(f"{path}: cannot tell the structure format from the file name")
+    return None
 
 
-def _read_text(path: Path) -> str:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return handle.read()
+def detect_format(path: Path) -> str:
+    """Return the format of a structure file from its name (``auto`` resolution).
+
+    Raises
+    ------
+    SourceError
+        If the name says nothing matscreen can read.
+    """
+    found = _format_of(path)
+    if found is None:
+        raise SourceError(
+            f"{path}: cannot tell the structure format from the file name (known: {KNOWN_NAMES})"
+        )
+    return found
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _read_text(path: Path, label: str) -> str:
+    """The file's text (gunzipped), newlines as ``\n``.
+
+    Raises
+    ------
+    RecordError
+        If the text is not UTF-8; the message names the file, line and byte offset.
+    """
+    with _open_bytes(path) as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RecordError(
+            f"{label}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, "
+            f"offset {exc.start}); is it a binary file?"
+        ) from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _json_error(exc: Exception, one_line: bool = False) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        at = f"column {exc.colno}" if one_line else f"line {exc.lineno} column {exc.colno}"
+        return f"{exc.msg} at {at}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return repr(text.strip()[:80])
 
 
 def _structure_from_dict(value: Any, where: str) -> Structure:
@@ -222,8 +301,10 @@ def _structure_from_dict(value: Any, where: str) -> Structure:
         raise RecordError(f"{where}: not a pymatgen structure dict")
     try:
         return Structure.from_dict(value)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RecordError(f"{where}: unreadable structure dict ({exc})") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise RecordError(
+            f"{where}: unreadable structure dict ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _is_aflowlib_entry(value: Any) -> bool:
@@ -234,7 +315,7 @@ def _is_aflowlib_entry(value: Any) -> bool:
 
 def _read_cif(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
     try:
-        structures = parse_cif_blocks(_read_text(path), label)
+        structures = parse_cif_blocks(_read_text(path, label), label)
     except RecordError as exc:
         yield failure(spec, label, 1, str(exc))
         return
@@ -246,7 +327,7 @@ def _read_cif(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
 def _single(spec: FilesSourceSpec, source_id: str, position: int, build: Any) -> Item:
     """A record from a file holding one structure and no properties, or its failure."""
     try:
-        return make_record(spec, source_id, position, build(), {})
+        return make_record(spec, source_id, position, checked_structure(build(), source_id), {})
     except RecordError as exc:
         return failure(spec, source_id, position, str(exc))
 
@@ -255,10 +336,11 @@ def _read_poscar(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item
     from pymatgen.io.vasp import Poscar
 
     def build() -> Structure:
+        text = _read_text(path, label)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return Poscar.from_str(_read_text(path)).structure
+                return Poscar.from_str(text).structure
         # Poscar raises ValueError, IndexError … for malformed text: all mean "unreadable".
         except Exception as exc:
             raise RecordError(f"{label}: unreadable POSCAR ({type(exc).__name__}: {exc})") from exc
@@ -268,9 +350,12 @@ def _read_poscar(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item
 
 def _read_json(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
     try:
-        document = json.loads(_read_text(path))
-    except (UnicodeDecodeError, ValueError) as exc:
-        yield failure(spec, label, 1, f"{label}: not valid JSON ({exc})")
+        document = json.loads(_read_text(path, label))
+    except RecordError as exc:
+        yield failure(spec, label, 1, str(exc))
+        return
+    except (ValueError, RecursionError) as exc:
+        yield failure(spec, label, 1, f"{label}: not valid JSON ({_json_error(exc)})")
         return
     if _is_aflowlib_entry(document):
         yield from _aflowlib(spec, document, label)
@@ -285,7 +370,10 @@ def _read_json(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
         value = row if "lattice" in row else _get(row, key, where)
         return _structure_from_dict(value, where)
 
-    numbered = [(i, row if isinstance(row, Mapping) else {}) for i, row in enumerate(rows, 1)]
+    numbered = [
+        (i, row if isinstance(row, Mapping) else {INVALID: f"not a JSON object: {_short(row)}"})
+        for i, row in enumerate(rows, 1)
+    ]
     yield from records_from_rows(spec, numbered, label, spec.id_key, structure_of)
 
 
@@ -300,16 +388,23 @@ def _read_jsonl(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]
     key = spec.structure_key or "structure"
 
     def rows() -> Iterator[tuple[int, Mapping[str, Any]]]:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for position, line in enumerate(handle, start=1):
-                if not line.strip():
+        with _open_bytes(path) as handle:
+            for position, raw in enumerate(handle, start=1):
+                if not raw.strip():
                     continue
                 try:
+                    line = raw.decode("utf-8-sig")
                     row = json.loads(line)
-                except ValueError:
-                    row = {_INVALID: line.strip()[:80]}
-                yield position, row if isinstance(row, Mapping) else {_INVALID: str(row)[:80]}
+                except UnicodeDecodeError:
+                    yield position, {INVALID: "not UTF-8 text"}
+                    continue
+                except (ValueError, RecursionError) as exc:
+                    reason = f"not a JSON object ({_json_error(exc, True)}): {_short(line)}"
+                    yield position, {INVALID: reason}
+                    continue
+                if not isinstance(row, Mapping):
+                    row = {INVALID: f"not a JSON object: {_short(row)}"}
+                yield position, row
 
     def structure_of(row: Mapping[str, Any], where: str) -> Structure:
         return _structure_from_dict(_get(row, key, where), where)
@@ -317,21 +412,64 @@ def _read_jsonl(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]
     yield from records_from_rows(spec, rows(), label, spec.id_key, structure_of)
 
 
-def _read_csv(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
-    import pandas as pd
+def _csv_rows(text: str) -> tuple[list[str], Iterator[tuple[int, Mapping[str, Any]]]]:
+    """The header and the ``(position, row)`` pairs of a CSV text; a row with another
+    field count than the header, or that the CSV reader refuses, is an ``INVALID`` row
+    naming its line."""
+    # A cell may hold a whole CIF, beyond the csv module's default limit of 128 KiB.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
 
+    def rows() -> Iterator[tuple[int, Mapping[str, Any]]]:
+        position = 0
+        while True:
+            first = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                position += 1
+                yield position, {INVALID: f"unreadable CSV row ({exc}) at line {first}"}
+                if reader.line_num < first:  # the reader cannot get past it
+                    return
+                continue
+            if not fields:
+                continue
+            position += 1
+            lines = (
+                f"line {first}" if reader.line_num == first else f"lines {first}-{reader.line_num}"
+            )
+            if len(fields) != len(header):
+                reason = f"{len(fields)} fields where the header has {len(header)} ({lines})"
+                yield position, {INVALID: reason}
+                continue
+            yield (
+                position,
+                {k: (None if v == "" else v) for k, v in zip(header, fields, strict=True)},
+            )
+
+    return header, rows()
+
+
+def _read_csv(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
     key = spec.structure_key or "cif"
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        yield failure(spec, label, 1, f"{label}: cannot read as CSV ({exc})")
+        header, rows = _csv_rows(_read_text(path, label))
+    except RecordError as exc:
+        yield failure(spec, label, 1, str(exc))
         return
-    if key not in frame.columns:
-        raise SourceError(f"source {spec.name}: {path} has no column {key!r}")
-    rows = (
-        (i, {k: (None if v == "" else v) for k, v in row.items()})
-        for i, row in enumerate(frame.to_dict("records"), start=1)
-    )
+    except csv.Error as exc:
+        yield failure(spec, label, 1, f"{label}: unreadable CSV header ({exc})")
+        return
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        yield failure(spec, label, 1, f"{label}: column(s) {twice} appear twice in the header")
+        return
+    if key not in header:
+        yield failure(spec, label, 1, f"{label}: no column {key!r} (columns: {header})")
+        return
     yield from records_from_rows(
         spec, rows, label, spec.id_key, lambda row, where: parse_cif(row[key], where)
     )
@@ -342,12 +480,14 @@ def _read_extxyz(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item
     from pymatgen.io.ase import AseAtomsAdaptor
 
     def frames() -> Iterator[tuple[int, Mapping[str, Any]]]:
+        position = 0
         try:
             for position, atoms in enumerate(iread(str(path), index=":"), start=1):
                 yield position, {**atoms.info, "__atoms__": atoms}
-        # ASE's readers raise assorted errors on malformed frames; the file is then bad.
+        # ASE's readers raise assorted errors on a malformed frame, and cannot go on past it.
         except Exception as exc:
-            raise SourceError(f"source {spec.name}: {label}: unreadable extxyz ({exc})") from exc
+            reason = f"unreadable extxyz frame ({type(exc).__name__}: {exc})"
+            yield position + 1, {INVALID: f"{reason}; the frames after it are not read"}
 
     def structure_of(row: Mapping[str, Any], where: str) -> Structure:
         atoms = row["__atoms__"]
@@ -365,6 +505,7 @@ def _aflowlib(spec: FilesSourceSpec, entry: Mapping[str, Any], label: str) -> It
     # records of one structure, which deduplication links.
     try:
         structure, properties, extra = parse_aflowlib_entry(dict(entry))
+        structure = checked_structure(structure, label)
         yield make_record(spec, label, 1, structure, properties, extra)
     except RecordError as exc:
         yield failure(spec, label, 1, f"{label}: {exc}")
@@ -373,15 +514,18 @@ def _aflowlib(spec: FilesSourceSpec, entry: Mapping[str, Any], label: str) -> It
 def _read_aflowlib(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
     from matscreen.tasks.sources.aflow import parse_aflowlib_out
 
-    text = _read_text(path)
-    if text.lstrip().startswith("{"):
-        entry = json.loads(text)
-    else:
-        try:
-            entry = parse_aflowlib_out(text)
-        except RecordError as exc:
-            yield failure(spec, label, 1, f"{label}: {exc}")
-            return
+    try:
+        text = _read_text(path, label)
+        entry = json.loads(text) if text.lstrip().startswith("{") else parse_aflowlib_out(text)
+    except (ValueError, RecursionError) as exc:
+        yield failure(spec, label, 1, f"{label}: not valid JSON ({_json_error(exc)})")
+        return
+    except RecordError as exc:
+        message = str(exc)
+        yield failure(
+            spec, label, 1, message if message.startswith(label) else f"{label}: {message}"
+        )
+        return
     yield from _aflowlib(spec, entry, label)
 
 
@@ -395,19 +539,85 @@ _READERS = {
     "aflowlib": _read_aflowlib,
 }
 
+#: What can go wrong reading a file's bytes: I/O and permission errors, a corrupt or
+#: truncated gzip stream.
+_UNREADABLE = (OSError, EOFError, zlib.error)
+
 
 def _files(spec: FilesSourceSpec) -> tuple[Path, list[Path]]:
     path = Path(spec.path)
     if path.is_file():
         return path.parent, [path]
-    found = sorted(p for p in path.glob(spec.pattern) if p.is_file())
+    # Everything but folders: a dangling link, a link loop or a FIFO is listed too, so that
+    # it becomes a failure naming it rather than a file quietly passed over.
+    found = sorted(p for p in path.glob(spec.pattern) if not p.is_dir())
     if not found:
         raise SourceError(f"source {spec.name}: no file in {path} matches {spec.pattern!r}")
     return path, found
 
 
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a listed path cannot be read as a file (a broken link, a FIFO …), or None."""
+    if path.is_file():
+        return None
+    try:
+        path.stat()
+    except OSError as exc:
+        if path.is_symlink() and exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return f"dangling symbolic link (to {os.readlink(path)}, which does not exist)"
+        return _os_reason(exc)
+    return "not a regular file"
+
+
+def _read_file(
+    spec: FilesSourceSpec, snapshot: SnapshotBuilder, path: Path, label: str, form: str | None
+) -> Iterator[Item]:
+    """The items of one file; a file that cannot be read at all is one failure naming it."""
+    problem = _not_a_file(path)
+    if problem is None and snapshot.file_sha256 is None:
+        try:
+            snapshot.add_document({"file": label, "sha256": file_sha256(path)})
+        except _UNREADABLE as exc:
+            problem = f"cannot read the file ({_os_reason(exc)})"
+    if problem is None and form is None:
+        problem = (
+            f"not a structure file (cannot tell its format from the name; known: {KNOWN_NAMES})"
+        )
+    if problem is None and path.stat().st_size == 0:
+        problem = "empty file"
+    if problem is not None:
+        if snapshot.file_sha256 is None:
+            snapshot.add_document({"file": label, "unreadable": problem})
+        yield failure(spec, label, 1, f"{label}: {problem}")
+        return
+    count = 0
+    try:
+        for item in _READERS[str(form)](spec, path, label):
+            count += 1
+            yield item
+    except _UNREADABLE as exc:
+        after = f" after {count} records" if count else ""
+        yield failure(
+            spec, label, count + 1, f"{label}: cannot read the file{after} ({_os_reason(exc)})"
+        )
+        return
+    if count == 0:
+        yield failure(spec, label, 1, f"{label}: holds no structure")
+
+
 def iter_files(spec: FilesSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
     """Read the structures of a ``files`` source, file by file.
+
+    Every file that matches is used: a file that cannot be read (not a structure file,
+    not UTF-8 text, unparseable, empty, unreadable, a broken link) becomes one failure
+    naming the file and the reason, a bad row or frame one failure naming its position,
+    and the read goes on with the next.
 
     The snapshot of a single file is identified by that file's sha256; of a folder, by the
     relative path and sha256 of every file read.
@@ -415,14 +625,25 @@ def iter_files(spec: FilesSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
     Raises
     ------
     SourceError
-        If nothing matches, a file's format cannot be told from its name, or a CSV lacks
-        the structure column.
+        If nothing matches, no file of a folder has a structure format matscreen knows, or
+        the format of a single file cannot be told from its name.
     """
     root, paths = _files(spec)
-    formats = {p: spec.format if spec.format != "auto" else detect_format(p) for p in paths}
+    single = Path(spec.path).is_file()
+    formats = {p: spec.format if spec.format != "auto" else _format_of(p) for p in paths}
+    if single:
+        formats[paths[0]] = spec.format if spec.format != "auto" else detect_format(paths[0])
+    elif not any(formats.values()):
+        names = ", ".join(p.relative_to(root).as_posix() for p in paths[:5])
+        more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+        raise SourceError(
+            f"source {spec.name}: no structure file in {root} matches {spec.pattern!r}: "
+            f"{names}{more}: cannot tell the structure format from the file name "
+            f"(known: {KNOWN_NAMES})"
+        )
     snapshot.query.update(
         {
-            "pattern": spec.pattern if Path(spec.path).is_dir() else None,
+            "pattern": spec.pattern if not single else None,
             "format": spec.format,
             "id_key": spec.id_key,
             "structure_key": spec.structure_key,
@@ -430,10 +651,12 @@ def iter_files(spec: FilesSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
             "files": len(paths),
         }
     )
-    if len(paths) == 1 and Path(spec.path).is_file():
-        snapshot.set_file(paths[0])
+    if single:
+        try:
+            snapshot.set_file(paths[0])
+        except _UNREADABLE:
+            pass  # _read_file reports it as the file's failure
     for path in paths:
-        label = path.relative_to(root).as_posix()
-        if snapshot.file_sha256 is None:
-            snapshot.add_document({"file": label, "sha256": file_sha256(path)})
-        yield from _READERS[formats[path]](spec, path, label)
+        yield from _read_file(
+            spec, snapshot, path, path.relative_to(root).as_posix(), formats[path]
+        )

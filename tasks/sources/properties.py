@@ -7,6 +7,10 @@ sources at once. Boolean flags are stored as 1.0 / 0.0 with unit ``bool``.
 
 from __future__ import annotations
 
+import math
+
+from matscreen.tasks.errors import RecordError
+
 #: normalized name -> unit
 PROPERTY_UNITS: dict[str, str] = {
     "band_gap": "eV",
@@ -19,11 +23,26 @@ PROPERTY_UNITS: dict[str, str] = {
 }
 
 
+class NotFiniteError(RecordError, ValueError):
+    """A reported value is infinite (``inf``, ``-Infinity``, ``1e999``): not a usable label.
+
+    It is a :class:`ValueError` too, so callers that catch the ``ValueError`` of
+    :func:`as_number` for "not a number" refuse it as well.
+    """
+
+
 def as_number(value: object) -> float | None:
     """Return a reported value as a float (booleans as 1.0/0.0), None for missing values.
 
+    Missing is None, an empty string, ``null``, ``none`` or NaN (how tables and JSON
+    write "no value"). Infinity (``inf``, ``-Infinity``, ``1e999`` …) is not missing and
+    not a usable number: it is refused, so the record fails with the reason instead of
+    being stored and silently left out of training.
+
     Raises
     ------
+    NotFiniteError
+        If the value is infinite ("inf is not a finite number").
     ValueError
         If the value is neither missing, boolean nor numeric.
     """
@@ -35,6 +54,18 @@ def as_number(value: object) -> float | None:
         text = value.strip()
         if text.lower() in ("", "null", "none", "nan"):
             return None
-        return float(text)
-    number = float(value)  # type: ignore[arg-type]
-    return None if number != number else number
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    else:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a number") from None
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        shown = value.strip() if isinstance(value, str) else value
+        raise NotFiniteError(f"{shown} is not a finite number")
+    return number

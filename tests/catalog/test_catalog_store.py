@@ -9,24 +9,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
-from matscreen.catalog import Activity, ArtifactStore, Catalog, Edge, Entity, schema
+from matscreen.catalog import Activity, ArtifactStore, Catalog, Edge, Entity
 from matscreen.catalog.rules import RELATIONS
 from matscreen.tasks.errors import ArtifactError, CatalogError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.runinfo import utc_now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path):
-    """A fresh catalog on a SQLite file, and on a real PostgreSQL server (its tables are
-    dropped afterwards)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    with Catalog(url) as opened:
-        yield opened
-        if request.param == "postgresql":
-            schema.metadata.drop_all(opened.engine)
 
 
 def _activity(name: str, activity_id: str | None = None) -> Activity:

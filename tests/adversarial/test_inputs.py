@@ -1,0 +1,324 @@
+"""Hostile input to the command line and the sources: one clear outcome, never a traceback.
+
+* an infinite label is an error of its record, naming the key and value; a missing one
+  (empty, NaN) stays "no label";
+* an output folder that cannot be written is refused before any work, and before the
+  catalog is opened;
+* a spec path that is a folder, or a catalog URL that is not one, is one line naming it
+  (and no password); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
+from matscreen.flows.cli import DEFAULT_SPEC, main
+from matscreen.tasks.errors import SpecError
+from matscreen.tasks.sources.base import read_source
+from matscreen.tasks.spec import CsvCifSourceSpec, FilesSourceSpec, PropertySpec
+
+GAP = {"band_gap": PropertySpec(column="gap", unit="eV")}
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MATSCREEN_CATALOG_URL", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture()
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test, rather than run for minutes, if a command gets past its checks."""
+    from matscreen.flows import cli, train
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the command started its work")
+
+    monkeypatch.setattr(cli, "_execute_campaign", started)
+    monkeypatch.setattr(train, "_run", started)
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The command's stderr, checked to be one ``matscreen: error:`` line."""
+    err = capsys.readouterr().err
+    assert err.startswith("matscreen: error: ") and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+def _cif() -> str:
+    structure = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return str(CifWriter(structure))
+
+
+# -- labels ---------------------------------------------------------------------------------
+
+#: gap cell -> the label read (a float or None), or the failure message's end
+LABELS = {
+    "1.5": 1.5,
+    "": None,
+    "nan": None,
+    "NaN": None,
+    "inf": "band_gap: inf is not a finite number (column 'gap')",
+    "-inf": "band_gap: -inf is not a finite number (column 'gap')",
+    "Infinity": "band_gap: Infinity is not a finite number (column 'gap')",
+    "1e999": "band_gap: 1e999 is not a finite number (column 'gap')",
+}
+
+
+def _write_csv(path: Path) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "cif", "gap"])
+        for i, value in enumerate(LABELS, start=1):
+            writer.writerow([f"r{i}", _cif(), value])
+    return path
+
+
+def _check_labels(result, file_name: str) -> None:
+    got = {r.source_id: r.properties["band_gap"] for r in result.records}
+    failed = {f.source_id: f.message for f in result.failures}
+    for i, (value, expected) in enumerate(LABELS.items(), start=1):
+        if isinstance(expected, str):
+            assert failed[f"r{i}"] == f"{file_name} row {i} (id r{i}): {expected}", value
+        else:
+            assert got[f"r{i}"] == expected, value
+    assert len(got) + len(failed) == len(LABELS)
+
+
+@pytest.mark.parametrize(
+    ("spec_class", "options"),
+    [
+        (FilesSourceSpec, {"kind": "files", "id_key": "id"}),
+        (CsvCifSourceSpec, {"kind": "csv_cif", "id_column": "id", "cif_column": "cif"}),
+    ],
+)
+def test_infinite_labels_are_errors_of_their_rows(
+    tmp_path: Path, spec_class: type, options: dict[str, str]
+) -> None:
+    path = _write_csv(tmp_path / "gaps.csv")
+    spec = spec_class(
+        name="local", path=path, licence="CC0-1.0", citation=["t"], properties=GAP, **options
+    )
+    _check_labels(read_source(spec), "gaps.csv")
+
+
+def test_infinite_json_numbers_are_errors_of_their_lines(tmp_path: Path) -> None:
+    structure = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = json.dumps(structure.as_dict())
+    path = tmp_path / "gaps.jsonl"
+    path.write_text(
+        f'{{"id": "a", "gap": 1.1, "structure": {text}}}\n'
+        f'{{"id": "b", "gap": Infinity, "structure": {text}}}\n'
+        f'{{"id": "c", "gap": -1e999, "structure": {text}}}\n'
+        f'{{"id": "d", "gap": NaN, "structure": {text}}}\n'
+    )
+    spec = FilesSourceSpec(
+        kind="files",
+        name="local",
+        path=path,
+        licence="CC0-1.0",
+        citation=["t"],
+        id_key="id",
+        properties=GAP,
+    )
+    result = read_source(spec)
+    assert {r.source_id: r.properties["band_gap"] for r in result.records} == {
+        "a": 1.1,
+        "d": None,
+    }
+    assert [f.message for f in result.failures] == [
+        "gaps.jsonl row 2 (id b): band_gap: inf is not a finite number (column 'gap')",
+        "gaps.jsonl row 3 (id c): band_gap: -inf is not a finite number (column 'gap')",
+    ]
+
+
+# -- output folders -------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def unwritable(tmp_path: Path) -> Path:
+    """A folder nothing can be written into (a read-only folder; for root, a kernel one)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    for candidate in (Path("/sys/kernel"), Path("/proc/sys")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=candidate)
+        except OSError:
+            yield candidate
+            return
+        os.close(fd)
+        os.unlink(probe)
+    pytest.skip("no folder here refuses root's writes")
+
+
+def _a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "results.txt"
+    path.write_text("not a folder")
+    return path
+
+
+@pytest.mark.parametrize("case", ["existing file", "under a file", "unwritable"])
+def test_campaign_output_that_cannot_be_written_is_refused_before_any_work(
+    case: str, home: Path, tmp_path: Path, request, capsys, no_work
+) -> None:
+    output, reason = {
+        "existing file": (lambda: _a_file(tmp_path), "it is a file, not a folder"),
+        "under a file": (lambda: _a_file(tmp_path) / "run", "results.txt is a file"),
+        "unwritable": (lambda: request.getfixturevalue("unwritable"), "cannot write there ("),
+    }[case]
+    folder = output()
+    assert main(["campaign", "run", str(DEFAULT_SPEC), "--output", str(folder)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"matscreen: error: output folder {folder}: ")
+    assert reason in line
+    assert not home.exists()  # no catalog, no artifacts
+
+
+def test_export_and_reproduce_refuse_their_output_before_the_catalog_opens(
+    home: Path, tmp_path: Path, capsys, no_work
+) -> None:
+    under_a_file = _a_file(tmp_path) / "out"
+    expected = (
+        f"matscreen: error: output folder {under_a_file}: "
+        f"{under_a_file.parent} is a file, not a folder"
+    )
+    for argv in (
+        ["export", "prov", "some-run", "--output", str(under_a_file)],
+        ["export", "rocrate", "some-run", "--output", str(under_a_file)],
+        ["reproduce", "some-run", "--output", str(under_a_file)],
+    ):
+        assert main(argv) == 2
+        assert _error_line(capsys) == expected
+    assert not home.exists()
+
+
+def test_train_refuses_a_model_folder_it_cannot_write(
+    perovskite_csv: Path, home: Path, tmp_path: Path, capsys, no_work
+) -> None:
+    with open(perovskite_csv, newline="") as handle:
+        rows = [r for _, r in zip(range(12), csv.DictReader(handle), strict=False)]
+    train = tmp_path / "train.csv"
+    with open(train, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "cif", "gap"])
+        writer.writerows([r["material_id"], r["cif"], r["ind_gap"]] for r in rows)
+    out = _a_file(tmp_path)
+    argv = ["train", "--input", str(train), "--target", "gap", "--folds", "2", "--out", str(out)]
+    assert main(argv) == 2
+    assert (
+        _error_line(capsys) == f"matscreen: error: output folder {out}: it is a file, not a folder"
+    )
+    assert not home.exists()
+
+
+def test_a_writable_output_folder_passes_and_keeps_nothing_of_the_check(
+    home: Path, tmp_path: Path
+) -> None:
+    from matscreen.tasks.files import writable_folder
+
+    folder = tmp_path / "new" / "nested"
+    assert writable_folder(folder) == folder
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+# -- spec paths and settings ----------------------------------------------------------------
+
+
+def test_a_spec_path_that_is_a_folder_is_one_line(home: Path, tmp_path: Path, capsys) -> None:
+    assert main(["campaign", "run", str(tmp_path)]) == 2
+    assert _error_line(capsys) == (
+        f"matscreen: error: campaign spec {tmp_path} is a folder, not a YAML file"
+    )
+    binary = tmp_path / "spec.yaml"
+    binary.write_bytes(b"name: x\n\xff\xfe")
+    assert main(["campaign", "run", str(binary)]) == 2
+    assert _error_line(capsys) == (
+        f"matscreen: error: campaign spec {binary} is not UTF-8 text (byte 8)"
+    )
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+psycopg://scott:s3cret@localhost:abc/db", "the port is not a number"),
+        ("postgresql+psycopg://scott:s3c@ret@localhost:abc/db", "the port is not a number"),
+        ("postgresql+psycopg://scott:s3cret@localhost:99999/db", "port 99999 is out of range"),
+        ("sqlite:garbage", "not a database URL (e.g. sqlite:////path/to/catalog.sqlite"),
+        ("s3cret", "not a database URL"),
+    ],
+)
+def test_a_catalog_url_that_is_not_one_is_one_line_without_the_password(
+    url: str, reason: str, home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("MATSCREEN_CATALOG_URL", url)
+    for argv in (["find", "runs"], ["campaign", "run", str(DEFAULT_SPEC)]):
+        assert main(argv) == 2
+        line = _error_line(capsys)
+        assert line.startswith("matscreen: error: MATSCREEN_CATALOG_URL ")
+        assert reason in line
+        if "://" in url:
+            assert "s3c" not in line and "scott:***@" in line
+    assert not home.exists()
+
+
+def test_a_bad_setting_names_its_variable(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("MATSCREEN_DASK_WORKERS", "many")
+    assert main(["find", "runs"]) == 2
+    assert _error_line(capsys).startswith(
+        "matscreen: error: MATSCREEN_DASK_WORKERS='many': Input should be a valid integer"
+    )
+
+
+def test_debug_shows_the_traceback_instead(home: Path, tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="is a folder, not a YAML file"):
+        main(["--debug", "campaign", "run", str(tmp_path)])
+
+
+def test_the_installed_command_prints_one_line_or_with_debug_the_traceback(
+    home: Path, tmp_path: Path
+) -> None:
+    command = Path(sys.executable).parent / "matscreen"
+    env = {
+        **os.environ,
+        "MATSCREEN_HOME": str(home),
+        "MATSCREEN_CATALOG_URL": "postgresql+psycopg://scott:s3cret@localhost:abc/db",
+    }
+    plain = subprocess.run(
+        [str(command), "find", "runs"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert plain.returncode == 2
+    assert plain.stderr == (
+        "matscreen: error: MATSCREEN_CATALOG_URL postgresql+psycopg://scott:***@localhost:abc/db:"
+        " the port is not a number\n"
+    )
+    debug = subprocess.run(
+        [str(command), "--debug", "find", "runs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "SettingsError: MATSCREEN_CATALOG_URL" in debug.stderr
+    assert "s3cret" not in debug.stderr
+    assert not home.exists()

@@ -1,0 +1,62 @@
+"""Ctrl-C during a campaign: matscreen's one line, exit status 130, and the run recorded as
+interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from matscreen.catalog import Catalog
+from matscreen.catalog.queries import find_runs
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_a_campaign_cleanly(settings, subset_spec: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "MATSCREEN_HOME": str(settings.home)}
+    env.pop("PREFECT_API_URL", None)  # the command serves its own, as a user's would
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "matscreen.flows.cli",
+            "campaign",
+            "run",
+            str(subset_spec),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    catalog_file = settings.home / "catalog.sqlite"
+    deadline = time.monotonic() + 300
+    started = False
+    while time.monotonic() < deadline and process.poll() is None and not started:
+        time.sleep(0.5)
+        if catalog_file.exists():
+            with Catalog(settings.catalog_url) as catalog, catalog.engine.connect() as conn:
+                started = bool(
+                    conn.execute(
+                        text("SELECT count(*) FROM activities WHERE kind = 'step'")
+                    ).scalar()
+                )
+    assert started, "the campaign did not start"
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "matscreen: interrupted"
+    # (Prefect's own log lines before it may still hold tracebacks of its event worker,
+    # which finds its server gone: the server got the same Ctrl-C.)
+    assert "KeyboardInterrupt" not in err.strip().splitlines()[-1]
+    with Catalog(settings.catalog_url) as catalog:
+        assert [run.status for run in find_runs(catalog)] == ["interrupted"]
