@@ -10,8 +10,9 @@ same content — a run computing it again — stores it anew.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from matscreen.catalog.integrity import QUARANTINE, file_sha256, quarantine
 from matscreen.tasks.errors import ArtifactError
@@ -90,6 +91,17 @@ class ArtifactStore:
         if repair:
             quarantine(path, self.root, f"is corrupt: its sha256 is {actual}")
         return f"corrupt (sha256 {actual})"
+
+    def problems_of(self, entities: Iterable[Any]) -> dict[str, str]:
+        """Entity id -> what is wrong with its artifact file, for entities that name one
+        (``artifact_sha256``) that is missing or corrupt. Nothing is moved."""
+        found = {}
+        for entity in entities:
+            sha256 = entity.attributes.get("artifact_sha256")
+            problem = self.problem(sha256, repair=False) if sha256 else None
+            if problem is not None:
+                found[entity.id] = f"artifact {self.path_for(sha256)} is {problem}"
+        return found
 
     def stored(self) -> Iterator[str]:
         """Yield the sha256 of every file in the store (by name; not checked)."""

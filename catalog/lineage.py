@@ -182,10 +182,5 @@ def lineage(
         edges = catalog.edges(relation="wasGeneratedBy", subject_id=entity.id)
         if edges:
             generated_by[entity.id] = catalog.get_activity(edges[0].object_id)
-    damaged = {}
-    for entity in entities:
-        sha256 = entity.attributes.get("artifact_sha256")
-        problem = artifacts.problem(sha256, repair=False) if sha256 else None
-        if problem is not None:
-            damaged[entity.id] = f"artifact {artifacts.path_for(sha256)} is {problem}"
+    damaged = artifacts.problems_of(entities)
     return Lineage(record.name, record, ranking, row, entities, generated_by, damaged)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ class Catalog:
 
     def _check_version(self) -> None:
         upgrade_needed = False
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             row = conn.execute(
                 select(schema.catalog_info.c.value).where(schema.catalog_info.c.key == "schema")
             ).first()
@@ -225,6 +226,19 @@ class Catalog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction; a database that cannot take the write (disk full, locked
+        past the wait, read-only) raises CatalogError naming the catalog, and nothing of
+        the transaction is kept."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise CatalogError(
+                f"catalog {self.url_for_display}: cannot write ({mask_url(str(exc.orig))})"
+            ) from exc
+
     def _insert_ignore(self, table: Any) -> Any:
         if self.engine.dialect.name == "sqlite":
             return sqlite.insert(table).on_conflict_do_nothing()
@@ -245,7 +259,7 @@ class Catalog:
         if kind not in AGENT_KINDS:
             raise ProvenanceRuleError(f"unknown agent kind {kind!r} for agent {name!r}")
         agent_id = content_hash({"agent": kind, "name": name, "attributes": attributes})
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             conn.execute(
                 self._insert_ignore(schema.nodes), [{"id": agent_id, "node_type": "agent"}]
             )
@@ -272,7 +286,7 @@ class Catalog:
         """
         self.check_writable()
         try:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 self._insert_activity(conn, activity)
                 self._insert_edges(
                     conn, [Edge("wasAssociatedWith", activity.id, a) for a in agents]
@@ -295,7 +309,7 @@ class Catalog:
         if status not in ACTIVITY_STATUSES or status == "running":
             raise ProvenanceRuleError(f"{status!r} is not a final status (activity {activity_id})")
         table = schema.activities
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             recorded = conn.execute(select(table.c.status).where(table.c.id == activity_id)).first()
             if recorded is None:
                 raise NotFoundError(f"no activity {activity_id} in catalog {self.url_for_display}")
@@ -378,7 +392,7 @@ class Catalog:
                 raise ProvenanceRuleError(f"unknown relation {edge.relation!r} in {edge}")
         by_id = {entity.id: entity for entity in generated}
         try:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 self._insert_activity(conn, activity)
                 for child in children:
                     self._insert_activity(conn, child)

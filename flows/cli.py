@@ -83,7 +83,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from matscreen.catalog import Catalog
+    from matscreen.catalog import ArtifactStore, Catalog
     from matscreen.flows.reproduce import (
         check_inputs,
         compare,
@@ -96,9 +96,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     settings = Settings()
     if args.output is not None:
         writable_folder(args.output)  # before the catalog is opened
+    artifacts = ArtifactStore(settings.artifact_dir)
     with Catalog(settings.catalog_url) as catalog:
         recorded = recorded_run(catalog, args.run)
+        produced = catalog.run_entities(args.run, ["model", "prediction_set", "ranking"])
     check_inputs(recorded)  # refuses changed input files before any work
+    damaged = artifacts.problems_of(produced)
+    for problem in damaged.values():
+        print(f"note: run {args.run}'s {problem}; the reproduction computes it again")
     out = writable_folder(args.output or Path("runs") / f"reproduce-{args.run}")
     for name, (then, now) in software_differences(recorded.software).items():
         print(f"note: {name} was {then} in run {args.run}, is {now} now")
@@ -107,6 +112,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     result = _execute_campaign(settings, spec_path, out)
     with Catalog(settings.catalog_url) as catalog:
         outcome = compare(catalog, recorded, result["run_id"])
+    still = artifacts.problems_of(e for e in produced if e.id in damaged)
+    for entity in produced:
+        if entity.id in damaged:
+            state = still.get(entity.id, "stored again, intact")
+            print(f"  {entity.kind} {entity.id[:12]} of run {args.run}: {state}")
     if outcome.identical:
         print(f"ranking identical to run {args.run}: {outcome.reproduced[:12]}")
         return 0
@@ -779,6 +789,10 @@ def main(argv: list[str] | None = None) -> int:
     ``interrupted``).
     """
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        from matscreen.flows.runtime import quiet_own_errors
+
+        quiet_own_errors()
     try:
         return int(args.handler(args))
     except MatscreenError as exc:
@@ -791,6 +805,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("matscreen: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine's: a full disk, a file-size limit, a lost mount
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"matscreen: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except Exception as exc:
         # Ctrl-C reaches the Prefect server and the Dask workers too (one process group):
         # Prefect, recording the interrupted flow on a server that has just stopped,

@@ -1,4 +1,5 @@
-"""Dask worker preload: start a featurizer child process as each worker starts.
+"""Dask worker preload: start a featurizer child process as each worker starts, and keep
+Prefect from logging tracebacks of matscreen's own errors there.
 
 Its imports (pymatgen, matminer) then run while the driver ingests and splits, instead of
 when the first featurization batch arrives. Pass ``--preload matscreen.flows.dask_preload``
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from matscreen.flows.runtime import quiet_own_errors
 from matscreen.tasks.featurize.isolated import prewarm
 
 
 def dask_setup(worker: Any) -> None:
     """Called by Dask in every worker process at start."""
+    quiet_own_errors()
     prewarm()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from matscreen.flows.settings import REPOSITORY_ROOT, Settings
+from matscreen.tasks.errors import MatscreenError
 
 #: Packages whose versions every activity records.
 RECORDED_PACKAGES = (
@@ -86,6 +88,31 @@ def prefect_api() -> Iterator[str]:
         else:
             os.environ["PREFECT_API_URL"] = previous
         server.stop()
+
+
+#: Prefect's loggers of flow and task runs, which log a failed run's exception with its
+#: traceback.
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _WithoutTracebackOfOwnErrors(logging.Filter):
+    """Drop the traceback from a record about a :class:`MatscreenError`: its message names
+    what is at fault already, and the command ends with that message as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, MatscreenError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_own_errors() -> None:
+    """Keep Prefect from printing a traceback before a matscreen error's one line (in this
+    process; Dask workers call it from their preload)."""
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _WithoutTracebackOfOwnErrors) for f in logger.filters):
+            logger.addFilter(_WithoutTracebackOfOwnErrors())
 
 
 def _flush_prefect_logs() -> None:

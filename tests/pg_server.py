@@ -78,3 +78,19 @@ def postgres_server(folder: Path) -> Iterator[str]:
         yield f"postgresql+psycopg://matscreen@127.0.0.1:{port}/catalog"
     finally:
         run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+
+
+def fresh_database(url: str) -> str:
+    """Create a new, empty database on the server of ``url``; return its URL."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    finally:
+        admin.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"

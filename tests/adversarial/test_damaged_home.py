@@ -98,3 +98,13 @@ def test_a_damaged_home_is_found_repaired_and_runs_again(
     assert main(["verify"]) == 1
     out = capsys.readouterr().out
     assert "1 problem(s) found, 1 not repaired" in out and "campaign_spec edited" in out
+
+    # reproduce notes a damaged model file of the recorded run, and the reproduction
+    # stores it anew.
+    run1 = json.loads((tmp_path / "run1" / "metrics.json").read_text())["run_id"]
+    model_file.write_bytes(model_file.read_bytes() + b" ")
+    assert main(["reproduce", run1, "--output", str(tmp_path / "again")]) == 0
+    out = capsys.readouterr().out
+    assert f"note: run {run1}'s artifact {model_file} is corrupt" in out
+    assert "stored again, intact" in out
+    assert "ranking identical" in out

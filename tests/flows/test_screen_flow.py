@@ -259,18 +259,13 @@ def test_a_real_cluster_ranks_as_the_local_cluster(
     import subprocess
     import sys
     import time
-    import uuid
 
-    import sqlalchemy
+    from pg_server import fresh_database
     from prefect.settings import PREFECT_API_URL
 
     local = matscreen.run_campaign(screen_spec, output_dir=tmp_path / "local")
 
-    name = f"cluster_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    catalog_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    catalog_url = fresh_database(postgres_url)
     bin_dir = Path(sys.executable).parent
     scheduler_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
