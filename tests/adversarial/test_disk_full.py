@@ -29,6 +29,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_nothing_half_written(
     tiny_disk: Path, data_dir: Path, tmp_path: Path
 ) -> None:
