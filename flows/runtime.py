@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -59,6 +61,27 @@ def git_commit() -> str | None:
 
 
 @contextmanager
+def _deaf_to_ctrl_c() -> Iterator[None]:
+    """Start the local Prefect server in this block so that the terminal's Ctrl-C does not
+    reach it.
+
+    Ctrl-C signals the whole foreground process group: the server would die at once, and
+    the driver, recording the interrupted run, would find it gone. With SIGINT blocked
+    while it starts (a process inherits the mask), the driver alone gets it, ends the run
+    and stops the server. (The LocalCluster's workers ignore SIGINT through their preload,
+    :mod:`matscreen.flows.dask_local_preload`.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def prefect_api() -> Iterator[str]:
     """Use the configured Prefect API, or serve a local one while the block runs.
 
@@ -75,7 +98,8 @@ def prefect_api() -> Iterator[str]:
         return
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = SubprocessASGIServer()
-    server.start()
+    with _deaf_to_ctrl_c():
+        server.start()
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
@@ -143,7 +167,7 @@ def local_cluster(workers: int, memory_limit: str = "auto") -> Any:
         memory_limit=memory_limit,
         dashboard_address=":0",
         host="127.0.0.1",
-        preload=["matscreen.flows.dask_preload"],
+        preload=["matscreen.flows.dask_local_preload"],
     )
 
 

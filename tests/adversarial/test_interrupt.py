@@ -55,8 +55,10 @@ def test_ctrl_c_interrupts_a_campaign_cleanly(settings, subset_spec: Path, tmp_p
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == "matscreen: interrupted"
-    # (Prefect's own log lines before it may still hold tracebacks of its event worker,
-    # which finds its server gone: the server got the same Ctrl-C.)
-    assert "KeyboardInterrupt" not in err.strip().splitlines()[-1]
+    # Neither a KeyboardInterrupt traceback (the server and workers do not get the Ctrl-C)
+    # nor Prefect failing to reach its server; only Dask may log, while closing, a comm it
+    # found closed.
+    assert "KeyboardInterrupt" not in err and "ConnectError" not in err, err[-3000:]
+    assert err.count("Traceback") == err.count("CommClosedError"), err[-3000:]
     with Catalog(settings.catalog_url) as catalog:
         assert [run.status for run in find_runs(catalog)] == ["interrupted"]
