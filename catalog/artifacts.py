@@ -43,8 +43,11 @@ class ArtifactStore:
         """
         digest = hashlib.sha256(data).hexdigest()
         target = self.path_for(digest)
-        if target.exists() and self.problem(digest) is None:
-            return digest
+        if target.exists():
+            problem = self.problem(digest)
+            if problem is None:
+                return digest
+            self.quarantine(digest, problem)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, data)
         return digest
@@ -76,21 +79,21 @@ class ArtifactStore:
             )
         return data
 
-    def problem(self, sha256: str, repair: bool = True) -> str | None:
-        """Check one artifact without returning it: None if intact, else what is wrong.
-
-        With ``repair``, a corrupt file is quarantined.
-        """
+    def problem(self, sha256: str) -> str | None:
+        """Check one artifact without returning it: None if intact, else what is wrong."""
         path = self.path_for(sha256)
         try:
             actual = file_sha256(path)
         except FileNotFoundError:
             return "missing"
-        if actual == sha256:
-            return None
-        if repair:
-            quarantine(path, self.root, f"is corrupt: its sha256 is {actual}")
-        return f"corrupt (sha256 {actual})"
+        except OSError as exc:  # a folder in its place, no read permission
+            return f"unreadable ({exc.strerror or exc})"
+        return None if actual == sha256 else f"corrupt (sha256 {actual})"
+
+    def quarantine(self, sha256: str, problem: str) -> Path | None:
+        """Move a bad artifact file out of the way; return where it went (None if it could
+        not be moved: the warning says why)."""
+        return quarantine(self.path_for(sha256), self.root, f"is {problem}")
 
     def problems_of(self, entities: Iterable[Any]) -> dict[str, str]:
         """Entity id -> what is wrong with its artifact file, for entities that name one
@@ -98,7 +101,7 @@ class ArtifactStore:
         found = {}
         for entity in entities:
             sha256 = entity.attributes.get("artifact_sha256")
-            problem = self.problem(sha256, repair=False) if sha256 else None
+            problem = self.problem(sha256) if sha256 else None
             if problem is not None:
                 found[entity.id] = f"artifact {self.path_for(sha256)} is {problem}"
         return found

@@ -20,6 +20,7 @@ small parts, so it never reads the whole store either.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +35,8 @@ from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import canonical_json, content_hash
 from matscreen.tasks.runinfo import utc_now
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
+
+log = logging.getLogger(__name__)
 
 #: Small parts beyond this number are merged into one when a run finishes writing.
 COMPACT_AFTER_PARTS = 16
@@ -60,14 +63,33 @@ class FeatureStore:
         self.key = content_hash(config)
         self.folder = Path(root) / self.key
         self.folder.mkdir(parents=True, exist_ok=True)
+        # The description is derived (the folder is named by its hash): a missing or damaged
+        # one is written again.
         description = self.folder / "featurization.json"
-        if not description.exists():
-            write_atomically(description, canonical_json(config).encode())
+        expected = canonical_json(config).encode()
+        try:
+            intact = description.read_bytes() == expected
+        except OSError:
+            intact = False
+        if not intact:
+            try:
+                write_atomically(description, expected)
+            except OSError as exc:  # a read-only store: its parts can still be read
+                log.warning("cannot write %s (%s)", description, exc)
         self._indexed: dict[Path, int] = {}
         self._where: dict[str, Path] = {}
 
+    @classmethod
+    def in_folder(cls, folder: Path) -> FeatureStore:
+        """The store of an existing featurization folder, to check its parts; unlike the
+        constructor it needs no description and writes nothing."""
+        store = cls.__new__(cls)
+        store.key, store.folder = folder.name, Path(folder)
+        store._indexed, store._where = {}, {}
+        return store
+
     def _parts(self) -> list[Path]:
-        return sorted(self.folder.glob("part-*.parquet"))
+        return sorted(p for p in self.folder.glob("part-*.parquet") if not p.is_dir())
 
     @staticmethod
     def _problem(part: Path, data: bytes) -> str | None:
@@ -119,18 +141,20 @@ class FeatureStore:
         """The part files stored now."""
         return self._parts()
 
-    def damaged_parts(self, repair: bool = False) -> list[tuple[Path, str]]:
-        """Every part that fails its checks, with the problem; quarantined if ``repair``."""
+    def damaged_parts(self, repair: bool = False) -> list[tuple[Path, str, Path | None]]:
+        """Every part that fails its checks: (part, problem, where it was moved) — moved
+        into quarantine with ``repair`` (None if not asked, or if it could not be moved)."""
         found = []
         for part in self._parts():
             try:
                 problem = self._problem(part, part.read_bytes())
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                problem = f"cannot be read ({exc.strerror or exc})"
             if problem is not None:
-                found.append((part, problem))
-                if repair:
-                    quarantine(part, self.folder, problem)
+                moved = quarantine(part, self.folder, problem) if repair else None
+                found.append((part, problem, moved))
         return found
 
     def _forget(self, gone: set[Path]) -> None:

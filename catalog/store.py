@@ -144,8 +144,10 @@ class Catalog:
                 self._create_tables()
             self._check_version()
         except (SQLAlchemyError, ImportError) as exc:
+            # The driver's own message, without SQLAlchemy's "Background on this error" line.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise CatalogError(
-                f"cannot open catalog at {mask_url(url)}: {mask_url(str(exc))}"
+                f"cannot open catalog at {mask_url(url)}: {mask_url(reason)}"
             ) from exc
         self.dialect = self.engine.dialect.name
 

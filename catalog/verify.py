@@ -4,8 +4,9 @@ What is checked, and what ``repair`` does about it:
 
 - every entity's id is the hash of its content (a row edited in the database, behind the
   triggers' back, no longer matches) — reported, never repaired: a correction is a new entity;
-- every node has its row of the right type and every row its node; SQLite's own
-  integrity and foreign-key checks — reported;
+- every node has its row of the right type and every row its node, every entity the
+  edge to the step that generated it; SQLite's own integrity and foreign-key checks —
+  reported;
 - the append-only triggers are in place — repaired by creating the missing ones;
 - every artifact an entity names is present and matches its sha256 — a corrupt one is
   quarantined (a run that computes it again stores it anew); a missing one is reported;
@@ -95,6 +96,12 @@ def _check_entities(catalog: Catalog, result: Verification) -> None:
 
 
 _NODE_CHECKS = {
+    # Every entity is stored by the step that generated it, with that edge, in one
+    # transaction: an entity without one lost it.
+    "an entity without its wasGeneratedBy edge (deleted from the database)": (
+        "SELECT e.id, 'entity' FROM entities e WHERE NOT EXISTS (SELECT 1 FROM edges g "
+        "WHERE g.subject_id = e.id AND g.relation = 'wasGeneratedBy')"
+    ),
     "a node without its row": (
         "SELECT n.id, n.node_type FROM nodes n WHERE NOT EXISTS "
         "(SELECT 1 FROM entities WHERE id = n.id) AND NOT EXISTS "
@@ -166,6 +173,10 @@ def _check_triggers(catalog: Catalog, result: Verification, repair: bool) -> Non
         result.findings.append(Finding("catalog", f"trigger {name}", "is missing", done))
 
 
+def _moved(moved: Path | None) -> str | None:
+    return f"quarantined to {moved}" if moved is not None else None
+
+
 def _check_artifacts(
     catalog: Catalog, artifacts: ArtifactStore, result: Verification, repair: bool
 ) -> None:
@@ -179,42 +190,44 @@ def _check_artifacts(
             sha256 = json.loads(row.attributes).get("artifact_sha256")
             if sha256:
                 named.setdefault(sha256, f"{row.kind} {row.id}")
-    for sha256, owner in sorted(named.items()):
-        problem = artifacts.problem(sha256, repair=repair)
-        if problem is not None:
-            repaired = "quarantined" if repair and problem.startswith("corrupt") else None
-            result.findings.append(
-                Finding(
-                    "artifact", str(artifacts.path_for(sha256)), f"{problem} ({owner})", repaired
-                )
+    stored = set(artifacts.stored())
+    for sha256 in sorted(set(named) | stored):
+        problem = artifacts.problem(sha256)
+        if problem is None:
+            continue
+        owner = named.get(sha256, "referenced by no entity")
+        moved = None
+        if repair and problem != "missing":
+            moved = artifacts.quarantine(sha256, problem)
+        result.findings.append(
+            Finding(
+                "artifact", str(artifacts.path_for(sha256)), f"{problem} ({owner})", _moved(moved)
             )
-    result.checked["artifacts"] = len(named)
+        )
+    result.checked["artifacts"] = len(set(named) | stored)
 
 
 def _check_feature_parts(feature_root: Path, result: Verification, repair: bool) -> None:
     parts = 0
-    folders = (
-        sorted(p for p in Path(feature_root).glob("*") if p.is_dir())
-        if Path(feature_root).is_dir()
-        else []
-    )
+    root = Path(feature_root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     for folder in folders:
         description = folder / "featurization.json"
         try:
             config = json.loads(description.read_text())
+            if content_hash(config) != folder.name:
+                raise ValueError("it does not match the folder's hash")
         except (OSError, ValueError) as exc:
-            result.findings.append(Finding("features", str(description), f"unreadable ({exc})"))
-            continue
-        if content_hash(config) != folder.name:
             result.findings.append(
-                Finding("features", str(description), "does not match its folder's hash")
+                Finding(
+                    "features",
+                    str(description),
+                    f"unreadable ({exc}); the next run of this featurization writes it again",
+                )
             )
-            continue
-        store = FeatureStore(folder.parent, config)
-        for part, problem in store.damaged_parts(repair=repair):
-            result.findings.append(
-                Finding("features", str(part), problem, "quarantined" if repair else None)
-            )
+        store = FeatureStore.in_folder(folder)
+        for part, problem, moved in store.damaged_parts(repair=repair):
+            result.findings.append(Finding("features", str(part), problem, _moved(moved)))
         parts += len(store.part_files())
     result.checked["feature parts"] = parts
 

@@ -16,14 +16,16 @@ DEFAULT_SPEC = REPOSITORY_ROOT / "deploy" / "campaigns" / "perovskite-water-spli
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
-    from matscreen.tasks.files import writable_folder
-    from matscreen.tasks.spec import load_spec, with_suggestions
+    from matscreen.tasks.files import apart_from, writable_folder
+    from matscreen.tasks.spec import load_spec, spec_inputs, with_suggestions
 
     settings = Settings()
     spec = load_spec(Path(args.spec), settings.data_dir)  # fails here, before any work
     with_suggestions(spec, args.suggest)  # and so does a --suggest the spec cannot serve
     if args.output is not None:
-        writable_folder(args.output)  # and an output folder that cannot take the results
+        # and an output folder that cannot take the results or holds the sources
+        apart_from(args.output, spec_inputs(spec), settings.home)
+        writable_folder(args.output)
     print(f"campaign {spec.name}: spec {args.spec}")
     _execute_campaign(settings, Path(args.spec), args.output, args.suggest)
     return 0

@@ -6,13 +6,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from matscreen.tasks.errors import SettingsError
 
 #: The repository this module was installed from (an editable install or a checkout).
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+
+
+#: Smallest memory limit of a Dask worker that can hold matscreen's imports and a batch.
+_SMALLEST_WORKER_MEMORY = 128 * 2**20
 
 
 class Settings(BaseSettings):
@@ -63,6 +67,29 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+
+    @field_validator("dask_memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: str) -> str:
+        # As Dask reads it when it starts the workers: "auto", 0 (no limit), a fraction of
+        # the machine's memory, or a size ("4GiB").
+        from dask.utils import parse_bytes
+
+        if value.strip().lower() in ("auto", "0", "none"):
+            return value
+        try:
+            amount = float(value)
+        except ValueError:
+            try:
+                amount = float(parse_bytes(value))
+            except ValueError:
+                amount = -1.0
+        if not (0 < amount <= 1 or amount >= _SMALLEST_WORKER_MEMORY):
+            raise ValueError(
+                "give 'auto', 0 (no limit), a fraction of the memory such as 0.5, or a size "
+                "of at least 128MiB such as 4GiB"
+            )
+        return value
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -50,6 +50,33 @@ def write_atomically(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def apart_from(output: Path, inputs: dict[str, Path], home: Path) -> None:
+    """Refuse an output folder that holds an input of the run or lies in matscreen's home.
+
+    A run writes fixed file names (``ranking.csv`` …) into its output folder: a source
+    file there could be overwritten by the very run that reads it, and outputs inside the
+    home would mix with the stores ``matscreen verify`` checks.
+
+    Raises
+    ------
+    OutputFolderError
+        Naming the output folder and the input (or the home) it collides with.
+    """
+    out = Path(output).expanduser().resolve()
+    for name, given in inputs.items():
+        source = Path(given).expanduser().resolve()
+        if source == out or out in source.parents:
+            raise OutputFolderError(
+                f"output folder {output}: it holds {given}, which {name} reads (the run's "
+                "files could overwrite it); choose another folder"
+            )
+    home = Path(home).expanduser().resolve()
+    if out == home or home in out.parents:
+        raise OutputFolderError(
+            f"output folder {output}: it is inside matscreen's home {home}; choose another"
+        )
+
+
 def writable_folder(path: Path) -> Path:
     """Create the output folder ``path`` if needed and check that files can be written in it.
 

@@ -36,7 +36,9 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are errors, and so are NaN and ±inf where a number is asked for (a
+    # bound of .nan or .inf would only fail, or silently pass everything, later).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _located(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
@@ -916,6 +918,52 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(described)
 
 
+#: Largest spec file read, and most values it may expand to (YAML aliases repeat a value
+#: without repeating its text: a few lines can otherwise expand to billions).
+MAX_SPEC_BYTES = 2**20
+MAX_SPEC_VALUES = 200_000
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _within_size(raw: Any, path: Path) -> None:
+    """Refuse a loaded spec that expands to more than :data:`MAX_SPEC_VALUES` values.
+
+    Raises
+    ------
+    SpecError
+        Naming the file.
+    """
+    count, pending = 0, [raw]
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"campaign spec {path} expands to more than {MAX_SPEC_VALUES:,} values "
+                "(YAML aliases repeating large parts?)"
+            )
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+def spec_inputs(spec: CampaignSpec) -> dict[str, Path]:
+    """The local files and folders a campaign reads, by what reads them (``source NAME``)."""
+    found = {}
+    for source in spec.sources:
+        path = getattr(source, "path", None)
+        if path is not None:
+            found[f"source {source.name}"] = Path(path)
+    return found
+
+
 def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     """Read, substitute and validate a campaign spec file.
 
@@ -939,7 +987,14 @@ def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:  # at most a little more than any spec needs
+            data = handle.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"campaign spec {path} is larger than {MAX_SPEC_BYTES // 2**20} MiB: not a spec"
+            )
+        raw = yaml.safe_load(data.decode("utf-8"))
+        _within_size(raw, path)
     except FileNotFoundError as exc:
         raise SpecError(f"campaign spec not found: {path}") from exc
     except IsADirectoryError as exc:
@@ -949,7 +1004,7 @@ def load_spec(path: Path, data_dir: Path) -> CampaignSpec:
     except OSError as exc:
         raise SpecError(f"campaign spec {path}: cannot read it ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"campaign spec {path} is not valid YAML: {exc}") from exc
+        raise SpecError(f"campaign spec {path} is not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise SpecError(f"campaign spec {path} must be a mapping of keys, got {type(raw).__name__}")
     try:

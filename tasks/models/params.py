@@ -283,11 +283,19 @@ def _table_check(allowed: Sequence[Range | Options | None], value: Any) -> str |
     return texts[0] if len(texts) == 1 else f"{', '.join(texts[:-1])} or {texts[-1]}"
 
 
+#: Upper bounds no library sets but a finished fit needs: a million trees take days and
+#: gigabytes, and a typo of a few digits would otherwise run until killed.
+PRACTICAL_MAXIMUM = {"n_estimators": 100_000, "max_iter": 1_000_000, "max_leaves": 2**20}
+
+
 def _stage_check(algorithm: str, classify: bool, name: str, value: Any) -> str | None:
     """Why ``value`` is not valid for one stage (``must be …``), or None."""
     refused = REFUSED_VALUES.get((algorithm, name), {})
     if isinstance(value, str) and value in refused:
         return refused[value]
+    largest = PRACTICAL_MAXIMUM.get(name)
+    if largest is not None and isinstance(value, int | float) and value > largest:
+        return f"must be at most {largest:,} (a practical bound of matscreen's)"
     own = _own_table(algorithm, classify)
     requirement = (
         _table_check(own[name], value)

@@ -23,8 +23,14 @@ PROPERTY_UNITS: dict[str, str] = {
 }
 
 
+#: Largest magnitude a reported value may have: the models (xgboost) compute in 32-bit
+#: floats, whose largest is about 3.4e38; no physical property is reported anywhere near.
+LARGEST_VALUE = 1e30
+
+
 class NotFiniteError(RecordError, ValueError):
-    """A reported value is infinite (``inf``, ``-Infinity``, ``1e999``): not a usable label.
+    """A reported value is infinite (``inf``, ``-Infinity``, ``1e999``) or too large for the
+    models (``1e308``): not a usable label.
 
     It is a :class:`ValueError` too, so callers that catch the ``ValueError`` of
     :func:`as_number` for "not a number" refuse it as well.
@@ -42,7 +48,8 @@ def as_number(value: object) -> float | None:
     Raises
     ------
     NotFiniteError
-        If the value is infinite ("inf is not a finite number").
+        If the value is infinite ("inf is not a finite number") or larger in magnitude
+        than :data:`LARGEST_VALUE`.
     ValueError
         If the value is neither missing, boolean nor numeric.
     """
@@ -68,4 +75,9 @@ def as_number(value: object) -> float | None:
     if math.isinf(number):
         shown = value.strip() if isinstance(value, str) else value
         raise NotFiniteError(f"{shown} is not a finite number")
+    if abs(number) > LARGEST_VALUE:
+        raise NotFiniteError(
+            f"{number:g} is too large for a property value (the models compute in 32-bit "
+            f"floats; at most {LARGEST_VALUE:g} in magnitude)"
+        )
     return number

@@ -322,3 +322,113 @@ def test_the_installed_command_prints_one_line_or_with_debug_the_traceback(
     assert "SettingsError: MATSCREEN_CATALOG_URL" in debug.stderr
     assert "s3cret" not in debug.stderr
     assert not home.exists()
+
+
+# -- cases found by a hostile tester ---------------------------------------------------------
+BOMB = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, "is larger than 1 MiB: not a spec"),
+        (BOMB, "expands to more than 200,000 values"),
+    ],
+)
+def test_a_spec_that_would_never_finish_loading_is_refused(
+    home: Path, no_work: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    text: str | None, expected: str,
+) -> None:  # fmt: skip
+    spec = Path("/dev/zero") if text is None else tmp_path / "bomb.yaml"
+    if text is not None:
+        spec.write_text(text)
+    assert main(["campaign", "run", str(spec)]) == 2
+    assert expected in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("{target: heat_of_formation, params: {n_estimators: 99999999999999999999999}}",
+         "n_estimators: 99999999999999999999999 is not valid: must be at most 100,000"),
+        ("{target: heat_of_formation, clip_min: .nan}", "clip_min: Input should be a finite"),
+        ("{target: band_gap, kind: two_stage_gap, metal_threshold: .inf}",
+         "metal_threshold: Input should be a finite"),
+    ],
+)  # fmt: skip
+def test_numbers_no_fit_can_use_are_refused_at_load(
+    home: Path, no_work: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    model: str, expected: str,
+) -> None:  # fmt: skip
+    import yaml
+
+    document = yaml.safe_load(DEFAULT_SPEC.read_text())
+    document["models"] = [yaml.safe_load(model)]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    assert main(["campaign", "run", str(spec)]) == 2
+    assert expected in _error_line(capsys)
+
+
+@pytest.mark.parametrize("value", ["1e308", "-3.5e38", 1e300])
+def test_a_label_too_large_for_the_models_is_an_error_of_its_record(value: object) -> None:
+    from matscreen.tasks.sources.properties import NotFiniteError, as_number
+
+    with pytest.raises(NotFiniteError, match="too large for a property value"):
+        as_number(value)
+    assert as_number("-1e3") == -1000.0
+
+
+@pytest.mark.parametrize("value", ["lots", "2", "-1"])
+def test_a_worker_memory_limit_dask_cannot_use_is_one_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    monkeypatch.setenv("MATSCREEN_DASK_MEMORY_LIMIT", value)
+    assert main(["find", "runs"]) == 2
+    assert _error_line(capsys).startswith(
+        f"matscreen: error: MATSCREEN_DASK_MEMORY_LIMIT='{value}'"
+    )
+
+
+def test_an_output_folder_holding_a_source_or_inside_the_home_is_refused(
+    home: Path, no_work: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "ov" / "ranking.csv"
+    source.parent.mkdir()
+    source.write_text("material_id,cif\n")
+    import yaml
+
+    document = yaml.safe_load(DEFAULT_SPEC.read_text())
+    document["sources"][0]["path"] = str(source)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(document))
+    assert main(["campaign", "run", str(spec), "--output", str(source.parent)]) == 2
+    assert "which source cmr_perovskites reads" in _error_line(capsys)
+    assert main(["campaign", "run", str(spec), "--output", str(home / "out")]) == 2
+    assert "inside matscreen's home" in _error_line(capsys)
+    assert source.read_text() == "material_id,cif\n"
+
+
+def test_a_spec_that_is_not_yaml_is_one_line(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\nmodels:\n  - {target: a\n  sources: [\n")
+    assert main(["campaign", "run", str(spec)]) == 2
+    assert "is not valid YAML: " in _error_line(capsys)
+
+
+def test_a_catalog_file_that_is_not_a_database_is_one_line(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "catalog.sqlite"
+    garbage.write_bytes(os.urandom(8192))
+    monkeypatch.setenv("MATSCREEN_CATALOG_URL", f"sqlite:///{garbage}")
+    assert main(["find", "runs"]) == 2
+    assert "cannot open catalog at sqlite:///" in _error_line(capsys)
