@@ -692,6 +692,13 @@ def _add_query_parsers(commands: Any) -> None:
     show.set_defaults(handler=_show)
 
 
+def _path(text: str) -> Path:
+    """A path argument; an empty one (which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a folder")
+    return Path(text)
+
+
 def _at_least_one(text: str) -> int:
     """A count given on the command line: an integer of 1 or more."""
     try:
@@ -724,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"campaign spec (YAML); default {DEFAULT_SPEC.relative_to(REPOSITORY_ROOT)}",
     )
     run.add_argument(
-        "--output", type=Path, default=None, help="output folder; default runs/<run id>"
+        "--output", type=_path, default=None, help="output folder; default runs/<run id>"
     )
     run.add_argument(
         "--suggest",
@@ -748,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a run's provenance as FAIR records")
     export.add_argument("format", choices=["prov", "rocrate"], help="PROV-JSON/-O or RO-Crate")
     export.add_argument("run", help="campaign run id")
-    export.add_argument("--output", required=True, help="folder to write into")
+    export.add_argument("--output", required=True, type=_path, help="folder to write into")
     export.add_argument(
         "--outputs", help="the run's output folder (rocrate; default: where the run wrote)"
     )
@@ -770,7 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     again.add_argument("run", help="campaign run id")
     again.add_argument(
-        "--output", type=Path, default=None, help="output folder; default runs/reproduce-<run>"
+        "--output", type=_path, default=None, help="output folder; default runs/reproduce-<run>"
     )
     again.set_defaults(handler=_reproduce)
 

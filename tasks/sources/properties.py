@@ -62,6 +62,8 @@ def as_number(value: object) -> float | None:
         if text.lower() in ("", "null", "none", "nan"):
             return None
         try:
+            if "_" in text:  # Python reads "1_000" as 1000; no table or database means that
+                raise ValueError(text)
             number = float(text)
         except ValueError:
             raise ValueError(f"{value!r} is not a number") from None

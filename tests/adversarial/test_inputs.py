@@ -383,6 +383,8 @@ def test_a_label_too_large_for_the_models_is_an_error_of_its_record(value: objec
     with pytest.raises(NotFiniteError, match="too large for a property value"):
         as_number(value)
     assert as_number("-1e3") == -1000.0
+    with pytest.raises(ValueError, match="'1_000' is not a number"):
+        as_number("1_000")
 
 
 @pytest.mark.parametrize("value", ["lots", "2", "-1"])
@@ -422,6 +424,15 @@ def test_a_spec_that_is_not_yaml_is_one_line(
     spec.write_text("name: x\nmodels:\n  - {target: a\n  sources: [\n")
     assert main(["campaign", "run", str(spec)]) == 2
     assert "is not valid YAML: " in _error_line(capsys)
+
+
+def test_an_empty_output_path_is_refused(
+    home: Path, no_work: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["campaign", "run", "--output", ""])
+    assert stopped.value.code == 2
+    assert "an empty path" in capsys.readouterr().err
 
 
 def test_a_catalog_file_that_is_not_a_database_is_one_line(
