@@ -421,13 +421,16 @@ class CampaignRecorder:
         self.catalog.finish_activity(self.run_id, status)
 
     @contextmanager
-    def running(self) -> Iterator[CampaignRecorder]:
-        """Close the run's record: completed, interrupted (Ctrl-C) or failed (any error)."""
+    def running(
+        self, interruptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+    ) -> Iterator[CampaignRecorder]:
+        """Close the run's record: completed, interrupted (Ctrl-C, or one of
+        ``interruptions``, e.g. the orchestrator's termination signal) or failed."""
         status = "failed"
         try:
             yield self
             status = "completed"
-        except KeyboardInterrupt:
+        except interruptions:
             status = "interrupted"
             raise
         finally:

@@ -116,14 +116,18 @@ class Catalog:
     ----------
     url
         Any SQLAlchemy URL; a SQLite file's parent folder is created if needed.
+    create
+        Whether a missing SQLite catalog is created (commands that only read pass False).
 
     Raises
     ------
+    NotFoundError
+        If ``create`` is off and the SQLite file does not exist.
     CatalogError
         If the database cannot be opened or holds a catalog of another schema version.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
         parsed = make_url(url)
         opened = url
@@ -132,6 +136,11 @@ class Catalog:
         self.read_only = False
         if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
             database = Path(parsed.database)
+            if not create and not database.exists():
+                raise NotFoundError(
+                    f"no catalog at {database}: nothing has been recorded there yet "
+                    "(is MATSCREEN_HOME or MATSCREEN_CATALOG_URL the one you meant?)"
+                )
             read_only_url = _sqlite_read_only_url(database)
             if read_only_url is not None:
                 opened, self.read_only = read_only_url, True

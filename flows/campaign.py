@@ -26,7 +26,7 @@ from matscreen.flows.candidates import (
 )
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.ingest import ingest_and_record
-from matscreen.flows.runtime import git_commit, software_versions
+from matscreen.flows.runtime import git_commit, interruptions, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
@@ -119,7 +119,7 @@ def screen_candidates(
             getpass.getuser(),
             socket.gethostname(),
         )
-        with recorder.running():
+        with recorder.running(interruptions()):
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
             targets = [m.target for m in spec.models]
 

@@ -54,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
 
     settings = Settings()
     out = writable_folder(Path(args.output))  # before the catalog is opened
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         if args.format == "prov":
             written = export_prov(catalog, args.run, out)
             print(f"PROV-JSON {written.json}\nPROV-O (Turtle) {written.turtle}")
@@ -99,7 +99,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.output is not None:
         writable_folder(args.output)  # before the catalog is opened
     artifacts = ArtifactStore(settings.artifact_dir)
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         recorded = recorded_run(catalog, args.run)
         produced = catalog.run_entities(args.run, ["model", "prediction_set", "ranking"])
     check_inputs(recorded)  # refuses changed input files before any work
@@ -112,7 +112,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     spec_path = write_spec(recorded, out)
     print(f"reproducing run {args.run} ({recorded.spec['name']}) from {spec_path}")
     result = _execute_campaign(settings, spec_path, out)
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         outcome = compare(catalog, recorded, result["run_id"])
     still = artifacts.problems_of(e for e in produced if e.id in damaged)
     for entity in produced:
@@ -244,7 +244,7 @@ def _lineage(args: argparse.Namespace) -> int:
     from matscreen.catalog.lineage import lineage
 
     settings = Settings()
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         found = lineage(catalog, ArtifactStore(settings.artifact_dir), args.candidate, args.run)
     if args.json:
         print(json.dumps(asdict(found), indent=2, default=str))
@@ -533,7 +533,7 @@ def _impact(args: argparse.Namespace) -> int:
     from matscreen.catalog import Catalog
     from matscreen.catalog.queries import impact
 
-    with Catalog(Settings().catalog_url) as catalog:
+    with Catalog(Settings().catalog_url, create=False) as catalog:
         found = impact(catalog, args.entity)
     if args.json:
         _as_json(found)
@@ -554,7 +554,7 @@ def _find(args: argparse.Namespace) -> int:
     from matscreen.catalog.queries import find_candidates, find_models, find_runs
 
     settings = Settings()
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         if args.what == "runs":
             runs = find_runs(
                 catalog,
@@ -613,7 +613,7 @@ def _diff(args: argparse.Namespace) -> int:
     from matscreen.catalog.queries import diff_runs
 
     settings = Settings()
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         d = diff_runs(catalog, ArtifactStore(settings.artifact_dir), args.run_a, args.run_b)
     if args.json:
         _as_json(d)
@@ -634,7 +634,7 @@ def _show(args: argparse.Namespace) -> int:
     from matscreen.catalog import Catalog
     from matscreen.catalog.queries import show
 
-    with Catalog(Settings().catalog_url) as catalog:
+    with Catalog(Settings().catalog_url, create=False) as catalog:
         shown = show(catalog, args.node)
     if args.json:
         _as_json(shown)
@@ -794,13 +794,13 @@ def main(argv: list[str] | None = None) -> int:
 
     An error matscreen raises on purpose (bad input, a setting, an output folder) is one
     line on stderr and exit status 2; with ``--debug`` it is raised, with its traceback.
-    Ctrl-C ends with one line and exit status 130 (a campaign run is recorded as
-    ``interrupted``).
+    Ctrl-C ends with one line and exit status 130, SIGTERM with one line and 143 (a
+    campaign run is recorded as ``interrupted`` either way).
     """
     args = build_parser().parse_args(argv)
-    if not args.debug:
-        from matscreen.flows.runtime import quiet_own_errors
+    from matscreen.flows.runtime import quiet_own_errors, termination_signal
 
+    if not args.debug:
         quiet_own_errors()
     try:
         return int(args.handler(args))
@@ -814,6 +814,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("matscreen: interrupted", file=sys.stderr)
         return 130
+    except termination_signal():  # SIGTERM, as Prefect raises it in a flow
+        if args.debug:
+            raise
+        print("matscreen: terminated", file=sys.stderr)
+        return 143
     except OSError as exc:  # the machine's: a full disk, a file-size limit, a lost mount
         if args.debug:
             raise

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,6 +113,24 @@ def prefect_api() -> Iterator[str]:
         else:
             os.environ["PREFECT_API_URL"] = previous
         server.stop()
+
+
+def interruptions() -> tuple[type[BaseException], ...]:
+    """What ends a run as ``interrupted`` rather than ``failed``: Ctrl-C, and the
+    termination signal (SIGTERM) Prefect raises in a flow."""
+    from prefect.exceptions import TerminationSignal
+
+    return (KeyboardInterrupt, TerminationSignal)
+
+
+class _NeverRaised(Exception):
+    """Stands for Prefect's termination signal where Prefect is not imported."""
+
+
+def termination_signal() -> type[BaseException]:
+    """Prefect's termination signal, if Prefect is imported (without importing it)."""
+    module = sys.modules.get("prefect.exceptions")
+    return getattr(module, "TerminationSignal", _NeverRaised)
 
 
 #: Prefect's loggers of flow and task runs, which log a failed run's exception with its

@@ -156,7 +156,8 @@ def _check_catalog_url(url: str) -> None:
     from matscreen.tasks.secrets import mask_url
 
     try:
-        port = make_url(url).port
+        parsed = make_url(url)
+        port = parsed.port
     except ArgumentError:
         reason = (
             "not a database URL (e.g. sqlite:////path/to/catalog.sqlite or "
@@ -165,9 +166,19 @@ def _check_catalog_url(url: str) -> None:
     except ValueError:
         reason = "the port is not a number"
     else:
-        if port is None or 0 < port < 65536:
+        in_memory = parsed.drivername.startswith("sqlite") and parsed.database in (
+            None,
+            "",
+            ":memory:",
+        )
+        if in_memory:
+            reason = (
+                "a catalog in memory keeps nothing: give a file, sqlite:////path/to/catalog.sqlite"
+            )
+        elif port is None or 0 < port < 65536:
             return
-        reason = f"port {port} is out of range (1-65535)"
+        else:
+            reason = f"port {port} is out of range (1-65535)"
     # A malformed URL may hold a password with an unescaped "@": mask up to the last one.
     scheme, sep, rest = url.partition("://")
     user, colon, _ = rest.rpartition("@")[0].partition(":")

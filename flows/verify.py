@@ -13,7 +13,7 @@ def _verify(args: argparse.Namespace) -> int:
     from matscreen.catalog.verify import verify_home
 
     settings = Settings()
-    with Catalog(settings.catalog_url) as catalog:
+    with Catalog(settings.catalog_url, create=False) as catalog:
         print(f"checking catalog {catalog.url_for_display} and the stores in {settings.home}")
         result = verify_home(
             catalog, ArtifactStore(settings.artifact_dir), settings.feature_dir, args.repair

@@ -435,6 +435,20 @@ def test_an_empty_output_path_is_refused(
     assert "an empty path" in capsys.readouterr().err
 
 
+def test_a_home_that_does_not_exist_is_not_created_by_a_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "mistyped"))
+    monkeypatch.delenv("MATSCREEN_CATALOG_URL", raising=False)
+    for command in (["find", "runs"], ["verify"], ["show", "x"]):
+        assert main(command) == 2
+        assert "no catalog at" in _error_line(capsys)
+    assert not (tmp_path / "mistyped").exists()
+    monkeypatch.setenv("MATSCREEN_CATALOG_URL", "sqlite:///")
+    assert main(["find", "runs"]) == 2
+    assert "a catalog in memory keeps nothing" in _error_line(capsys)
+
+
 def test_a_catalog_file_that_is_not_a_database_is_one_line(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

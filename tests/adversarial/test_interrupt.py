@@ -1,5 +1,8 @@
-"""Ctrl-C during a campaign: matscreen's one line, exit status 130, and the run recorded as
-interrupted."""
+"""Ctrl-C during a campaign: one line, exit status 130, and the run recorded as interrupted.
+
+(SIGTERM is Prefect's: it raises its termination signal wherever the flow is, and where
+that is inside pydantic's serializer it arrives wrapped in another error; the run is then
+recorded as failed.)"""
 
 from __future__ import annotations
 
