@@ -33,6 +33,10 @@ def test_bad_spec_fails_before_any_work(home: Path, tmp_path: Path, capsys) -> N
 
 
 def test_unknown_candidate_is_a_clear_error(home: Path, capsys) -> None:
+    from matscreen.catalog import Catalog
+    from matscreen.flows.settings import Settings
+
+    Catalog(Settings().catalog_url).close()  # an empty catalog
     assert main(["lineage", "cmr_perovskites:999999"]) == 2
     assert "no structure record with id 'cmr_perovskites:999999'" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ import pytest
 from matscreen.catalog import Catalog
 from matscreen.flows.cli import main
 from matscreen.flows.reproduce import ReproductionError, check_inputs, recorded_run
+from matscreen.flows.settings import Settings
 
 
 @pytest.fixture()
@@ -64,5 +65,8 @@ def test_changed_input_file_is_refused(campaign_runs, tmp_path: Path) -> None:
 def test_unknown_run_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("MATSCREEN_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MATSCREEN_CATALOG_URL", raising=False)
+    assert main(["reproduce", "no-such-run"]) == 2  # no catalog yet
+    assert "no catalog at" in capsys.readouterr().err
+    Catalog(Settings().catalog_url).close()
     assert main(["reproduce", "no-such-run"]) == 2
     assert "no activity no-such-run" in capsys.readouterr().err
