@@ -40,6 +40,9 @@ def test_ctrl_c_interrupts_a_campaign_cleanly(settings, subset_spec: Path, tmp_p
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # with Ctrl-C's default action, as in a terminal (a test run started in the
+        # background of a non-interactive shell inherits SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     catalog_file = settings.home / "catalog.sqlite"
     deadline = time.monotonic() + 300

@@ -114,7 +114,7 @@ def test_a_corrupt_artifact_is_quarantined_and_stored_anew(tmp_path: Path) -> No
     path = artifacts.path_for(digest)
     path.write_bytes(b'{"model": "xgboost", "n_estimators": 301}')  # still valid JSON
 
-    assert artifacts.problem(digest, repair=False) is not None
+    assert artifacts.problem(digest) is not None
     with pytest.raises(ArtifactError, match=f"artifact {path} is corrupt.*moved to"):
         artifacts.get_bytes(digest)
     assert not path.exists()
