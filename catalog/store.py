@@ -334,6 +334,22 @@ class Catalog:
                 .values(status=status, ended_at=ended_at or utc_now())
             )
 
+    def dead_runs(self) -> list[tuple[str, str]]:
+        """(id, name) of every activity recorded as running by a process of this host that
+        is gone (see :mod:`matscreen.catalog.liveness`)."""
+        table = schema.activities
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.id, table.c.name, table.c.host, table.c.parameters).where(
+                    table.c.status == "running"
+                )
+            ).all()
+        return [
+            (row.id, row.name)
+            for row in rows
+            if has_died("running", row.host, json.loads(row.parameters))
+        ]
+
     def mark_crashed(self) -> list[str]:
         """Mark ``crashed`` every running activity of this host whose process is gone.
 
@@ -342,20 +358,14 @@ class Catalog:
         list of str
             The ids marked.
         """
-        table = schema.activities
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(table.c.id, table.c.host, table.c.parameters).where(
-                    table.c.status == "running"
-                )
-            ).all()
-        dead = [row.id for row in rows if has_died("running", row.host, json.loads(row.parameters))]
-        for activity_id in dead:
+        marked = []
+        for activity_id, _ in self.dead_runs():
             try:
                 self.finish_activity(activity_id, "crashed")
             except ProvenanceRuleError:  # ended meanwhile, by its own process or another run
                 continue
-        return dead
+            marked.append(activity_id)
+        return marked
 
     def record_step(
         self,

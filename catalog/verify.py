@@ -26,7 +26,6 @@ from sqlalchemy import select, text
 from matscreen.catalog import schema
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.features import FeatureStore
-from matscreen.catalog.liveness import has_died
 from matscreen.catalog.store import Catalog, Entity
 from matscreen.tasks.hashing import content_hash
 
@@ -233,24 +232,18 @@ def _check_feature_parts(feature_root: Path, result: Verification, repair: bool)
 
 
 def _check_runs(catalog: Catalog, result: Verification, repair: bool) -> None:
-    table = schema.activities
     with catalog.engine.connect() as conn:
-        rows = conn.execute(
-            select(table.c.id, table.c.name, table.c.host, table.c.parameters).where(
-                table.c.status == "running"
-            )
-        ).all()
         result.checked["activities"] = int(
             conn.execute(text("SELECT count(*) FROM activities")).scalar()
         )
-    dead = [r for r in rows if has_died("running", r.host, json.loads(r.parameters))]
+    dead = catalog.dead_runs()
     marked = set(catalog.mark_crashed()) if repair and dead else set()
-    for row in dead:
+    for run_id, name in dead:
         result.findings.append(
             Finding(
                 "run",
-                f"{row.name} {row.id}",
+                f"{name} {run_id}",
                 "recorded as running, but its process is gone",
-                "marked crashed" if row.id in marked else None,
+                "marked crashed" if run_id in marked else None,
             )
         )
