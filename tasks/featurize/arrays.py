@@ -33,7 +33,11 @@ from matscreen.tasks.featurize.cells import (
     property_table,
     read_cells,
 )
-from matscreen.tasks.featurize.families import coordination_element_property, global_symmetry
+from matscreen.tasks.featurize.families import (
+    coordination_element_property,
+    global_symmetry,
+    site_role_property,
+)
 from matscreen.tasks.featurize.presets import build_featurizers
 
 if TYPE_CHECKING:
@@ -260,6 +264,7 @@ ARRAY_FEATURIZERS: dict[str, Callable[..., Any]] = {
     "DensityFeatures": density_features,
     "GlobalSymmetryFeatures": global_symmetry,
     "CoordinationElementProperty": coordination_element_property,
+    "SiteRoleProperty": site_role_property,
 }
 
 _PACKAGES = ("matminer.featurizers.", "matscreen.tasks.featurize.")

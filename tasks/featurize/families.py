@@ -9,6 +9,7 @@ bond weight near the cut) is used for its own cell only.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -190,5 +191,46 @@ def coordination_element_property(
         cn = numbers[members[0]]
         site_z = np.stack([cells.site_z[m] for m in members])
         out[members] = site_statistics(cn, [tables[prop][site_z] for prop in featurizer.properties])
+        usable[members] = True
+    return out, usable
+
+
+@functools.cache
+def _anion_numbers(numbers: frozenset[int]) -> frozenset[int]:
+    from pymatgen.core import Element
+
+    from matscreen.tasks.featurize.site_roles import anion_symbols
+
+    symbols = {Element.from_Z(z).symbol: z for z in numbers}
+    return frozenset(symbols[s] for s in anion_symbols(frozenset(symbols)))
+
+
+def site_role_property(featurizer: BaseFeaturizer, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
+    """matscreen's ``SiteRoleProperty``: the roles once per family and anion pattern
+    (they depend only on the scale-free geometry and on which sites are anions, where
+    ``site_roles`` calls them settled), the element properties as arrays."""
+    from matscreen.tasks.featurize.site_roles import role_statistics
+
+    tables = np.stack(
+        [property_table(featurizer, p, featurizer._magpie) for p in featurizer.properties]
+    )
+    groups: dict[str, list[int]] = {}
+    for i, (key, z) in enumerate(zip(cells.families, cells.site_z, strict=True)):
+        anion = np.isin(z, list(_anion_numbers(frozenset(z.tolist()))))
+        groups.setdefault(f"{key}:roles:{np.packbits(anion).tobytes().hex()}", []).append(i)
+
+    def compute(structure: Structure) -> tuple[tuple[np.ndarray, ...], bool]:
+        *masks, settled = featurizer.roles(structure)
+        return tuple(masks), settled
+
+    roles = _shared(featurizer, cells, groups, compute)
+    out, usable = _rows({}, len(cells.rows), len(featurizer.feature_labels()))
+    by_roles: dict[tuple[int, bytes], list[int]] = {}
+    for member, masks in roles.items():
+        by_roles.setdefault((len(masks[0]), np.concatenate(masks).tobytes()), []).append(member)
+    for members in by_roles.values():
+        large, small, anion = roles[members[0]]
+        site_z = np.stack([cells.site_z[m] for m in members])
+        out[members] = role_statistics(large, small, anion, tables[:, site_z].transpose(1, 0, 2))
         usable[members] = True
     return out, usable

@@ -37,11 +37,26 @@ def _featurizer(
 
 _SITE = "matscreen.tasks.featurize.site_resolved.CoordinationElementProperty"
 
-_FAST = (
+_ROLES = "matscreen.tasks.featurize.site_roles.SiteRoleProperty"
+
+#: The 22 properties of matminer's ``magpie`` preset, resolved by coordination.
+_SITE_PROPERTIES = ["Number", "MendeleevNumber", "AtomicWeight", "MeltingT", "Column", "Row",
+                    "CovalentRadius", "Electronegativity", "NsValence", "NpValence",
+                    "NdValence", "NfValence", "NValence", "NsUnfilled", "NpUnfilled",
+                    "NdUnfilled", "NfUnfilled", "NUnfilled", "GSvolume_pa", "GSbandgap",
+                    "GSmagmom", "SpaceGroupNumber"]  # fmt: skip
+
+_COMPOSITION = (
     _featurizer(input="composition", cls=_M + "composition.ElementProperty", from_preset="magpie"),
     _featurizer(input="composition", cls=_M + "composition.Stoichiometry"),
     _featurizer(input="composition", cls=_M + "composition.ValenceOrbital"),
     _featurizer(input="composition", cls=_M + "composition.IonProperty", kwargs={"fast": True}),
+)
+
+_SITES = (*_COMPOSITION, _featurizer(input="structure", cls=_ROLES))
+
+_FAST = (
+    *_COMPOSITION,
     _featurizer(input="structure", cls=_M + "structure.DensityFeatures"),
     _featurizer(
         input="structure",
@@ -58,6 +73,18 @@ _FAST = (
 )
 
 PRESETS: dict[str, tuple[FeaturizerSpec, ...]] = {
+    # Composition descriptors and element properties by site role (anion, large and small
+    # cation), nothing else of the geometry: a relaxed cell and the ideal decorated cell of
+    # one compound get the same features. For screening generated (unrelaxed) candidates.
+    "sites": _SITES,
+    # sites plus the geometry of relaxed cells: element properties by effective
+    # coordination number, density and packing. The most accurate on relaxed structures,
+    # biased on unrelaxed ones (their geometry is not the relaxed one the model learned).
+    "relaxed": (
+        *_SITES,
+        _featurizer(input="structure", cls=_M + "structure.DensityFeatures"),
+        _featurizer(input="structure", cls=_SITE, kwargs={"properties": _SITE_PROPERTIES}),
+    ),
     # Composition descriptors (Magpie statistics, stoichiometry, valence orbitals, ionic
     # character) and cheap structure descriptors (density, symmetry): about 150 columns,
     # a few hundred structures per second per core.
@@ -89,6 +116,7 @@ COST_PER_SITE_S: dict[str, float] = {
     "DensityFeatures": 1e-4,
     "GlobalSymmetryFeatures": 4e-4,
     "CoordinationElementProperty": 7e-3,
+    "SiteRoleProperty": 5e-4,
     "SiteStatsFingerprint": 1.6e-2,
     "StructuralHeterogeneity": 1.8e-2,
     "ChemicalOrdering": 3e-2,
