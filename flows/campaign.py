@@ -312,7 +312,10 @@ def screen_candidates(
                     held_out,
                     ranking,
                     shortlisted,
-                    describe(config, len(columns)),
+                    {
+                        **describe(config, len(columns)),
+                        "chosen_because": spec.featurization.chosen_because,
+                    },
                     software,
                     changes,
                     suggestions=suggestions,

@@ -35,7 +35,13 @@ from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import ModelError, SpecError
 from matscreen.tasks.files import writable_folder
 from matscreen.tasks.models.inputs import check_input
-from matscreen.tasks.spec import FeaturizationSpec, ModelSpec, SplitSpec, describe_errors
+from matscreen.tasks.spec import (
+    AUTO_PRESET,
+    FeaturizationSpec,
+    ModelSpec,
+    SplitSpec,
+    describe_errors,
+)
 
 if TYPE_CHECKING:  # the flows' own imports load Prefect, Dask and scikit-learn when they run
     import pandas as pd
@@ -49,6 +55,14 @@ MODEL_FILE = "model.json"
 
 #: File of a regressor's training phases (formula, label) in a model folder.
 PHASES_FILE = "phases.csv"
+
+#: What ``--preset auto`` (the default) takes, and why: a file of labelled structures is
+#: DFT-relaxed, and so are usually the structures a model trained here predicts.
+TRAIN_PRESET = (
+    "relaxed",
+    "the training structures are relaxed cells, so features include their geometry; a model "
+    "that will predict generated, unrelaxed structures should use --preset sites",
+)
 
 
 def _recorder(
@@ -230,6 +244,7 @@ def train_model(
                 "search": trained.search,
                 "featurization": {
                     "preset": featurization_spec.preset,
+                    "chosen_because": featurization_spec.chosen_because,
                     "n_features": len(columns),
                     "structures_from_store": reused,
                     "failures": len(table.failures),
@@ -297,7 +312,8 @@ def _write_model_folder(
             "sha256": file_sha256(source),
             "n_rows": n_rows,
             "unit": unit,
-            "featurization": f"preset {document['featurization']['preset']}",
+            "featurization": f"preset {document['featurization']['preset']}"
+            + (f" ({because})" if (because := document["featurization"]["chosen_because"]) else ""),
         },
         document["split"],
         document["held_out"],
@@ -548,7 +564,7 @@ def model_options(args: argparse.Namespace) -> tuple[ModelSpec, SplitSpec, Featu
         ),
         _validated(
             FeaturizationSpec, {"preset": args.preset, "featurizers": featurizers}, "--preset"
-        ),
+        ).resolved(*TRAIN_PRESET),
     )
 
 
@@ -682,7 +698,13 @@ def add_train_parsers(commands: Any) -> None:
     )
     train.add_argument("--input", required=True, type=Path, help="CSV or JSON-lines file")
     train.add_argument("--target", required=True, help="column holding the label")
-    train.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="featurizers")
+    train.add_argument(
+        "--preset",
+        default=AUTO_PRESET,
+        choices=sorted([*PRESETS, AUTO_PRESET]),
+        help=f"featurizers (default {AUTO_PRESET}: {TRAIN_PRESET[0]}; use sites for a model "
+        "that will predict generated, unrelaxed structures)",
+    )
     train.add_argument("--out", type=Path, help="model folder (default models/TARGET-TIME)")
     train.add_argument(
         "--featurizer",

@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -411,6 +412,38 @@ class FeaturizerSpec(_Strict):
         return value
 
 
+#: The preset name that leaves the choice to matscreen (see ``choose_preset``).
+AUTO_PRESET = "auto"
+
+#: Source kinds whose records are relaxed entries of a database of computed structures.
+COMPUTED_SOURCE_KINDS = ("mp", "aflow", "optimade")
+
+
+def choose_preset(screened_kinds: Sequence[str]) -> tuple[str, str]:
+    """The featurizer preset for a campaign whose screened sources are of these kinds,
+    and why.
+
+    Features that read the relaxed geometry (``relaxed``) are the most accurate on relaxed
+    structures but biased on generated ones, whose geometry the model never saw
+    relaxed; ``sites`` reads no geometry beyond which site is which. So: ``relaxed`` when
+    every screened record is a computed database entry (or nothing is screened),
+    ``sites`` when some may be unrelaxed (generated decorations, files, CSV files).
+    """
+    unrelaxed = sorted({kind for kind in screened_kinds if kind not in COMPUTED_SOURCE_KINDS})
+    if unrelaxed:
+        return "sites", (
+            f"screened records from {', '.join(unrelaxed)} sources may be unrelaxed: "
+            "features read no geometry beyond site roles, so predictions carry no "
+            "relaxed-versus-generated bias"
+        )
+    if screened_kinds:
+        return "relaxed", (
+            "every screened record is a relaxed database entry: features include the "
+            "relaxed geometry (coordination, density)"
+        )
+    return "relaxed", "nothing is screened: features include the relaxed geometry"
+
+
 class FeaturizationSpec(_Strict):
     """Which featurizers run, how structures are batched, and how long one may take.
 
@@ -418,19 +451,31 @@ class FeaturizationSpec(_Strict):
     preset, or give ``preset: null`` and a list of its own).
     """
 
-    preset: str | None = "fast"
+    preset: str | None = AUTO_PRESET
     featurizers: list[FeaturizerSpec] = Field(default_factory=list)
     batch_size: int | None = Field(default=None, ge=1)
     time_limit_s: float = Field(default=120.0, gt=0)
+    #: Why matscreen chose the preset, when the spec left the choice to it (``auto``).
+    chosen_because: str = ""
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str | None) -> str | None:
         from matscreen.tasks.featurize.presets import PRESETS
 
-        if value is not None and value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r} (known: {sorted(PRESETS)})")
+        if value is not None and value != AUTO_PRESET and value not in PRESETS:
+            known = sorted([*PRESETS, AUTO_PRESET])
+            raise ValueError(f"unknown preset {value!r} (known: {known})")
         return value
+
+    def resolved(self, preset: str, because: str) -> FeaturizationSpec:
+        """This featurization with ``auto`` replaced by ``preset`` (itself otherwise)."""
+        if self.preset != AUTO_PRESET:
+            return self
+        # Validated again: the listed featurizers' labels may clash with the chosen preset.
+        return FeaturizationSpec.model_validate(
+            {**self.model_dump(), "preset": preset, "chosen_because": because}
+        )
 
     @model_validator(mode="after")
     def _something_to_run(self) -> FeaturizationSpec:
@@ -472,8 +517,10 @@ def _label_clashes(spec: FeaturizationSpec) -> list[tuple[int, str]]:
     the preset or of an earlier featurizer (the columns would collide), with why."""
     from matscreen.tasks.featurize.presets import PRESETS
 
-    if not spec.featurizers:
-        return []  # a preset's own featurizers are checked where the preset is defined
+    if not spec.featurizers or spec.preset == AUTO_PRESET:
+        # A preset's own featurizers are checked where the preset is defined; ``auto`` is
+        # checked once the preset is chosen.
+        return []
     # label -> (where it comes from, the class giving it)
     owners: dict[str, tuple[str, str]] = {}
     for featurizer in PRESETS[spec.preset] if spec.preset else ():
@@ -781,6 +828,23 @@ class CampaignSpec(_Strict):
     ranking: RankingSpec = RankingSpec()
     stability: StabilitySpec | None = None
     screen: ScreenSpec = ScreenSpec()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _choose_preset(cls, data: Any, handler: Any) -> CampaignSpec:
+        spec = handler(data)
+        if spec.featurization.preset != AUTO_PRESET:
+            return spec
+        screened = [source.kind for source in spec.sources if source.screens()]
+        try:
+            featurization = spec.featurization.resolved(*choose_preset(screened))
+        except ValidationError as exc:  # reported at the featurization's own key paths
+            problems = [
+                (("featurization", *error["loc"]), error["msg"].removeprefix("Value error, "), None)
+                for error in exc.errors()
+            ]
+            raise _located("CampaignSpec", problems) from None
+        return spec.model_copy(update={"featurization": featurization})
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from matscreen.tasks.errors import FeaturizationError
 from matscreen.tasks.hashing import canonical_json, content_hash
-from matscreen.tasks.spec import FeaturizationSpec, FeaturizerSpec
+from matscreen.tasks.spec import AUTO_PRESET, FeaturizationSpec, FeaturizerSpec
 
 if TYPE_CHECKING:  # matminer is imported where featurizers are built, not before
     from matminer.featurizers.base import BaseFeaturizer
@@ -132,6 +132,8 @@ def featurization_config(spec: FeaturizationSpec) -> dict[str, Any]:
     matscreen's own featurizers also carry their class's ``REVISION``, so that changing
     what one computes changes the description, and with it the feature store's key.
     """
+    if spec.preset == AUTO_PRESET:
+        raise FeaturizationError("the 'auto' preset must be resolved before featurizing")
     featurizers = list(PRESETS[spec.preset]) if spec.preset else []
     featurizers += spec.featurizers
     described = []

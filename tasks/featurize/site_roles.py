@@ -89,15 +89,22 @@ def anion_symbols(symbols: frozenset[str]) -> frozenset[str]:
 
 
 def site_roles(
-    symbols: list[str], frac_coords: np.ndarray, lattice: np.ndarray
+    site_elements: list[frozenset[str]], frac_coords: np.ndarray, lattice: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Which sites are large cations, small cations and anions.
 
-    Each cation site's contacts are its minimum-image distances to every anion site,
-    sorted, in units of ``volume ** (1/3)`` and rounded to :data:`CONTACT_DECIMALS`; the
-    large cations are the sites with the greatest contacts (compared element by element:
-    the nearest anion first), the small cations those with the least. A structure whose
-    sites are all anions (an elemental solid) counts every site in every role.
+    A site is an anion site when every element on it is an anion (:func:`anion_symbols`
+    of all the structure's elements). Each cation site's contacts are its minimum-image
+    distances to every anion site, sorted, in units of ``volume ** (1/3)`` and rounded to
+    :data:`CONTACT_DECIMALS`; the large cations are the sites with the greatest contacts
+    (compared element by element: the nearest anion first), the small cations those with
+    the least. A structure whose sites are all anions (an elemental solid) counts every
+    site in every role.
+
+    Parameters
+    ----------
+    site_elements
+        The element symbols on each site (one for an ordered site).
 
     Returns
     -------
@@ -107,10 +114,10 @@ def site_roles(
     """
     from pymatgen.core import Lattice
 
-    anions = anion_symbols(frozenset(symbols))
-    anion = np.array([s in anions for s in symbols])
+    anions = anion_symbols(frozenset().union(*site_elements))
+    anion = np.array([elements <= anions for elements in site_elements])
     if anion.all():
-        every = np.ones(len(symbols), dtype=bool)
+        every = np.ones(len(site_elements), dtype=bool)
         return every, every, every, True
     cations = np.flatnonzero(~anion)
     lat = Lattice(lattice)
@@ -118,8 +125,8 @@ def site_roles(
     scaled = np.sort(distances, axis=1) / np.cbrt(lat.volume) * 10**CONTACT_DECIMALS
     settled = bool(np.all(np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6))
     keys = [tuple(row) for row in np.round(scaled)]
-    large = np.zeros(len(symbols), dtype=bool)
-    small = np.zeros(len(symbols), dtype=bool)
+    large = np.zeros(len(site_elements), dtype=bool)
+    small = np.zeros(len(site_elements), dtype=bool)
     large[[c for c, key in zip(cations, keys, strict=True) if key == max(keys)]] = True
     small[[c for c, key in zip(cations, keys, strict=True) if key == min(keys)]] = True
     return large, small, anion, settled
@@ -136,8 +143,8 @@ class SiteRoleProperty(BaseFeaturizer):
     contacts with the anions (:func:`site_roles`); no distance, volume or angle enters a
     feature, so a relaxed cell and the ideal decorated cell of the same compound get the
     same features. In an ABX3 perovskite the roles are A, B and X; in a binary the one
-    cation is both large and small. Disordered sites are not supported (matminer's
-    composition featurizers cover them).
+    cation is both large and small. A disordered site takes the occupancy-weighted
+    property of its species, and is an anion site when all of them are anions.
 
     Parameters
     ----------
@@ -157,22 +164,18 @@ class SiteRoleProperty(BaseFeaturizer):
             raise ValueError(f"unknown Magpie properties {unknown}")
 
     def roles(self, structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """:func:`site_roles` of an ordered structure.
+        """:func:`site_roles` of a structure.
 
         Raises
         ------
         ValueError
-            If a site is disordered or holds no element.
+            If a site holds something that is not an element (a dummy species).
         """
-        if not structure.is_ordered:
-            raise ValueError("disordered sites have no single role")
-        symbols = []
-        for site in structure:
-            element = getattr(site.specie, "element", site.specie)
-            if not isinstance(element, Element):
-                raise ValueError(f"site species {site.species_string!r} is not an element")
-            symbols.append(element.symbol)
-        return site_roles(symbols, structure.frac_coords, structure.lattice.matrix)
+        return site_roles(
+            [frozenset(_elements(site).values()) for site in structure],
+            structure.frac_coords,
+            structure.lattice.matrix,
+        )
 
     def featurize(self, structure: Structure) -> list[float]:
         """Return four values per property, then the anion fraction.
@@ -180,18 +183,22 @@ class SiteRoleProperty(BaseFeaturizer):
         Raises
         ------
         ValueError
-            If a site is disordered or holds no element.
+            If a site holds something that is not an element (a dummy species).
         """
         large, small, anion, _ = self.roles(structure)
-        symbols = [getattr(site.specie, "element", site.specie).symbol for site in structure]
         values = np.array(
-            [[self._value(symbol, prop) for symbol in symbols] for prop in self.properties]
+            [[self._site_value(site, prop) for site in structure] for prop in self.properties]
         )
         return [float(v) for v in role_statistics(large, small, anion, values[None])[0]]
 
-    def _value(self, symbol: str, prop: str) -> float:
-        value = self._magpie.get_elemental_property(Element(symbol), prop)
-        return float("nan") if value is None else float(value)
+    def _site_value(self, site, prop: str) -> float:  # type: ignore[no-untyped-def]
+        """``prop`` of the site's species, weighted by their occupancies."""
+        elements = _elements(site)
+        value = sum(
+            occupancy * self._magpie.get_elemental_property(element, prop)
+            for element, occupancy in zip(elements, site.species.values(), strict=True)
+        )
+        return float(value / sum(site.species.values()))
 
     def feature_labels(self) -> list[str]:
         labels = []
@@ -210,6 +217,23 @@ class SiteRoleProperty(BaseFeaturizer):
 
     def implementors(self) -> list[str]:
         return ["matscreen"]
+
+
+def _elements(site) -> dict[Element, str]:  # type: ignore[no-untyped-def]
+    """Element -> symbol of every species on a site, in the site's order.
+
+    Raises
+    ------
+    ValueError
+        If a species is not an element (a dummy species).
+    """
+    found = {}
+    for specie in site.species:
+        element = getattr(specie, "element", specie)
+        if not isinstance(element, Element):
+            raise ValueError(f"site species {site.species_string!r} is not an element")
+        found[element] = element.symbol
+    return found
 
 
 def role_statistics(

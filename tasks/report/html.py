@@ -289,6 +289,8 @@ seed {{ c.split.seed }}).</p>
 <p>Preset <code>{{ c.featurization.preset }}</code>: {{ c.featurization.n_features }} features
 from {{ c.featurization.featurizers | join(", ") }} (configuration sha256
 <code title="{{ c.featurization.config_sha256 }}">{{ c.featurization.config_sha256[:16] }}…</code>).
+{% if c.featurization.get("chosen_because") %}The spec left the preset to matscreen, which chose it
+because {{ c.featurization.chosen_because }}.{% endif %}
 </p>
 
 <h2 id="models">Surrogate models (held-out set)</h2>

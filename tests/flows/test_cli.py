@@ -19,7 +19,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_bad_spec_fails_before_any_work(home: Path, tmp_path: Path, capsys) -> None:
     data = yaml.safe_load(DEFAULT_SPEC.read_text())
-    data["featurization"]["prest"] = "fast"
+    data.setdefault("featurization", {})["prest"] = "fast"
     data["models"][1]["params"] = "deep"
     spec = tmp_path / "typo.yaml"
     spec.write_text(yaml.safe_dump(data))

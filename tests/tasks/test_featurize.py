@@ -186,12 +186,13 @@ def test_site_resolved_features_name_each_kind_of_site_and_key_the_store() -> No
     assert np.isnan(values["Number at intermediate-CN sites"])
     # The class's revision is part of the feature store's key.
     spec = FeaturizationSpec(
+        preset="fast",
         featurizers=[
             {
                 "input": "structure",
                 "cls": "matscreen.tasks.featurize.site_resolved.CoordinationElementProperty",
             }
-        ]
+        ],
     )
     described = featurization_config(spec)["featurizers"][-1]
     assert described["revision"] == CoordinationElementProperty.REVISION

@@ -82,6 +82,7 @@ def test_real_structures_from_every_shared_dataset(
     assert len(taken) > 300  # most real structures go the array way
     assert_same(items, demo_config)
     assert_same(items, preset_config("fast"))
+    assert_same(items, preset_config("relaxed"))  # holds every featurizer of "sites"
 
 
 @pytest.mark.slow
@@ -100,6 +101,7 @@ def test_decorated_perovskites_of_every_anion_group(demo_config: dict[str, Any])
     taken, _ = featurize_cells([d for _, d in sample], demo_config)
     assert len(taken) >= 0.95 * len(sample)
     assert_same(sample, demo_config)
+    assert_same(sample, preset_config("relaxed"))
 
 
 @pytest.mark.parametrize(
@@ -112,6 +114,7 @@ def test_decorated_perovskites_of_every_anion_group(demo_config: dict[str, Any])
 )
 def test_other_prototypes(prototype: str, sites: dict, demo_config: dict[str, Any]) -> None:
     assert_same(decorations(prototype, sites), demo_config)
+    assert_same(decorations(prototype, sites), preset_config("relaxed"))
 
 
 def _perovskite(a: float, shift: float = 0.0, species: tuple[str, ...] = ("Sr", "Ti")) -> Structure:

@@ -42,7 +42,13 @@ def test_evaluation_scores_model_and_baselines_on_the_same_rows() -> None:
     train = _data(600, seed=1)
     test = _data(300, seed=2)
     model = train_surrogate(
-        ModelSpec(target="y", params={"n_estimators": 150, "max_depth": 3}), LABELS, train, 0
+        ModelSpec(
+            target="y",
+            params={"n_estimators": 150, "max_depth": 3, "colsample_bytree": 1.0},
+        ),
+        LABELS,
+        train,
+        0,
     )
     result = evaluate(model, LABELS, train, test, seed=0, importance_repeats=3, baseline_trees=50)
     metrics = result.metrics

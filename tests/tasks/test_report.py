@@ -43,7 +43,7 @@ def test_model_settings_name_where_each_parameter_came_from() -> None:
     origins = {p["name"]: (p["value"], p["origin"]) for p in settings["parameters"]}
     assert origins["n_estimators"] == (150, "spec")
     assert origins["max_depth"] == (4, "search")
-    assert origins["learning_rate"] == (0.05, "default")
+    assert origins["learning_rate"] == (0.03, "default")
     assert settings["search"] == "random search over 12 candidates"
     assert settings["interval"] == "cv conformal, 90%"
     assert settings["n_features"] == 191

@@ -104,10 +104,12 @@ def test_criterion_unit_must_match_the_property(tmp_path, data_dir, demo_data) -
 
 
 def test_featurizers_come_from_matminer_or_matscreen(tmp_path, data_dir, demo_data) -> None:
-    demo_data["featurization"]["featurizers"] = [{"input": "structure", "cls": "os.system"}]
+    demo_data.setdefault("featurization", {})["featurizers"] = [
+        {"input": "structure", "cls": "os.system"}
+    ]
     with pytest.raises(SpecError, match=r"featurization\.featurizers\.0\.cls: 'os\.system' is not"):
         load_spec(_write(tmp_path, demo_data), data_dir)
-    demo_data["featurization"]["featurizers"] = [
+    demo_data.setdefault("featurization", {})["featurizers"] = [
         {"input": "structure", "cls": "matminer.featurizers.structure.NoSuchFeaturizer"}
     ]
     with pytest.raises(SpecError, match=r"featurizers\.0\.cls: cannot import"):
@@ -117,12 +119,13 @@ def test_featurizers_come_from_matminer_or_matscreen(tmp_path, data_dir, demo_da
         load_spec(_write(tmp_path, demo_data), data_dir)
 
 
-def test_demo_spec_extends_the_fast_preset_with_site_resolved_features(data_dir) -> None:
+def test_demo_spec_takes_composition_and_site_role_features(data_dir) -> None:
     from matscreen.tasks.featurize import featurization_config
 
     config = featurization_config(load_spec(DEFAULT_SPEC, data_dir).featurization)
     classes = [f["cls"].rsplit(".", 1)[1] for f in config["featurizers"]]
-    assert classes[-1] == "CoordinationElementProperty" and classes[0] == "ElementProperty"
+    assert classes[-1] == "SiteRoleProperty" and classes[0] == "ElementProperty"
+    assert config["preset"] == "sites"
 
 
 @pytest.mark.parametrize(
