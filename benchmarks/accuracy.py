@@ -44,7 +44,7 @@ Usage::
     python benchmarks/accuracy.py [--repeats 3] [--folds 5] [--quick] [--nested]
         [--out results.json]
 
-``--quick`` runs one repeat of fewer rows (a smoke run, about 5 minutes on an idle
+``--quick`` runs one repeat of fewer rows (a smoke run, about 8 minutes on an idle
 2-core machine; the default run takes about 20); ``--nested`` adds the nested model
 choice and the two-stage model with its decision chosen by CV (about 15 minutes more).
 Tables are printed as markdown as they complete; ``--out`` writes every number, per fold.
@@ -103,8 +103,8 @@ NAMES = {
     "ensemble": "mean of xgboost and gradient_boosting",
     "two_stage": "two-stage xgboost",
 }
-#: Magpie + RF runs on the first repeat's folds only: 500 full-depth trees cost about
-#: 30 s a fold on 2 cores, as much as all the other rows together.
+#: Magpie + RF runs on the first repeat's folds only: 500 full-depth trees cost 16-25 s
+#: a fold on 2 cores, about as much as all the other rows of a table together.
 BASELINE_REPEATS = 1
 
 HEAT_METRICS = ["mae", "bias", "mae_dec", "bias_dec"]
@@ -397,7 +397,8 @@ def small_set_table(features: Featurizer, settings: Settings, folds: int, repeat
             rows = np.flatnonzero(np.isfinite(labels))
             y = labels[rows]
             if np.ptp(y) == 0:
-                row([data.name, target, str(len(rows)), f"all labels {y[0]:g}: not fitted"])
+                unfitted = [f"all {y[0]:g}: not fitted", *["–"] * (len(models) - 1)]
+                row([data.name, target, str(len(rows)), *unfitted])
                 continue
             plan = fold_plan(len(rows), folds, repeats)
             found = []
