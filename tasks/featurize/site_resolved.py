@@ -14,6 +14,14 @@ from matminer.utils.data import MagpieData
 from pymatgen.analysis.local_env import CrystalNN, EconNN
 from pymatgen.core import Structure
 
+#: Ward et al.'s Magpie paper, the source of the elemental properties.
+MAGPIE_CITATION = (
+    "@article{ward2016magpie, title={A general-purpose machine learning framework for "
+    "predicting properties of inorganic materials}, author={Ward, L. and Agrawal, A. and "
+    "Choudhary, A. and Wolverton, C.}, journal={npj Computational Materials}, volume={2}, "
+    "pages={16028}, year={2016}}"
+)
+
 DEFAULT_PROPERTIES = (
     "Number",
     "MendeleevNumber",
@@ -173,10 +181,7 @@ class CoordinationElementProperty(BaseFeaturizer):
             "Algorithms on Inorganic Crystal Structures}, author={Pan, H. and Ganose, A. M. and "
             "Horton, M. and others}, journal={Inorganic Chemistry}, volume={60}, "
             "pages={1590--1603}, year={2021}}",
-            "@article{ward2016magpie, title={A general-purpose machine learning framework for "
-            "predicting properties of inorganic materials}, author={Ward, L. and Agrawal, A. and "
-            "Choudhary, A. and Wolverton, C.}, journal={npj Computational Materials}, volume={2}, "
-            "pages={16028}, year={2016}}",
+            MAGPIE_CITATION,
         ]
 
     def implementors(self) -> list[str]:

@@ -24,6 +24,8 @@ from matminer.featurizers.base import BaseFeaturizer
 from matminer.utils.data import MagpieData
 from pymatgen.core import Element, Structure
 
+from matscreen.tasks.featurize.site_resolved import MAGPIE_CITATION
+
 #: Elements that are anions wherever they occur with a less electronegative element.
 ANION_ELEMENTS = frozenset({"N", "O", "F", "S", "Cl", "Se", "Br", "I"})
 
@@ -208,12 +210,7 @@ class SiteRoleProperty(BaseFeaturizer):
         return [*labels, "anion site fraction"]
 
     def citations(self) -> list[str]:
-        return [
-            "@article{ward2016magpie, title={A general-purpose machine learning framework for "
-            "predicting properties of inorganic materials}, author={Ward, L. and Agrawal, A. and "
-            "Choudhary, A. and Wolverton, C.}, journal={npj Computational Materials}, volume={2}, "
-            "pages={16028}, year={2016}}",
-        ]
+        return [MAGPIE_CITATION]
 
     def implementors(self) -> list[str]:
         return ["matscreen"]
