@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import prov.model as pm
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity, _activity_from_row
@@ -180,6 +180,8 @@ class RunSubgraph:
         Agents the activities were associated with and the entities attributed to.
     edges
         Every stored edge between these nodes.
+    units
+        The unit of every label the run's structure records hold (``{"band_gap": "eV"}``).
     """
 
     run: Activity
@@ -188,6 +190,7 @@ class RunSubgraph:
     direct: frozenset[str]
     agents: dict[str, AgentNode]
     edges: list[Edge]
+    units: dict[str, str] = field(default_factory=dict)
 
     def of_kind(self, kind: str, direct_only: bool = False) -> list[Entity]:
         """Entities of ``kind``, by name; only those the run itself touched if asked."""
@@ -240,24 +243,44 @@ reached(id) AS (
 scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)
 """
 _AGENT_RELATIONS = "('wasAssociatedWith', 'wasAttributedTo')"
-_QUERIES = {
-    "activities": "SELECT a.* FROM activities a WHERE a.id IN (SELECT id FROM run_activities)",
-    "direct": "SELECT id FROM direct",
-    "entities": "SELECT en.* FROM entities en WHERE en.id IN (SELECT id FROM reached)",
-    "edges": (
-        "SELECT e.relation, e.subject_id, e.object_id FROM edges e "
-        "WHERE e.subject_id IN (SELECT id FROM scope) AND e.recorded_at <= :until "
-        f"AND (e.relation IN {_AGENT_RELATIONS} OR e.object_id IN (SELECT id FROM scope)) "
-        "ORDER BY e.id"
-    ),
-    "agents": (
-        "SELECT ag.* FROM agents ag WHERE ag.id IN (SELECT e.object_id FROM edges e "
-        f"WHERE e.relation IN {_AGENT_RELATIONS} AND e.subject_id IN (SELECT id FROM scope))"
-    ),
-}
+#: Entity kinds a run holds one of per structure read: a campaign of a million candidates
+#: holds a million of each, which the run's crate does not describe one by one.
+_NOT_RECORD = "en.kind NOT IN ('structure_record', 'record_error')"
 
 
-def run_subgraph(catalog: Catalog, run_id: str) -> RunSubgraph:
+def _queries(records: bool) -> dict[str, str]:
+    """The subgraph's queries; without ``records``, structure records and record errors
+    (and their edges) are left out."""
+    kept = "scope"
+    extra = ""
+    if not records:
+        kept = "kept"
+        extra = (
+            ",\nkept(id) AS (SELECT id FROM run_activities UNION SELECT en.id FROM entities en "
+            f"WHERE en.id IN (SELECT id FROM reached) AND {_NOT_RECORD})"
+        )
+    only = "" if records else f" AND {_NOT_RECORD}"
+    queries = {
+        "activities": "SELECT a.* FROM activities a WHERE a.id IN (SELECT id FROM run_activities)",
+        "direct": (
+            "SELECT en.id FROM entities en WHERE en.id IN (SELECT id FROM direct)" + only
+        ),
+        "entities": "SELECT en.* FROM entities en WHERE en.id IN (SELECT id FROM reached)" + only,
+        "edges": (
+            "SELECT e.relation, e.subject_id, e.object_id FROM edges e "
+            f"WHERE e.subject_id IN (SELECT id FROM {kept}) AND e.recorded_at <= :until "
+            f"AND (e.relation IN {_AGENT_RELATIONS} OR e.object_id IN (SELECT id FROM {kept})) "
+            "ORDER BY e.id"
+        ),
+        "agents": (
+            "SELECT ag.* FROM agents ag WHERE ag.id IN (SELECT e.object_id FROM edges e "
+            f"WHERE e.relation IN {_AGENT_RELATIONS} AND e.subject_id IN (SELECT id FROM {kept}))"
+        ),
+    }
+    return {name: _SCOPE + extra + "\n" + query for name, query in queries.items()}
+
+
+def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubgraph:
     """Read one campaign run's part of the catalog, with secrets masked.
 
     Parameters
@@ -266,6 +289,10 @@ def run_subgraph(catalog: Catalog, run_id: str) -> RunSubgraph:
         The catalog holding the run.
     run_id
         The id of the run's ``flow_run`` activity (the Prefect flow run id).
+    records
+        Whether to read the structure records and record errors too (PROV exports name
+        every one); without them, a run's description costs the same at any size, and
+        the units of its labels are read from a few records of each training set.
 
     Returns
     -------
@@ -285,8 +312,8 @@ def run_subgraph(catalog: Catalog, run_id: str) -> RunSubgraph:
     until = run.ended_at or "9999"
     rows: dict[str, list[Any]] = {}
     with catalog.engine.connect() as conn:
-        for name, query in _QUERIES.items():
-            rows[name] = conn.execute(text(_SCOPE + query), {"run": run_id, "until": until}).all()
+        for name, query in _queries(records).items():
+            rows[name] = conn.execute(text(query), {"run": run_id, "until": until}).all()
     secrets = sorted(secret_values(), key=len, reverse=True)
     activities = [_activity_from_row(row) for row in rows["activities"]]
     activities = [
@@ -306,6 +333,14 @@ def run_subgraph(catalog: Catalog, run_id: str) -> RunSubgraph:
     # Each query sees the catalog as committed when it ran; a run still being written may
     # have gained nodes in between, and edges to nodes read by no query are left out.
     known = {a.id for a in activities} | set(entities) | set(agents)
+    if records:
+        direct = {row[0] for row in rows["direct"]}
+        records_read = [
+            e for e in entities.values() if e.kind == "structure_record" and e.id in direct
+        ]
+        units = _units(e.attributes for e in sorted(records_read, key=lambda e: (e.name, e.id)))
+    else:
+        units = _training_units(catalog, entities.values())
     return RunSubgraph(
         run=activities[0],
         activities=activities,
@@ -313,7 +348,44 @@ def run_subgraph(catalog: Catalog, run_id: str) -> RunSubgraph:
         direct=frozenset(row[0] for row in rows["direct"]) & set(entities),
         agents=agents,
         edges=[Edge(*row) for row in rows["edges"] if row[1] in known and row[2] in known],
+        units=units,
     )
+
+
+def _units(attributes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The first unit given for each label in these structure records' attributes."""
+    units: dict[str, str] = {}
+    for record in attributes:
+        for name, unit in record.get("units", {}).items():
+            units.setdefault(name, unit)
+    return units
+
+
+#: Records per source read to learn the units of a training set's labels (a source gives
+#: every record of it the same units).
+UNIT_SAMPLE = 20
+
+
+def _training_units(catalog: Catalog, entities: Iterable[Entity]) -> dict[str, str]:
+    """Units of the labels of the records the run's training sets name, from a few records
+    of each source (record ids are ``source:source_id``)."""
+    by_source: dict[str, list[str]] = {}
+    for entity in entities:
+        if entity.kind == "training_set":
+            for record_id in entity.attributes.get("ids", []):
+                names = by_source.setdefault(str(record_id).split(":", 1)[0], [])
+                if len(names) < UNIT_SAMPLE:
+                    names.append(str(record_id))
+    names = sorted({n for group in by_source.values() for n in group})
+    if not names:
+        return {}
+    query = text(
+        "SELECT attributes FROM entities WHERE kind = 'structure_record' AND name IN :names "
+        "ORDER BY id"
+    ).bindparams(bindparam("names", expanding=True))
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(query, {"names": names}).all()
+    return _units(json.loads(row[0]) for row in rows)
 
 
 # -- W3C PROV -------------------------------------------------------------------------------
@@ -528,10 +600,7 @@ def _run_facts(graph: RunSubgraph) -> _RunFacts:
     spec = specs[0].attributes.get("spec", {}) if specs else {}
     agents = [graph.agents[a] for a in graph.objects("wasAssociatedWith", graph.run.id)]
     person = next((a for a in agents if a.kind == "person"), None)
-    units: dict[str, str] = {}
-    for record in graph.of_kind("structure_record", direct_only=True):
-        for name, unit in record.attributes.get("units", {}).items():
-            units.setdefault(name, unit)
+    units = dict(graph.units)
     for criterion in spec.get("criteria", []):
         units.setdefault(criterion["property"], criterion.get("unit", ""))
     return _RunFacts(
@@ -1152,7 +1221,7 @@ def export_rocrate(
     CatalogError
         If a file to be copied holds the value of a secret environment variable.
     """
-    graph = subgraph or run_subgraph(catalog, run_id)
+    graph = subgraph or run_subgraph(catalog, run_id, records=False)
     facts = _run_facts(graph)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1221,7 +1290,7 @@ def write_run_crate(
     CatalogError
         If a file holds the value of a secret environment variable.
     """
-    facts = _run_facts(subgraph or run_subgraph(catalog, run_id))
+    facts = _run_facts(subgraph or run_subgraph(catalog, run_id, records=False))
     folder = Path(outputs_dir)
     files = _folder_outputs(facts, folder, sorted(secret_values(), key=len, reverse=True))
     return _write_metadata(_build_crate(facts, folder, files, artifacts), folder)

@@ -586,6 +586,25 @@ def test_dataset_jsonld_parses_and_declares_licences(two_runs, tmp_path: Path) -
     assert str(graph.value(next(iter(graph.objects(dataset, SDO.creator))), SDO.name)) == "alice"
 
 
+def test_run_subgraph_without_records_keeps_the_rest_and_the_units(two_runs) -> None:
+    """A crate reads the run without its structure records (a million at scale): every
+    other node and edge is the same, and the label units come from the training sets."""
+    for built in two_runs:
+        full = run_subgraph(built.catalog, built.run_id)
+        light = run_subgraph(built.catalog, built.run_id, records=False)
+        bulk = {
+            i for i, e in full.entities.items() if e.kind in ("structure_record", "record_error")
+        }
+        assert bulk and not bulk & set(light.entities)
+        assert set(light.entities) == set(full.entities) - bulk
+        assert light.direct == full.direct - bulk
+        assert light.activities == full.activities and light.agents == full.agents
+        assert light.edges == [
+            e for e in full.edges if e.subject_id not in bulk and e.object_id not in bulk
+        ]
+        assert full.units and light.units == full.units
+
+
 def test_run_crate_describes_the_run_folder_in_place(two_runs, tmp_path: Path) -> None:
     built = two_runs[1]
     folder = tmp_path / "run"
