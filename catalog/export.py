@@ -262,9 +262,7 @@ def _queries(records: bool) -> dict[str, str]:
     only = "" if records else f" AND {_NOT_RECORD}"
     queries = {
         "activities": "SELECT a.* FROM activities a WHERE a.id IN (SELECT id FROM run_activities)",
-        "direct": (
-            "SELECT en.id FROM entities en WHERE en.id IN (SELECT id FROM direct)" + only
-        ),
+        "direct": ("SELECT en.id FROM entities en WHERE en.id IN (SELECT id FROM direct)" + only),
         "entities": "SELECT en.* FROM entities en WHERE en.id IN (SELECT id FROM reached)" + only,
         "edges": (
             "SELECT e.relation, e.subject_id, e.object_id FROM edges e "

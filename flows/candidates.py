@@ -30,9 +30,9 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from prefect.utilities.annotations import opaque
@@ -218,6 +218,7 @@ class CandidateScreen:
         self.result = ScreenedCandidates(PoolTable(pd.DataFrame(), {}))
         self._store: FeatureStore | None = None
         self._frames: list[pd.DataFrame] = []
+        self._pending: PendingPlacement | None = None
 
     # -- the two kinds of candidates --------------------------------------------------------
     def screen_featurized(
@@ -376,12 +377,30 @@ class CandidateScreen:
                 )
                 self.result.prediction_ids.append(prediction_id)
             table = pool_table(by_id, predictions, trained_on=self.trained.train_ids)
-        if self.hull is not None:
-            with self.timer.step("stability"):
-                table = place_on_hull(table, by_id, self.hull, self.spec.stability)
-                self.recorder.exclusions(
-                    table.failures, _step_run("hull-stability", utc_now()), self.record_ids
-                )
+        if self.hull is None:
+            self._add(table)
+            return
+        with self.timer.step("stability"):
+            # This chunk is placed on a worker while the next one is read and predicted.
+            self._place_pending()
+            pending = start_placement(table, by_id, self.hull, self.spec.stability)
+            if isinstance(pending, PoolTable):
+                self._add(pending)
+            else:
+                self._pending = pending
+
+    def _place_pending(self) -> None:
+        """Wait for the placement of the previous chunk; record its failures, keep its rows."""
+        if self._pending is None:
+            return
+        table = self._pending.result()
+        self._pending = None
+        self.recorder.exclusions(
+            table.failures, _step_run("hull-stability", utc_now()), self.record_ids
+        )
+        self._add(table)
+
+    def _add(self, table: PoolTable) -> None:
         self.result.table = PoolTable(
             self.result.table.frame,
             table.levels,
@@ -399,6 +418,8 @@ class CandidateScreen:
             If no candidate was predicted: naming the candidate sources and what became
             of their records.
         """
+        with self.timer.step("stability"):
+            self._place_pending()
         frames = [f for f in self._frames if not f.empty]
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         self.result.table = PoolTable(frame, self.result.table.levels, self.result.table.failures)
@@ -439,34 +460,75 @@ class CandidateScreen:
         return structures_of(ids, self.records, self.record_ids, self.recorder.catalog)
 
 
-def place_on_hull(
+@dataclass
+class PendingPlacement:
+    """A chunk's hull placement under way on a worker (see :func:`start_placement`)."""
+
+    table: PoolTable
+    future: Any
+    truth: pd.DataFrame | None
+    where: dict[str, Any]
+    hull: HullPlacement
+
+    def result(self) -> PoolTable:
+        """Wait for the placement; the pool table with its hull columns."""
+        placed, failures = self.future.result().value
+        if self.truth is not None:
+            placed = placed.merge(self.truth, on="id", how="left")
+        return with_hull(
+            self.table, placed, failures, self.where, self.hull.required, self.hull.level
+        )
+
+
+def start_placement(
     table: PoolTable,
     by_id: Mapping[str, StructureRecord],
     hull: HullPlacement,
     stability: Any,
-) -> PoolTable:
-    """Add the hull-stability columns to a pool table: predicted hull distances with their
-    intervals, and where the pool has reported formation energies, the true ones."""
+) -> PendingPlacement | PoolTable:
+    """Submit the placement of a pool table's candidates against the convex hull to the
+    flow's task runner (predicted hull distances with their intervals); where the pool has
+    reported formation energies, place those too (the true hull distances the screening
+    validation compares the ranking with). An empty table is returned as it is.
+
+    The flow's process meanwhile goes on with the next chunk; the worker gets the phases
+    without the hulls this process has cached, so neither side keeps a hull per chemical
+    system of every candidate.
+    """
     if table.frame.empty:
         return table
     energy = stability.formation_energy
     systems = {chemical_system(by_id[i].formula) for i in table.frame["id"]}
     phases = hull.phases(systems)
     rows, atoms = hull_inputs(table.frame, energy, by_id, stability.per)
-    placed, failures = hull_task(opaque(rows), opaque(phases), opaque(atoms)).value
-    # The reported formation energies, placed against the same hull, are the true hull
-    # distances the screening validation compares the ranking with.
+    future = hull_task.submit(opaque(rows), opaque(replace(phases)), opaque(atoms))
+    truth = None
     truth_rows, truth_atoms = hull_inputs(table.frame, energy, by_id, stability.per, reported=True)
     if truth_rows:
-        truth, _ = hull_stability(truth_rows, phases, truth_atoms)
-        placed = placed.merge(
-            truth[["id", f"pred_{HULL_PROPERTY}"]].rename(
-                columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
-            ),
-            on="id",
-            how="left",
+        placed, _ = hull_stability(truth_rows, phases, truth_atoms)
+        truth = placed[["id", f"pred_{HULL_PROPERTY}"]].rename(
+            columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
         )
-    return with_hull(table, placed, failures, by_id, hull.required, hull.level)
+    # What a candidate left without a hull distance needs to become a record failure.
+    where = {i: _Where(r.source, r.source_id, r.row) for i, r in by_id.items()}
+    return PendingPlacement(table, future, truth, where, hull)
+
+
+class _Where(NamedTuple):
+    source: str
+    source_id: str
+    row: int
+
+
+def place_on_hull(
+    table: PoolTable,
+    by_id: Mapping[str, StructureRecord],
+    hull: HullPlacement,
+    stability: Any,
+) -> PoolTable:
+    """Add the hull-stability columns to a pool table (:func:`start_placement`, waited for)."""
+    pending = start_placement(table, by_id, hull, stability)
+    return pending if isinstance(pending, PoolTable) else pending.result()
 
 
 def structures_of(

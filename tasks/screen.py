@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,7 @@ def with_hull(
     table: PoolTable,
     hull: pd.DataFrame,
     failures: Mapping[str, str],
-    records: Mapping[str, StructureRecord],
+    records: Mapping[str, Any],
     required: bool,
     level: float | None,
 ) -> PoolTable:
@@ -119,6 +120,9 @@ def with_hull(
         ``competing_phases``.
     failures
         ``{id: reason}`` of the candidates that could not be placed.
+    records
+        Each candidate's record, or anything with its ``source``, ``source_id`` and
+        ``row`` (what a failure names).
     required
         Whether a criterion names the hull distance: a candidate without one then cannot
         be ranked and leaves the table as a failure (stage ``hull``); otherwise it stays,
