@@ -113,8 +113,10 @@ def generate(folder: Path, n: int) -> tuple[list[StructureRecord], float]:
 
 
 def demo_featurization() -> FeaturizationSpec:
-    spec = yaml.safe_load(DEMO_SPEC.read_text())
-    return FeaturizationSpec.model_validate(spec["featurization"])
+    """The demo campaign's featurization, its preset chosen as the campaign chooses it."""
+    from matscreen.tasks.spec import load_spec
+
+    return load_spec(DEMO_SPEC, Settings().data_dir).featurization
 
 
 def matminer_plain(records: list[StructureRecord], config: dict[str, Any]) -> pd.DataFrame:

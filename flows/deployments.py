@@ -110,9 +110,8 @@ def register_deployments(
 
     This does what ``prefect deploy --all --prefect-file …`` does for these deployments —
     entrypoints taken relative to the repository, which the process worker runs them in,
-    schedules, parameters, tags, work pool — through Prefect's Python API. (With the
-    fastapi release Prefect 3.8's server needs, ``prefect deploy`` stops after the first
-    deployment on a refused worker listing; registering does not need that listing.)
+    schedules, parameters, tags, work pool — through Prefect's Python API, without the
+    prompts and the work-pool checks of the command line.
 
     Returns
     -------
