@@ -33,6 +33,7 @@ from rocrate.rocrate import ROCrate
 from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
+from matscreen.catalog.lineage import PER_RECORD_KINDS
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity, _activity_from_row
 from matscreen.tasks.errors import ArtifactError, CatalogError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.files import write_atomically
@@ -245,7 +246,7 @@ scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)
 _AGENT_RELATIONS = "('wasAssociatedWith', 'wasAttributedTo')"
 #: Entity kinds a run holds one of per structure read: a campaign of a million candidates
 #: holds a million of each, which the run's crate does not describe one by one.
-_NOT_RECORD = "en.kind NOT IN ('structure_record', 'record_error')"
+_NOT_RECORD = "en.kind NOT IN ({})".format(", ".join(f"'{k}'" for k in PER_RECORD_KINDS))
 
 
 def _queries(records: bool) -> dict[str, str]:
@@ -289,8 +290,9 @@ def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubg
         The id of the run's ``flow_run`` activity (the Prefect flow run id).
     records
         Whether to read the structure records and record errors too (PROV exports name
-        every one); without them, a run's description costs the same at any size, and
-        the units of its labels are read from a few records of each training set.
+        every one). Without them (a run's crate), the database still walks every record's
+        edges, but none is sent back or held; the units of the labels are then read from
+        a few records of each training set.
 
     Returns
     -------

@@ -3,7 +3,7 @@
 A campaign's candidates may number millions (every decoration of a few prototypes over
 much of the periodic table), so they are never held all at once. Each ``screen`` source
 is read as a stream, and every chunk of ``screen.chunk_size`` records goes through the
-same steps before the next one is read:
+same steps, overlapping with its neighbours:
 
 1. repeats of an earlier record, and candidates that are the same crystal as a training
    record, are marked (the deduplicator keeps only ids and volumes of earlier chunks and
@@ -12,7 +12,9 @@ same steps before the next one is read:
 3. features come from the feature store or are computed on the Dask workers (while they
    are, the next chunk is read and recorded);
 4. every model predicts the chunk with its intervals; the predictions are recorded;
-5. the candidates are placed against the convex hull when the campaign asks for stability.
+5. the candidates are placed against the convex hull when the campaign asks for stability,
+   by a task on a worker while the next chunk is predicted; the candidates it cannot
+   place are recorded when it is collected.
 
 Only the chunk's light table (id, formula, source, predictions, intervals, hull columns)
 is kept for the final ranking. When a source's read ends, its snapshot is recorded and
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import Catalog
@@ -48,7 +51,7 @@ from matscreen.tasks.featurize.batch import ERROR_COLUMN
 from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.models.evaluation import FittedSurrogate
 from matscreen.tasks.models.records import PredictionRecord
-from matscreen.tasks.models.stability import hull_stability, reference_phases
+from matscreen.tasks.models.stability import reference_phases
 from matscreen.tasks.pools import POOL_STAGE, Pools, TrainingMatcher
 from matscreen.tasks.runinfo import RunInfo, traced, utc_now
 from matscreen.tasks.screen import (
@@ -235,7 +238,8 @@ class CandidateScreen:
         """Read, record and screen every streamed source, chunk by chunk.
 
         The chunks overlap: while the workers featurize one chunk, this process reads,
-        deduplicates and records the next; then it predicts the first.
+        deduplicates and records the next; then it predicts the first, whose hull placement
+        a worker computes while the next chunk is predicted.
         """
         from tqdm import tqdm
 
@@ -382,22 +386,18 @@ class CandidateScreen:
             return
         with self.timer.step("stability"):
             # This chunk is placed on a worker while the next one is read and predicted.
+            # (Should that fail, the run fails; the placement under way is not waited for.)
             self._place_pending()
-            pending = start_placement(table, by_id, self.hull, self.spec.stability)
-            if isinstance(pending, PoolTable):
-                self._add(pending)
-            else:
-                self._pending = pending
+            self._pending = start_placement(table, by_id, self.hull, self.spec.stability)
 
     def _place_pending(self) -> None:
         """Wait for the placement of the previous chunk; record its failures, keep its rows."""
         if self._pending is None:
             return
-        table = self._pending.result()
+        table, run = self._pending.result()
         self._pending = None
-        self.recorder.exclusions(
-            table.failures, _step_run("hull-stability", utc_now()), self.record_ids
-        )
+        if run is not None:
+            self.recorder.exclusions(table.failures, run, self.record_ids)
         self._add(table)
 
     def _add(self, table: PoolTable) -> None:
@@ -460,24 +460,58 @@ class CandidateScreen:
         return structures_of(ids, self.records, self.record_ids, self.recorder.catalog)
 
 
+class _Where(NamedTuple):
+    """What a candidate left without a hull distance needs to become a record failure."""
+
+    source: str
+    source_id: str
+    row: int
+
+
 @dataclass
 class PendingPlacement:
-    """A chunk's hull placement under way on a worker (see :func:`start_placement`)."""
+    """A chunk's hull placement under way on a worker (see :func:`start_placement`).
+
+    ``predicted`` and ``reported`` are the futures of the hull tasks of the predicted and
+    of the reported formation energies (None: no task, the pool table is empty or has no
+    reported energies).
+    """
 
     table: PoolTable
-    future: Any
-    truth: pd.DataFrame | None
-    where: dict[str, Any]
+    predicted: PrefectFuture[Any] | None
+    reported: PrefectFuture[Any] | None
+    where: dict[str, _Where]
     hull: HullPlacement
 
-    def result(self) -> PoolTable:
-        """Wait for the placement; the pool table with its hull columns."""
-        placed, failures = self.future.result().value
-        if self.truth is not None:
-            placed = placed.merge(self.truth, on="id", how="left")
-        return with_hull(
+    def result(self) -> tuple[PoolTable, RunInfo | None]:
+        """Wait for the placement: the pool table with its hull columns, and the run of the
+        worker's task (None for an empty table).
+
+        Raises
+        ------
+        ModelError
+            If the worker could not read the phases (see
+            :func:`~matscreen.tasks.models.stability.hull_stability`).
+        """
+        if self.predicted is None:
+            return self.table, None
+        done = self.predicted.result()
+        placed, failures = done.value
+        if self.reported is not None:
+            # The reported formation energies, placed against the same hull, are the true
+            # hull distances the screening validation compares the ranking with.
+            truth, _ = self.reported.result().value
+            placed = placed.merge(
+                truth[["id", f"pred_{HULL_PROPERTY}"]].rename(
+                    columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
+                ),
+                on="id",
+                how="left",
+            )
+        table = with_hull(
             self.table, placed, failures, self.where, self.hull.required, self.hull.level
         )
+        return table, done.run
 
 
 def start_placement(
@@ -485,39 +519,28 @@ def start_placement(
     by_id: Mapping[str, StructureRecord],
     hull: HullPlacement,
     stability: Any,
-) -> PendingPlacement | PoolTable:
+) -> PendingPlacement:
     """Submit the placement of a pool table's candidates against the convex hull to the
-    flow's task runner (predicted hull distances with their intervals); where the pool has
-    reported formation energies, place those too (the true hull distances the screening
-    validation compares the ranking with). An empty table is returned as it is.
+    flow's task runner: their predicted hull distances with intervals and, where the pool
+    has reported formation energies, those placed too.
 
-    The flow's process meanwhile goes on with the next chunk; the worker gets the phases
-    without the hulls this process has cached, so neither side keeps a hull per chemical
-    system of every candidate.
+    The flow's process meanwhile goes on with the next chunk. The workers get the phases
+    without the hulls this process may have cached, so no process keeps a hull for the
+    chemical system of every candidate.
     """
+    where = {i: _Where(r.source, r.source_id, r.row) for i, r in by_id.items()}
     if table.frame.empty:
-        return table
+        return PendingPlacement(table, None, None, where, hull)
     energy = stability.formation_energy
     systems = {chemical_system(by_id[i].formula) for i in table.frame["id"]}
-    phases = hull.phases(systems)
+    phases = replace(hull.phases(systems))
     rows, atoms = hull_inputs(table.frame, energy, by_id, stability.per)
-    future = hull_task.submit(opaque(rows), opaque(replace(phases)), opaque(atoms))
-    truth = None
+    predicted = hull_task.submit(opaque(rows), opaque(phases), opaque(atoms))
     truth_rows, truth_atoms = hull_inputs(table.frame, energy, by_id, stability.per, reported=True)
+    reported = None
     if truth_rows:
-        placed, _ = hull_stability(truth_rows, phases, truth_atoms)
-        truth = placed[["id", f"pred_{HULL_PROPERTY}"]].rename(
-            columns={f"pred_{HULL_PROPERTY}": f"reported_{HULL_PROPERTY}"}
-        )
-    # What a candidate left without a hull distance needs to become a record failure.
-    where = {i: _Where(r.source, r.source_id, r.row) for i, r in by_id.items()}
-    return PendingPlacement(table, future, truth, where, hull)
-
-
-class _Where(NamedTuple):
-    source: str
-    source_id: str
-    row: int
+        reported = hull_task.submit(opaque(truth_rows), opaque(phases), opaque(truth_atoms))
+    return PendingPlacement(table, predicted, reported, where, hull)
 
 
 def place_on_hull(
@@ -527,8 +550,7 @@ def place_on_hull(
     stability: Any,
 ) -> PoolTable:
     """Add the hull-stability columns to a pool table (:func:`start_placement`, waited for)."""
-    pending = start_placement(table, by_id, hull, stability)
-    return pending if isinstance(pending, PoolTable) else pending.result()
+    return start_placement(table, by_id, hull, stability).result()[0]
 
 
 def structures_of(

@@ -10,11 +10,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from matscreen.flows.settings import REPOSITORY_ROOT, Settings
 from matscreen.tasks.errors import MatscreenError
+from matscreen.tasks.versions import installed_version
 
 #: Packages whose versions every activity records.
 RECORDED_PACKAGES = (
@@ -36,13 +36,8 @@ RECORDED_PACKAGES = (
 
 def software_versions() -> dict[str, str]:
     """Return the installed versions of the packages a run's results depend on."""
-    found = {}
-    for package in RECORDED_PACKAGES:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
+    found = {package: installed_version(package) for package in RECORDED_PACKAGES}
+    return {package: found for package, found in found.items() if found != "missing"}
 
 
 def git_commit() -> str | None:

@@ -16,7 +16,7 @@ from matscreen.tasks.models.conformal import coverage, coverage_by_width
 from matscreen.tasks.models.interpret import permutation_importance
 from matscreen.tasks.models.metrics import classification_metrics, error_metrics
 from matscreen.tasks.models.records import PredictionRecord
-from matscreen.tasks.models.serialize import installed_version, library_of
+from matscreen.tasks.models.serialize import library_of
 from matscreen.tasks.models.surrogate import (
     Predictions,
     SurrogateModel,
@@ -24,6 +24,7 @@ from matscreen.tasks.models.surrogate import (
     train_surrogate,
 )
 from matscreen.tasks.spec import ModelSpec
+from matscreen.tasks.versions import installed_version
 
 
 @dataclass(frozen=True)

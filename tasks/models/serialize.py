@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -137,11 +136,3 @@ def estimator_from_dict(state: dict[str, Any]) -> BaseEstimator:
 def library_of(algorithm: str) -> str:
     """The package whose version decides whether a stored model of ``algorithm`` loads."""
     return "xgboost" if algorithm == "xgboost" else "scikit-learn"
-
-
-def installed_version(package: str) -> str:
-    """The installed version of a package, or ``"missing"``."""
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "missing"

@@ -61,10 +61,10 @@ from matscreen.tasks.models.records import MIN_TRAINING_ROWS
 from matscreen.tasks.models.serialize import (
     estimator_from_dict,
     estimator_to_dict,
-    installed_version,
     library_of,
 )
 from matscreen.tasks.spec import ModelSpec
+from matscreen.tasks.versions import installed_version
 
 #: Identifies a stored surrogate model and the layout of its document.
 MODEL_FORMAT = "matscreen-surrogate"
