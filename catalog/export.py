@@ -33,7 +33,7 @@ from rocrate.rocrate import ROCrate
 from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
-from matscreen.catalog.lineage import PER_RECORD_KINDS
+from matscreen.catalog.lineage import PER_RECORD_SQL
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity, _activity_from_row
 from matscreen.tasks.errors import ArtifactError, CatalogError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.files import write_atomically
@@ -246,7 +246,7 @@ scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)
 _AGENT_RELATIONS = "('wasAssociatedWith', 'wasAttributedTo')"
 #: Entity kinds a run holds one of per structure read: a campaign of a million candidates
 #: holds a million of each, which the run's crate does not describe one by one.
-_NOT_RECORD = "en.kind NOT IN ({})".format(", ".join(f"'{k}'" for k in PER_RECORD_KINDS))
+_NOT_RECORD = f"en.kind NOT IN ({PER_RECORD_SQL})"
 
 
 def _queries(records: bool) -> dict[str, str]:

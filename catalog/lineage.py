@@ -21,6 +21,8 @@ from matscreen.tasks.tables import parquet_to_frame
 
 #: Entity kinds of which a campaign holds one per record; the walk keeps only the candidate's.
 PER_RECORD_KINDS = ("structure_record", "record_error")
+#: The same kinds as an SQL list, for ``kind IN (...)``.
+PER_RECORD_SQL = ", ".join(f"'{kind}'" for kind in PER_RECORD_KINDS)
 
 #: The order in which a lineage is told, from the result back to the source.
 KIND_ORDER = (

@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import Connection, bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
-from matscreen.catalog.lineage import KIND_ORDER, PER_RECORD_KINDS
+from matscreen.catalog.lineage import KIND_ORDER, PER_RECORD_KINDS, PER_RECORD_SQL
 from matscreen.catalog.liveness import shown_status
 from matscreen.catalog.rules import ENTITY_KINDS
 from matscreen.catalog.store import Catalog, Entity
@@ -40,7 +40,6 @@ INPUT_KINDS = ("campaign_spec", "source_snapshot", "data_split", "feature_table"
 
 #: The order in which downstream entities are listed: from the source to the result.
 _DOWNSTREAM_ORDER = {kind: i for i, kind in enumerate(reversed(KIND_ORDER))}
-_PER_RECORD_SQL = ", ".join(f"'{kind}'" for kind in PER_RECORD_KINDS)
 _CHUNK = 500
 _ID_CHARACTERS = frozenset("0123456789abcdef-")
 _MAX_ITEMS = 8
@@ -437,15 +436,15 @@ _IMPACT = text(
         SELECT CAST(id AS VARCHAR(64)), CAST(kind AS VARCHAR(32)) FROM entities WHERE id = :start
         UNION
         SELECT CAST(e.subject_id AS VARCHAR(64)), CAST(
-            CASE WHEN d.kind IN ({_PER_RECORD_SQL}) AND d.id <> :start THEN ''
+            CASE WHEN d.kind IN ({PER_RECORD_SQL}) AND d.id <> :start THEN ''
             ELSE (SELECT x.kind FROM entities x WHERE x.id = e.subject_id) END AS VARCHAR(32))
         FROM down d
         CROSS JOIN edges e
         WHERE e.object_id = d.id AND e.relation = 'wasDerivedFrom'
-          AND (d.kind NOT IN ({_PER_RECORD_SQL}) OR d.id = :start OR e.subject_id IN :scoped)
+          AND (d.kind NOT IN ({PER_RECORD_SQL}) OR d.id = :start OR e.subject_id IN :scoped)
     )
-    SELECT CASE WHEN kind IN ({_PER_RECORD_SQL}) THEN '' ELSE id END,
-           CASE WHEN kind IN ({_PER_RECORD_SQL}) THEN kind ELSE '' END,
+    SELECT CASE WHEN kind IN ({PER_RECORD_SQL}) THEN '' ELSE id END,
+           CASE WHEN kind IN ({PER_RECORD_SQL}) THEN kind ELSE '' END,
            COUNT(*)
     FROM down WHERE id <> :start
     GROUP BY 1, 2

@@ -17,15 +17,10 @@ from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.queries import changes_since_previous, stored_model
 from matscreen.catalog.recorder import PredictionRecorder
-from matscreen.flows.candidates import (
-    CandidateScreen,
-    HullPlacement,
-    TrainedModels,
-    place_on_hull,
-    record_loader,
-)
+from matscreen.flows.candidates import CandidateScreen, TrainedModels, record_loader
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.ingest import ingest_and_record
+from matscreen.flows.placement import HullPlacement, place_on_hull
 from matscreen.flows.runtime import git_commit, interruptions, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
