@@ -353,7 +353,6 @@ def record_run(
             task_run("rank_candidates"),
             [c.model_dump() for c in criteria],
             [p for _, p in stored],
-            record_ids,
         )
         files = {"ranking.csv": {"sha256": "0" * 64, "bytes": 1}}
         recorder.report(files, task_run("write_outputs"), ranking_id, [m for m, _ in stored])

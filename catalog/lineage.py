@@ -1,9 +1,12 @@
 """Lineage: from a ranked candidate back to its source record, through features and models.
 
-The walk is one recursive SQL query over the edges (``wasDerivedFrom``, ``wasGeneratedBy``,
-``used``) from the ranking upward. Per-record entities other than the candidate's own are
-not followed: the query reads the per-record edges of the ranking and of the feature table
-once, but never walks on from the other records, so the result stays one chain.
+The rankings that may hold a candidate are found downstream of its record (record ->
+feature table -> prediction set -> ranking); the latest whose table has the candidate's row
+is the start. From there the walk goes up the edges (``wasDerivedFrom``, ``wasGeneratedBy``,
+``used``) one level per query. Of the per-record entities it follows only the candidate's
+own: from a feature table it looks up the one edge to that record instead of reading the
+table's edge to every row, so a lineage costs the same in a campaign of a thousand
+candidates and of a million.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.rules import UPSTREAM_RELATIONS
 from matscreen.catalog.store import Activity, Catalog, Entity
 from matscreen.tasks.errors import NotFoundError
-from matscreen.tasks.tables import parquet_to_frame
 
 #: Entity kinds of which a campaign holds one per record; the walk keeps only the candidate's.
 PER_RECORD_KINDS = ("structure_record", "record_error")
@@ -38,21 +42,55 @@ KIND_ORDER = (
     "campaign_spec",
 )
 
-_UPSTREAM = text(
+#: Entity kinds that derive from one record per row (a feature table): walking up from one,
+#: a lineage follows only the candidate's own record, never the table's other rows.
+PER_ROW_KINDS = ("feature_table",)
+
+# One level of the upward walk: the parents of the frontier's nodes, but no per-record
+# entity other than ``:keep``. From a feature table the edge to a record is looked up only
+# for ``:keep``, by its (relation, subject, object) key, so the walk costs the same for a
+# table of ten rows and of a million. (A ranking of an older catalog names each record; its
+# edges are read and all but ``:keep``'s dropped.)
+_PARENTS = text(
     """
-    WITH RECURSIVE up(id) AS (
-        SELECT CAST(:start AS VARCHAR(64))
+    SELECT e.object_id FROM edges e
+    LEFT JOIN entities en ON en.id = e.object_id
+    WHERE e.subject_id IN :plain AND e.relation IN :relations
+      AND (en.kind IS NULL OR en.kind NOT IN :per_record OR en.id = :keep)
+    UNION
+    SELECT e.object_id FROM edges e
+    WHERE e.subject_id IN :per_row AND e.relation IN :relations
+      AND e.relation <> 'wasDerivedFrom'
+    UNION
+    SELECT e.object_id FROM edges e
+    WHERE e.relation = 'wasDerivedFrom' AND e.subject_id IN :per_row AND e.object_id = :keep
+    """
+).bindparams(
+    bindparam("plain", expanding=True),
+    bindparam("per_row", expanding=True),
+    bindparam("relations", expanding=True),
+    bindparam("per_record", expanding=True),
+)
+
+# The rankings downstream of a record: through the feature tables that hold it and the
+# prediction sets made from those tables (and, in catalogs written before rankings stopped
+# naming each record, directly). ``CROSS JOIN`` keeps SQLite's planner from reading every
+# edge of the relation first.
+_RANKINGS_OF = text(
+    """
+    WITH RECURSIVE down(id) AS (
+        SELECT CAST(:record AS VARCHAR(64))
         UNION
-        SELECT e.object_id
-        FROM edges e
-        JOIN up ON e.subject_id = up.id
-        LEFT JOIN entities en ON en.id = e.object_id
-        WHERE e.relation IN :relations
-          AND (en.kind IS NULL OR en.kind NOT IN :per_record OR en.id = :keep)
+        SELECT e.subject_id
+        FROM down d
+        CROSS JOIN edges e
+        JOIN entities en ON en.id = e.subject_id
+        WHERE e.object_id = d.id AND e.relation = 'wasDerivedFrom'
+          AND en.kind IN ('feature_table', 'prediction_set', 'ranking')
     )
-    SELECT id FROM up
+    SELECT en.id FROM down JOIN entities en ON en.id = down.id WHERE en.kind = 'ranking'
     """
-).bindparams(bindparam("relations", expanding=True), bindparam("per_record", expanding=True))
+)
 
 
 @dataclass(frozen=True)
@@ -74,19 +112,62 @@ class Lineage:
 def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> set[str]:
     """Return the ids of every node upstream of ``start_id`` (itself included).
 
-    Structure records and record errors other than ``keep`` are not followed.
+    Structure records and record errors other than ``keep`` are not followed, and from a
+    feature table only the edge to ``keep`` is.
+    """
+    found = {start_id}
+    frontier = [start_id]
+    with catalog.engine.connect() as conn:
+        while frontier:
+            kinds = dict(
+                conn.execute(
+                    text("SELECT id, kind FROM entities WHERE id IN :ids").bindparams(
+                        bindparam("ids", expanding=True)
+                    ),
+                    {"ids": frontier},
+                ).all()
+            )
+            per_row = [i for i in frontier if kinds.get(i) in PER_ROW_KINDS]
+            plain = [i for i in frontier if kinds.get(i) not in PER_ROW_KINDS]
+            parents = {
+                row[0]
+                for row in conn.execute(
+                    _PARENTS,
+                    {
+                        "plain": plain or [""],
+                        "per_row": per_row or [""],
+                        "relations": list(UPSTREAM_RELATIONS),
+                        "per_record": list(PER_RECORD_KINDS),
+                        "keep": keep or "",
+                    },
+                )
+            } - found
+            found |= parents
+            frontier = sorted(parents)
+    return found
+
+
+def rankings_of(catalog: Catalog, record_id: str) -> list[str]:
+    """Ids of the rankings made from predictions on a record's features.
+
+    A ranking among them holds the record only if its table has the record's row (the
+    feature table of a training pool also serves its ``both`` candidates).
     """
     with catalog.engine.connect() as conn:
-        rows = conn.execute(
-            _UPSTREAM,
-            {
-                "start": start_id,
-                "relations": list(UPSTREAM_RELATIONS),
-                "per_record": list(PER_RECORD_KINDS),
-                "keep": keep or "",
-            },
-        )
-        return {row[0] for row in rows}
+        return [row[0] for row in conn.execute(_RANKINGS_OF, {"record": record_id})]
+
+
+def ranking_row(artifacts: ArtifactStore, ranking: Entity, name: str) -> dict[str, Any] | None:
+    """The ranking's row of the candidate ``name`` (None if it has none).
+
+    The table's bytes are checked against their hash; only the matching row is converted.
+    """
+    data = artifacts.get_bytes(ranking.attributes["artifact_sha256"])
+    table = pq.read_table(pa.BufferReader(data), filters=[("id", "==", name)])
+    if table.num_rows == 0:
+        return None
+    frame = table.to_pandas()
+    return {"id": name, **frame.reset_index().drop(columns="id").iloc[0].to_dict()}
 
 
 def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], ranking_id: str) -> list[Entity]:
@@ -101,13 +182,16 @@ def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], ranking_id: s
     if not snapshots or not generated:
         return entities
     run_id = _run_of(catalog, generated[0].object_id)
-    read = set()
-    for snapshot in snapshots:
-        steps = [e.object_id for e in catalog.edges(relation="wasGeneratedBy", subject_id=snapshot)]
-        steps += [e.subject_id for e in catalog.edges(relation="used", object_id=snapshot)]
-        if any(_run_of(catalog, step) == run_id for step in steps):
-            read.add(snapshot)
+    read = {s for s in snapshots if run_id in _runs_of_entity(catalog, s)}
     return [e for e in entities if e.kind != "source_snapshot" or e.id in read]
+
+
+def _runs_of_entity(catalog: Catalog, entity_id: str) -> set[str]:
+    """The runs that generated an entity or used it (a run that arrives at content already
+    stored records it as used)."""
+    steps = [e.object_id for e in catalog.edges(relation="wasGeneratedBy", subject_id=entity_id)]
+    steps += [e.subject_id for e in catalog.edges(relation="used", object_id=entity_id)]
+    return {_run_of(catalog, step) for step in steps}
 
 
 def _run_of(catalog: Catalog, activity_id: str) -> str:
@@ -156,24 +240,18 @@ def lineage(
         If the candidate, or a ranking holding it (in that run), is not in the catalog.
     """
     record = resolve_record(catalog, candidate)
-    ranking_ids = [
-        edge.subject_id for edge in catalog.edges(relation="wasDerivedFrom", object_id=record.id)
-    ]
-    rankings = [e for e in catalog.get_entities(ranking_ids) if e.kind == "ranking"]
+    rankings = catalog.get_entities(rankings_of(catalog, record.id))
     if run_id is not None:
-        in_run = set()
-        for activity in catalog.activities(parent_id=run_id):
-            in_run.update(e.subject_id for e in catalog.edges(object_id=activity.id))
-            in_run.update(
-                e.object_id for e in catalog.edges(subject_id=activity.id, relation="used")
-            )
-        rankings = [e for e in rankings if e.id in in_run]
-    if not rankings:
+        rankings = [e for e in rankings if run_id in _runs_of_entity(catalog, e.id)]
+    # The latest ranking whose table holds the candidate.
+    row = None
+    for ranking in sorted(rankings, key=lambda e: e.created_at, reverse=True):
+        row = ranking_row(artifacts, ranking, record.name)
+        if row is not None:
+            break
+    if row is None:
         where = f" in run {run_id}" if run_id else ""
         raise NotFoundError(f"candidate {record.name} is in no ranking{where}")
-    ranking = max(rankings, key=lambda e: e.created_at)
-    frame = parquet_to_frame(artifacts.get_bytes(ranking.attributes["artifact_sha256"]))
-    row = {"id": record.name, **frame.loc[record.name].to_dict()}
 
     ids = upstream_ids(catalog, ranking.id, keep=record.id)
     entities = _this_runs_snapshots(catalog, catalog.get_entities(sorted(ids)), ranking.id)

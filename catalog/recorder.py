@@ -372,12 +372,14 @@ class CampaignRecorder:
         run: RunInfo,
         criteria: list[dict[str, Any]],
         prediction_ids: Sequence[str],
-        record_ids: dict[str, str],
         method: dict[str, Any] | None = None,
     ) -> str:
         """Record the ranking of the candidates; return its entity id.
 
-        ``method`` is the campaign's ranking spec (method, diversity, suggestions).
+        ``method`` is the campaign's ranking spec (method, diversity, suggestions). The
+        ranking derives from the prediction sets, which derive from the feature tables,
+        which derive from each record: it names no record itself (a million edges that
+        say nothing the chain does not).
         """
         sha = self._store_frame(ranking.set_index("id"))
         entity = Entity.new(
@@ -394,7 +396,6 @@ class CampaignRecorder:
             },
         )
         derived = [Edge("wasDerivedFrom", entity.id, p) for p in prediction_ids]
-        derived += [Edge("wasDerivedFrom", entity.id, record_ids[i]) for i in ranking["id"]]
         if self.spec_id is not None:
             derived.append(Edge("wasDerivedFrom", entity.id, self.spec_id))
         self.catalog.record_step(

@@ -237,7 +237,6 @@ def screen_candidates(
                     ranked.run,
                     [c.model_dump() for c in criteria],
                     prediction_ids,
-                    record_ids,
                     method=spec.ranking.model_dump(mode="json"),
                 )
 

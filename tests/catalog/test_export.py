@@ -257,7 +257,7 @@ def record_campaign(
         )
         ranking = rank_candidates(candidates, [CriterionSpec(**c) for c in CRITERIA])
         ranking_id = recorder.ranking(
-            ranking, _run("rank_candidates"), CRITERIA, [p for _, p in stored], record_ids
+            ranking, _run("rank_candidates"), CRITERIA, [p for _, p in stored]
         )
         shortlist = shortlist_frame(ranking, SPEC["shortlist_size"])
         files = write_outputs(output_dir, ranking, shortlist, {"run_id": run_id}, report_html)
