@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import bindparam, text
 
@@ -160,14 +161,18 @@ def rankings_of(catalog: Catalog, record_id: str) -> list[str]:
 def ranking_row(artifacts: ArtifactStore, ranking: Entity, name: str) -> dict[str, Any] | None:
     """The ranking's row of the candidate ``name`` (None if it has none).
 
-    The table's bytes are checked against their hash; only the matching row is converted.
+    The table's bytes are checked against their hash; then only its ``id`` column and the
+    row group holding the candidate are decoded.
     """
     data = artifacts.get_bytes(ranking.attributes["artifact_sha256"])
-    table = pq.read_table(pa.BufferReader(data), filters=[("id", "==", name)])
-    if table.num_rows == 0:
-        return None
-    frame = table.to_pandas()
-    return {"id": name, **frame.reset_index().drop(columns="id").iloc[0].to_dict()}
+    table = pq.ParquetFile(pa.BufferReader(data))
+    for group in range(table.num_row_groups):
+        ids = table.read_row_group(group, columns=["id"]).column("id")
+        position = pc.index(ids, name).as_py()
+        if position >= 0:
+            row = table.read_row_group(group).to_pandas().iloc[position].to_dict()
+            return {"id": name, **{k: v for k, v in row.items() if k != "id"}}
+    return None
 
 
 def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], ranking_id: str) -> list[Entity]:

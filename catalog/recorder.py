@@ -114,8 +114,8 @@ class CampaignRecorder:
             git_commit=self.git_commit,
         )
 
-    def _store_frame(self, frame: pd.DataFrame) -> str:
-        return self.artifacts.put_bytes(frame_to_parquet(frame))
+    def _store_frame(self, frame: pd.DataFrame, row_group_size: int | None = None) -> str:
+        return self.artifacts.put_bytes(frame_to_parquet(frame, row_group_size))
 
     # -- steps ----------------------------------------------------------------------------
     def spec(self, spec: dict[str, Any], sha256: str, run: RunInfo) -> str:
@@ -381,7 +381,7 @@ class CampaignRecorder:
         which derive from each record: it names no record itself (a million edges that
         say nothing the chain does not).
         """
-        sha = self._store_frame(ranking.set_index("id"))
+        sha = self._store_frame(ranking.set_index("id"), RANKING_ROW_GROUP)
         entity = Entity.new(
             "ranking",
             f"ranking:{sha[:12]}",
@@ -514,6 +514,11 @@ class PredictionRecorder(CampaignRecorder):
             ],
         )
         return model_id, prediction_set.id
+
+
+#: Rows per Parquet row group of a stored ranking: a candidate's lineage decodes the ids and
+#: then one group, not the whole table of a million candidates.
+RANKING_ROW_GROUP = 50_000
 
 
 def _read_entities(

@@ -18,7 +18,6 @@ from matscreen.tasks.featurize.batch import (
     pack_items,
     table_for_records,
 )
-from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.runinfo import RunInfo
 from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec
@@ -70,7 +69,7 @@ def start_featurization(
     over batches on the flow's task runner (sized for ``workers`` workers).
     """
     config = featurization_config(featurization)
-    keys = {r.id: structure_hash(r.structure) for r in records}
+    keys = {r.id: r.structure_sha256 for r in records}
     stored = store.lookup(keys.values())
     todo = unique_structures(records, keys, set(stored.index))
     size = featurization.batch_size or batch_size_for(

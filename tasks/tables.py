@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 
-def frame_to_parquet(frame: pd.DataFrame) -> bytes:
-    """Serialize a table, index included, as Parquet bytes."""
+def frame_to_parquet(frame: pd.DataFrame, row_group_size: int | None = None) -> bytes:
+    """Serialize a table, index included, as Parquet bytes (in row groups of
+    ``row_group_size`` rows when given, so that a reader can decode one group only)."""
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, engine="pyarrow", index=True)
+    frame.to_parquet(buffer, engine="pyarrow", index=True, row_group_size=row_group_size)
     return buffer.getvalue()
 
 

@@ -28,7 +28,6 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.sources.records import IngestResult, StructureRecord
 
 
@@ -119,7 +118,7 @@ class Deduplicator:
         """Return ``record``, or a copy marked ``duplicate_of`` the earlier record it repeats."""
         if record.duplicate_of is not None or not record.structure:
             return record
-        digest = structure_hash(record.structure)
+        digest = record.structure_sha256
         earlier = self._by_hash.get(digest) or self._match(record)
         if earlier is not None:
             return replace(record, duplicate_of=earlier, structure={})

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+from matscreen.tasks.hashing import structure_hash
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,12 @@ class StructureRecord:
     def id(self) -> str:
         """The record's id, unique across sources: ``source:source_id``."""
         return f"{self.source}:{self.source_id}"
+
+    @cached_property
+    def structure_sha256(self) -> str:
+        """:func:`~matscreen.tasks.hashing.structure_hash` of the structure, computed once
+        (the deduplicator and the feature store both key on it)."""
+        return structure_hash(self.structure)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from matscreen.catalog import ArtifactStore, Catalog, schema
-from matscreen.catalog.lineage import lineage
+from matscreen.catalog.lineage import lineage, ranking_row
 from matscreen.catalog.queries import (
     diff_runs,
     find_candidates,
@@ -34,6 +35,7 @@ from matscreen.catalog.queries import (
     summarize,
 )
 from matscreen.catalog.recorder import CampaignRecorder
+from matscreen.catalog.store import Entity
 from matscreen.tasks.errors import NotFoundError
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.rank import candidate_frame, rank_candidates
@@ -46,6 +48,7 @@ from matscreen.tasks.sources.records import (
 )
 from matscreen.tasks.spec import CriterionSpec, SplitSpec
 from matscreen.tasks.split import choose_split
+from matscreen.tasks.tables import frame_to_parquet
 
 RUN_IDS = [f"0badcafe-0000-4000-8000-00000000000{i}" for i in (1, 2, 3)]
 TARGETS = ("heat_of_formation", "band_gap")
@@ -593,3 +596,19 @@ def test_real_show_and_candidates(real) -> None:
     assert [c.id for c in find_candidates(catalog, artifacts, runs[0]["run_id"])] == list(
         ranking.index[ranking["meets_criteria"]]
     )
+
+
+def test_a_ranking_row_is_read_from_its_row_group(tmp_path: Path) -> None:
+    # A stored ranking is written in row groups; a lineage decodes the ids, then one group.
+    artifacts = ArtifactStore(tmp_path)
+    ids = [f"proto:c{i}" for i in range(250)]
+    frame = pd.DataFrame(
+        {"rank": range(1, 251), "p_meets": [i / 250 for i in range(250)]},
+        index=pd.Index(ids, name="id"),
+    )
+    sha = artifacts.put_bytes(frame_to_parquet(frame, row_group_size=100))
+    assert pq.ParquetFile(artifacts.path_for(sha)).num_row_groups == 3
+    ranking = Entity.new("ranking", "ranking:test", {"artifact_sha256": sha})
+    for name in ("proto:c0", "proto:c150", "proto:c249"):
+        assert ranking_row(artifacts, ranking, name) == {"id": name, **frame.loc[name].to_dict()}
+    assert ranking_row(artifacts, ranking, "proto:c250") is None
