@@ -21,8 +21,8 @@ from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.rules import UPSTREAM_RELATIONS
-from matscreen.catalog.store import Activity, Catalog, Entity
-from matscreen.tasks.errors import NotFoundError
+from matscreen.catalog.store import Activity, Catalog, Entity, ordered_joins
+from matscreen.tasks.errors import ArtifactError, NotFoundError
 
 #: Entity kinds of which a campaign holds one per record; the walk keeps only the candidate's.
 PER_RECORD_KINDS = ("structure_record", "record_error")
@@ -60,8 +60,7 @@ _PARENTS = text(
       AND (en.kind IS NULL OR en.kind NOT IN :per_record OR en.id = :keep)
     UNION
     SELECT e.object_id FROM edges e
-    WHERE e.subject_id IN :per_row AND e.relation IN :relations
-      AND e.relation <> 'wasDerivedFrom'
+    WHERE e.subject_id IN :per_row AND e.relation IN :step_relations
     UNION
     SELECT e.object_id FROM edges e
     WHERE e.relation = 'wasDerivedFrom' AND e.subject_id IN :per_row AND e.object_id = :keep
@@ -70,28 +69,32 @@ _PARENTS = text(
     bindparam("plain", expanding=True),
     bindparam("per_row", expanding=True),
     bindparam("relations", expanding=True),
+    bindparam("step_relations", expanding=True),
     bindparam("per_record", expanding=True),
 )
 
-# The rankings downstream of a record: through the feature tables that hold it and the
-# prediction sets made from those tables (and, in catalogs written before rankings stopped
-# naming each record, directly). ``CROSS JOIN`` keeps SQLite's planner from reading every
-# edge of the relation first.
-_RANKINGS_OF = text(
+# What was made of a record on the way to a ranking: the feature tables that hold it, the
+# prediction sets made from those tables, the rankings made from those (and, in catalogs
+# written before rankings stopped naming each record, the rankings naming it). ``CROSS
+# JOIN`` keeps SQLite's planner from reading every edge of the relation first.
+_DOWNSTREAM = text(
     """
-    WITH RECURSIVE down(id) AS (
-        SELECT CAST(:record AS VARCHAR(64))
+    WITH RECURSIVE down(id, kind) AS (
+        SELECT CAST(:record AS VARCHAR(64)), CAST('' AS VARCHAR(32))
         UNION
-        SELECT e.subject_id
+        SELECT e.subject_id, en.kind
         FROM down d
         CROSS JOIN edges e
         JOIN entities en ON en.id = e.subject_id
         WHERE e.object_id = d.id AND e.relation = 'wasDerivedFrom'
           AND en.kind IN ('feature_table', 'prediction_set', 'ranking')
     )
-    SELECT en.id FROM down JOIN entities en ON en.id = down.id WHERE en.kind = 'ranking'
+    SELECT id, kind FROM down WHERE id <> :record
     """
 )
+
+#: Relations followed up from a feature table besides the edge to the candidate's record.
+_STEP_RELATIONS = [r for r in UPSTREAM_RELATIONS if r != "wasDerivedFrom"]
 
 
 @dataclass(frozen=True)
@@ -106,19 +109,28 @@ class Lineage:
     entities: list[Entity]
     generated_by: dict[str, Activity] = field(default_factory=dict)
     #: Entity id -> what is wrong with its artifact file (missing, corrupt); intact ones
-    #: are not listed.
+    #: are not listed. A newer ranking whose table could not be read (so whether it holds
+    #: the candidate is unknown) is listed too.
     damaged: dict[str, str] = field(default_factory=dict)
 
 
-def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> set[str]:
+def upstream_ids(
+    catalog: Catalog,
+    start_id: str,
+    keep: str | None = None,
+    predictions: set[str] | None = None,
+) -> set[str]:
     """Return the ids of every node upstream of ``start_id`` (itself included).
 
     Structure records and record errors other than ``keep`` are not followed, and from a
-    feature table only the edge to ``keep`` is.
+    feature table only the edge to ``keep`` is. ``predictions``, when given, are the only
+    prediction sets followed: a streamed campaign's ranking derives from one per chunk and
+    model, and a candidate's lineage goes through its own chunk's.
     """
-    found = {start_id}
+    found: set[str] = set()
+    seen = {start_id}
     frontier = [start_id]
-    with catalog.engine.connect() as conn:
+    with ordered_joins(catalog) as conn:
         while frontier:
             kinds = dict(
                 conn.execute(
@@ -128,8 +140,15 @@ def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> se
                     {"ids": frontier},
                 ).all()
             )
+            if predictions is not None:
+                frontier = [
+                    i for i in frontier if kinds.get(i) != "prediction_set" or i in predictions
+                ]
+            found.update(frontier)
             per_row = [i for i in frontier if kinds.get(i) in PER_ROW_KINDS]
             plain = [i for i in frontier if kinds.get(i) not in PER_ROW_KINDS]
+            if not frontier:
+                break
             parents = {
                 row[0]
                 for row in conn.execute(
@@ -138,24 +157,25 @@ def upstream_ids(catalog: Catalog, start_id: str, keep: str | None = None) -> se
                         "plain": plain or [""],
                         "per_row": per_row or [""],
                         "relations": list(UPSTREAM_RELATIONS),
+                        "step_relations": _STEP_RELATIONS,
                         "per_record": list(PER_RECORD_KINDS),
                         "keep": keep or "",
                     },
                 )
-            } - found
-            found |= parents
+            } - seen
+            seen |= parents
             frontier = sorted(parents)
     return found
 
 
-def rankings_of(catalog: Catalog, record_id: str) -> list[str]:
-    """Ids of the rankings made from predictions on a record's features.
+def downstream_of(catalog: Catalog, record_id: str) -> dict[str, str]:
+    """``{id: kind}`` of the feature tables, prediction sets and rankings made from a record.
 
     A ranking among them holds the record only if its table has the record's row (the
     feature table of a training pool also serves its ``both`` candidates).
     """
-    with catalog.engine.connect() as conn:
-        return [row[0] for row in conn.execute(_RANKINGS_OF, {"record": record_id})]
+    with ordered_joins(catalog) as conn:
+        return dict(conn.execute(_DOWNSTREAM, {"record": record_id}).all())
 
 
 def ranking_row(artifacts: ArtifactStore, ranking: Entity, name: str) -> dict[str, Any] | None:
@@ -163,6 +183,11 @@ def ranking_row(artifacts: ArtifactStore, ranking: Entity, name: str) -> dict[st
 
     The table's bytes are checked against their hash; then only its ``id`` column and the
     row group holding the candidate are decoded.
+
+    Raises
+    ------
+    ArtifactError
+        If the ranking's table is missing or corrupt.
     """
     data = artifacts.get_bytes(ranking.attributes["artifact_sha256"])
     table = pq.ParquetFile(pa.BufferReader(data))
@@ -175,20 +200,18 @@ def ranking_row(artifacts: ArtifactStore, ranking: Entity, name: str) -> dict[st
     return None
 
 
-def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], ranking_id: str) -> list[Entity]:
-    """Drop source snapshots that the ranking's run did not read.
+def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], run_id: str) -> list[Entity]:
+    """Drop source snapshots that the run did not read.
 
     A record read unchanged by two runs (the same row of two releases of a file) derives
-    from both runs' snapshots; the lineage of one ranking names the snapshots its own run
+    from both runs' snapshots; the lineage of one run's ranking names the snapshots that run
     read (generated, or used when the same content was read before).
     """
-    snapshots = [e.id for e in entities if e.kind == "source_snapshot"]
-    generated = catalog.edges(relation="wasGeneratedBy", subject_id=ranking_id)
-    if not snapshots or not generated:
-        return entities
-    run_id = _run_of(catalog, generated[0].object_id)
-    read = {s for s in snapshots if run_id in _runs_of_entity(catalog, s)}
-    return [e for e in entities if e.kind != "source_snapshot" or e.id in read]
+    return [
+        e
+        for e in entities
+        if e.kind != "source_snapshot" or run_id in _runs_of_entity(catalog, e.id)
+    ]
 
 
 def _runs_of_entity(catalog: Catalog, entity_id: str) -> set[str]:
@@ -205,8 +228,10 @@ def _run_of(catalog: Catalog, activity_id: str) -> str:
     return activity.parent_id or activity.id
 
 
-def resolve_record(catalog: Catalog, candidate: str) -> Entity:
-    """Find a structure record by its id (``source:id``) or by the source's own id.
+def record_versions(catalog: Catalog, candidate: str) -> list[Entity]:
+    """Every stored version of a structure record, by its id (``source:id``) or the source's
+    own id, the latest first (a record read again with other content is a new entity of the
+    same name).
 
     Raises
     ------
@@ -221,9 +246,7 @@ def resolve_record(catalog: Catalog, candidate: str) -> Entity:
         raise NotFoundError(f"no structure record with id {candidate!r} in the catalog")
     if len(names) > 1:
         raise NotFoundError(f"id {candidate!r} is ambiguous, say which: {', '.join(names)}")
-    # The same record read twice with different content (a corrected source) gives two
-    # entities of one name; the latest stored is the current one.
-    return max(found, key=lambda e: e.created_at)
+    return sorted(found, key=lambda e: (e.created_at, e.id), reverse=True)
 
 
 def lineage(
@@ -243,23 +266,47 @@ def lineage(
     ------
     NotFoundError
         If the candidate, or a ranking holding it (in that run), is not in the catalog.
+    ArtifactError
+        If no readable ranking holds the candidate and a ranking's table that might is
+        missing or corrupt.
     """
-    record = resolve_record(catalog, candidate)
-    rankings = catalog.get_entities(rankings_of(catalog, record.id))
+    versions = record_versions(catalog, candidate)
+    name = versions[0].name
+    made = {v.id: downstream_of(catalog, v.id) for v in versions}
+    ranking_ids = sorted({i for down in made.values() for i, k in down.items() if k == "ranking"})
+    rankings = catalog.get_entities(ranking_ids)
     if run_id is not None:
         rankings = [e for e in rankings if run_id in _runs_of_entity(catalog, e.id)]
     # The latest ranking whose table holds the candidate.
-    row = None
-    for ranking in sorted(rankings, key=lambda e: e.created_at, reverse=True):
-        row = ranking_row(artifacts, ranking, record.name)
+    found: tuple[Entity, dict[str, Any]] | None = None
+    unreadable: dict[str, ArtifactError] = {}
+    for ranking in sorted(rankings, key=lambda e: (e.created_at, e.id), reverse=True):
+        try:
+            row = ranking_row(artifacts, ranking, name)
+        except ArtifactError as exc:
+            unreadable[ranking.id] = exc  # it may or may not hold the candidate
+            continue
         if row is not None:
+            found = (ranking, row)
             break
-    if row is None:
+    if found is None:
+        if unreadable:
+            raise next(iter(unreadable.values()))
         where = f" in run {run_id}" if run_id else ""
-        raise NotFoundError(f"candidate {record.name} is in no ranking{where}")
+        raise NotFoundError(f"candidate {name} is in no ranking{where}")
+    ranking, row = found
+    # The run whose ranking this is, and the version of the record that run read (a byte-
+    # identical feature table may derive from two versions whose structure is the same).
+    generated = catalog.edges(relation="wasGeneratedBy", subject_id=ranking.id)
+    run = run_id or (_run_of(catalog, generated[0].object_id) if generated else "")
+    holding = [v for v in versions if ranking.id in made[v.id]]
+    record = next((v for v in holding if run in _runs_of_entity(catalog, v.id)), holding[0])
+    predictions = {i for i, k in made[record.id].items() if k == "prediction_set"}
 
-    ids = upstream_ids(catalog, ranking.id, keep=record.id)
-    entities = _this_runs_snapshots(catalog, catalog.get_entities(sorted(ids)), ranking.id)
+    ids = upstream_ids(catalog, ranking.id, keep=record.id, predictions=predictions)
+    entities = catalog.get_entities(sorted(ids))
+    if run:
+        entities = _this_runs_snapshots(catalog, entities, run)
     order = {kind: i for i, kind in enumerate(KIND_ORDER)}
     entities.sort(key=lambda e: (order.get(e.kind, len(order)), e.name))
     generated_by: dict[str, Activity] = {}
@@ -268,4 +315,6 @@ def lineage(
         if edges:
             generated_by[entity.id] = catalog.get_activity(edges[0].object_id)
     damaged = artifacts.problems_of(entities)
+    for ranking_id, exc in unreadable.items():
+        damaged[ranking_id] = f"a newer ranking, passed over: {exc}"
     return Lineage(record.name, record, ranking, row, entities, generated_by, damaged)

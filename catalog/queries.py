@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.lineage import KIND_ORDER, PER_RECORD_KINDS, PER_RECORD_SQL
 from matscreen.catalog.liveness import shown_status
 from matscreen.catalog.rules import ENTITY_KINDS
-from matscreen.catalog.store import Catalog, Entity
+from matscreen.catalog.store import Catalog, Entity, ordered_joins
 from matscreen.tasks.errors import ArtifactError, NotFoundError
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
 from matscreen.tasks.spec import CriterionSpec
@@ -250,7 +249,7 @@ def resolve(catalog: Catalog, id_or_name: str) -> NodeRef:
         If nothing matches, or several nodes do (the message lists them).
     """
     key = id_or_name.strip()
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         found = _refs(conn.execute(_BY_ID, {"key": key}))
         how = "id"
         if not found and len(key) >= 8 and set(key.lower()) <= _ID_CHARACTERS:
@@ -277,29 +276,6 @@ def resolve(catalog: Catalog, id_or_name: str) -> NodeRef:
 
 
 #: Planner settings of PostgreSQL for the queries of this module (see :func:`_connect`).
-_POSTGRESQL_SETTINGS = ("join_collapse_limit = 1", "jit = off")
-
-
-@contextmanager
-def _connect(catalog: Catalog) -> Iterator[Connection]:
-    """A connection for these queries, whose joins run in the order they are written.
-
-    The queries here name their tables in the order that suits a walk of the graph: from
-    the few rows known (an id, the entities of one kind, the walk so far) to the edges that
-    lead on. Left to itself, PostgreSQL orders joins by its statistics, which a catalog just
-    written has not gathered yet, and may then start from every activity and read every
-    edge they generated: a query of a few milliseconds takes a hundred. So joins keep their
-    written order (SQLite keeps the order of a CROSS JOIN), and JIT compilation, which
-    costs about 100 ms and pays off only for long queries, is off; both for the
-    connection's transaction only.
-    """
-    with catalog.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            for setting in _POSTGRESQL_SETTINGS:
-                conn.exec_driver_sql(f"SET LOCAL {setting}")
-        yield conn
-
-
 def _refs(rows: Iterable[Any]) -> list[NodeRef]:
     return [NodeRef(row[0], row[1], row[2], row[3]) for row in rows]
 
@@ -316,7 +292,7 @@ def _resolve_run(catalog: Catalog, run_id: str) -> NodeRef:
     node = resolve(catalog, run_id)
     if node.node_type != "activity":
         raise NotFoundError(f"{run_id!r} is the {node.kind} {node.name}, not a run")
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         parent = conn.execute(
             text("SELECT parent_id FROM activities WHERE id = :id"), {"id": node.id}
         ).scalar()
@@ -466,7 +442,7 @@ def impact(catalog: Catalog, entity_id: str) -> Impact:
         If no entity (or more than one) matches ``entity_id``.
     """
     start = _resolve_entity(catalog, entity_id)
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         start_runs = _roots(conn, [start.id]).get(start.id, set())
         scoped = sorted(
             {ref.id for run, ref, _ in _kind_runs(conn, _RUN_LEVEL_KINDS) if run in start_runs}
@@ -540,7 +516,7 @@ def find_runs(
     for given in (snapshot_sha256, model_sha256):
         if given is not None and len(given) < 8:
             raise NotFoundError(f"sha256 prefix {given!r} is too short: give 8 characters or more")
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         selected: set[str] | None = None
         if any(v is not None for v in (database_version, source, snapshot_sha256)):
             snapshots = _kind_runs(conn, ["source_snapshot"])
@@ -604,7 +580,7 @@ def find_models(
     list of ModelSummary
         Oldest first.
     """
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         model_runs = _kind_runs(conn, ["model"])
         snapshot_runs = _kind_runs(conn, ["source_snapshot"])
     snapshots = {e.id: e for e in catalog.get_entities(sorted({r.id for _, r, _ in snapshot_runs}))}
@@ -715,7 +691,7 @@ def _ranking(catalog: Catalog, run_id: str | None, ranking_id: str | None) -> No
     if ranking_id is not None:
         return _resolve_entity(catalog, ranking_id, "ranking")
     run = _resolve_run(catalog, run_id) if run_id is not None else None
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         rankings = [
             (created, ref)
             for run_of, ref, created in _kind_runs(conn, ["ranking"])
@@ -858,7 +834,7 @@ def changes_since_previous(
 
 
 def _input_changes(catalog: Catalog, run_a: str, run_b: str) -> list[InputChange]:
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         rows = _kind_runs(conn, INPUT_KINDS)
     held: dict[str, dict[str, NodeRef]] = {run_a: {}, run_b: {}}
     for run, ref, _ in rows:
@@ -930,7 +906,7 @@ def show(catalog: Catalog, id_or_name: str, limit: int = 10) -> Shown:
     """
     node = resolve(catalog, id_or_name)
     relations: dict[str, Related] = {}
-    with _connect(catalog) as conn:
+    with ordered_joins(catalog) as conn:
         if node.node_type == "entity":
             entity = catalog.get_entity(node.id)
             attributes: dict[str, Any] = {

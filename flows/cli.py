@@ -266,6 +266,10 @@ def _lineage(args: argparse.Namespace) -> int:
         )
         if entity.id in found.damaged:
             print(f"      DAMAGED: {found.damaged[entity.id]}")
+    listed = {entity.id for entity in found.entities}
+    for entity_id, problem in found.damaged.items():
+        if entity_id not in listed:
+            print(f"  ranking          {entity_id[:12]}  DAMAGED: {problem}")
     if found.damaged:
         print(
             f"matscreen: warning: {len(found.damaged)} artifact(s) of this chain do not match "

@@ -36,7 +36,7 @@ from matscreen.catalog.queries import (
 )
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.catalog.store import Entity
-from matscreen.tasks.errors import NotFoundError
+from matscreen.tasks.errors import ArtifactError, NotFoundError
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.rank import candidate_frame, rank_candidates
 from matscreen.tasks.runinfo import RunInfo, utc_now
@@ -612,3 +612,40 @@ def test_a_ranking_row_is_read_from_its_row_group(tmp_path: Path) -> None:
     for name in ("proto:c0", "proto:c150", "proto:c249"):
         assert ranking_row(artifacts, ranking, name) == {"id": name, **frame.loc[name].to_dict()}
     assert ranking_row(artifacts, ranking, "proto:c250") is None
+
+
+def test_lineage_in_each_run_names_the_version_and_snapshots_that_run_read(small: Small) -> None:
+    # Record mp:3 changed between releases 1 and 2; every run's lineage of every candidate it
+    # ranked starts from that run's ranking row and ends at the version that run read.
+    checked = 0
+    for run in small.runs:
+        for name, row in run["frame"].iterrows():
+            found = lineage(small.catalog, small.artifacts, name, run_id=run["run_id"])
+            assert found.record.id == run["record_ids"][name]
+            assert found.ranking.id == run["ranking"]
+            assert found.row["rank"] == row["rank"]
+            snapshots = {e.id for e in found.entities if e.kind == "source_snapshot"}
+            assert snapshots <= set(run["snapshots"])
+            checked += 1
+    assert checked == sum(len(run["frame"]) for run in small.runs)
+
+
+def test_lineage_passes_over_a_damaged_newer_ranking_and_says_so(tmp_path: Path) -> None:
+    with Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}") as catalog:
+        artifacts = ArtifactStore(tmp_path / "artifacts")
+        first = record_campaign(catalog, artifacts, RUN_IDS[0], [release(1), lab_file()], 1, 0.1)
+        second = record_campaign(catalog, artifacts, RUN_IDS[1], [release(1)], 2, 0.1)
+        both = sorted(set(first["frame"].index) & set(second["frame"].index))
+        assert both
+        later = catalog.get_entity(second["ranking"])
+        artifacts.path_for(later.attributes["artifact_sha256"]).write_bytes(b"not parquet")
+        # The newer ranking cannot be read: the candidate's row comes from the older one,
+        # and the lineage names the one passed over.
+        found = lineage(catalog, artifacts, both[0])
+        assert found.ranking.id == first["ranking"]
+        assert found.row["rank"] == first["frame"].loc[both[0], "rank"]
+        assert "passed over" in found.damaged[second["ranking"]]
+        assert "corrupt" in found.damaged[second["ranking"]]
+        # Asked for the damaged run's ranking, the lineage fails naming the artifact.
+        with pytest.raises(ArtifactError, match="corrupt|missing"):
+            lineage(catalog, artifacts, both[0], run_id=RUN_IDS[1])

@@ -189,6 +189,16 @@ def test_chunks_of_any_size_give_the_same_screen(
         assert {e.name for e in errors} == {
             e.name for e in catalog.run_entities(whole.run_id, kinds=["record_error"])
         }
+        # A chunked candidate's lineage goes through its own chunk: the two prediction sets
+        # of its chunk and its chunk's feature table (with the training pool's), not the
+        # other chunks'.
+        last = chunked.ranking["id"].iloc[-1]
+        chain = lineage(catalog, ArtifactStore(settings.artifact_dir), last, chunked.run_id)
+        kinds = [e.kind for e in chain.entities]
+        assert kinds.count("prediction_set") == 2
+        assert kinds.count("feature_table") == 2
+        assert kinds.count("structure_record") == 1 and chain.record.name == last
+        assert chain.row["rank"] == chunked.ranking["rank"].iloc[-1]
 
 
 @pytest.mark.slow
