@@ -377,9 +377,10 @@ class CampaignRecorder:
         """Record the ranking of the candidates; return its entity id.
 
         ``method`` is the campaign's ranking spec (method, diversity, suggestions). The
-        ranking derives from the prediction sets, which derive from the feature tables,
-        which derive from each record: it names no record itself (a million edges that
-        say nothing the chain does not).
+        ranking derives from its prediction sets (which derive from the feature tables,
+        which derive from each record) and names no record itself: which records it
+        ranked is its table's ``id`` column, not a million edges. The table is stored in
+        row groups of :data:`RANKING_ROW_GROUP` rows.
         """
         sha = self._store_frame(ranking.set_index("id"), RANKING_ROW_GROUP)
         entity = Entity.new(

@@ -144,8 +144,9 @@ class SurrogateModel:
     def to_document(self) -> dict[str, Any]:
         """The whole model as one JSON-able document.
 
-        The fields are taken as they are (plain dicts and lists, no nested dataclass):
-        ``asdict``'s deep copy of the estimator's trees took seconds per model.
+        The fields are taken as they are (plain dicts and lists, no nested dataclass), so
+        the document shares the model's objects: serialize it, do not change it.
+        (``asdict``'s deep copy of the estimator's trees took seconds per model.)
         """
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, **values}
