@@ -21,7 +21,8 @@ from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.rules import UPSTREAM_RELATIONS
-from matscreen.catalog.store import Activity, Catalog, Entity, ordered_joins
+from matscreen.catalog.store import Activity, Catalog, Entity
+from matscreen.catalog.walks import ordered_joins, runs_of
 from matscreen.tasks.errors import ArtifactError, NotFoundError
 
 #: Entity kinds of which a campaign holds one per record; the walk keeps only the candidate's.
@@ -93,6 +94,11 @@ _DOWNSTREAM = text(
     """
 )
 
+# The kinds of a walk's frontier (activities have none).
+_KINDS = text("SELECT id, kind FROM entities WHERE id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+
 #: Relations followed up from a feature table besides the edge to the candidate's record.
 _STEP_RELATIONS = [r for r in UPSTREAM_RELATIONS if r != "wasDerivedFrom"]
 
@@ -132,23 +138,16 @@ def upstream_ids(
     frontier = [start_id]
     with ordered_joins(catalog) as conn:
         while frontier:
-            kinds = dict(
-                conn.execute(
-                    text("SELECT id, kind FROM entities WHERE id IN :ids").bindparams(
-                        bindparam("ids", expanding=True)
-                    ),
-                    {"ids": frontier},
-                ).all()
-            )
+            kinds = dict(conn.execute(_KINDS, {"ids": frontier}).all())
             if predictions is not None:
                 frontier = [
                     i for i in frontier if kinds.get(i) != "prediction_set" or i in predictions
                 ]
+            if not frontier:
+                break
             found.update(frontier)
             per_row = [i for i in frontier if kinds.get(i) in PER_ROW_KINDS]
             plain = [i for i in frontier if kinds.get(i) not in PER_ROW_KINDS]
-            if not frontier:
-                break
             parents = {
                 row[0]
                 for row in conn.execute(
@@ -207,19 +206,10 @@ def _this_runs_snapshots(catalog: Catalog, entities: list[Entity], run_id: str) 
     from both runs' snapshots; the lineage of one run's ranking names the snapshots that run
     read (generated, or used when the same content was read before).
     """
-    return [
-        e
-        for e in entities
-        if e.kind != "source_snapshot" or run_id in _runs_of_entity(catalog, e.id)
-    ]
-
-
-def _runs_of_entity(catalog: Catalog, entity_id: str) -> set[str]:
-    """The runs that generated an entity or used it (a run that arrives at content already
-    stored records it as used)."""
-    steps = [e.object_id for e in catalog.edges(relation="wasGeneratedBy", subject_id=entity_id)]
-    steps += [e.subject_id for e in catalog.edges(relation="used", object_id=entity_id)]
-    return {_run_of(catalog, step) for step in steps}
+    snapshots = [e.id for e in entities if e.kind == "source_snapshot"]
+    with ordered_joins(catalog) as conn:
+        runs = runs_of(conn, snapshots)
+    return [e for e in entities if e.kind != "source_snapshot" or run_id in runs.get(e.id, ())]
 
 
 def _run_of(catalog: Catalog, activity_id: str) -> str:
@@ -276,7 +266,9 @@ def lineage(
     ranking_ids = sorted({i for down in made.values() for i, k in down.items() if k == "ranking"})
     rankings = catalog.get_entities(ranking_ids)
     if run_id is not None:
-        rankings = [e for e in rankings if run_id in _runs_of_entity(catalog, e.id)]
+        with ordered_joins(catalog) as conn:
+            runs = runs_of(conn, [e.id for e in rankings])
+        rankings = [e for e in rankings if run_id in runs.get(e.id, ())]
     # The latest ranking whose table holds the candidate.
     found: tuple[Entity, dict[str, Any]] | None = None
     unreadable: dict[str, ArtifactError] = {}
@@ -300,7 +292,9 @@ def lineage(
     generated = catalog.edges(relation="wasGeneratedBy", subject_id=ranking.id)
     run = run_id or (_run_of(catalog, generated[0].object_id) if generated else "")
     holding = [v for v in versions if ranking.id in made[v.id]]
-    record = next((v for v in holding if run in _runs_of_entity(catalog, v.id)), holding[0])
+    with ordered_joins(catalog) as conn:
+        read_by = runs_of(conn, [v.id for v in holding])
+    record = next((v for v in holding if run in read_by.get(v.id, ())), holding[0])
     predictions = {i for i, k in made[record.id].items() if k == "prediction_set"}
 
     ids = upstream_ids(catalog, ranking.id, keep=record.id, predictions=predictions)

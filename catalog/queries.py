@@ -26,7 +26,8 @@ from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.lineage import KIND_ORDER, PER_RECORD_KINDS, PER_RECORD_SQL
 from matscreen.catalog.liveness import shown_status
 from matscreen.catalog.rules import ENTITY_KINDS
-from matscreen.catalog.store import Catalog, Entity, ordered_joins
+from matscreen.catalog.store import Catalog, Entity
+from matscreen.catalog.walks import ordered_joins, runs_of
 from matscreen.tasks.errors import ArtifactError, NotFoundError
 from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
 from matscreen.tasks.spec import CriterionSpec
@@ -302,28 +303,6 @@ def _resolve_run(catalog: Catalog, run_id: str) -> NodeRef:
 
 
 # -- runs ---------------------------------------------------------------------------------
-# From nodes (entities or activities) up the activity tree to the runs: the top-level
-# activities that generated or used each entity, or that hold each activity.
-_ROOTS = text(
-    """
-    WITH RECURSIVE chain(node_id, id, parent_id) AS (
-        SELECT e.subject_id, a.id, a.parent_id
-        FROM edges e JOIN activities a ON a.id = e.object_id
-        WHERE e.relation = 'wasGeneratedBy' AND e.subject_id IN :ids
-        UNION
-        SELECT e.object_id, a.id, a.parent_id
-        FROM edges e JOIN activities a ON a.id = e.subject_id
-        WHERE e.relation = 'used' AND e.object_id IN :ids
-        UNION
-        SELECT a.id, a.id, a.parent_id FROM activities a WHERE a.id IN :ids
-        UNION
-        SELECT c.node_id, p.id, p.parent_id
-        FROM chain c JOIN activities p ON p.id = c.parent_id
-    )
-    SELECT node_id, id FROM chain WHERE parent_id IS NULL
-    """
-).bindparams(bindparam("ids", expanding=True))
-
 # Entities of some kinds with the runs they belong to: starting from the (few) entities of
 # run-level kinds keeps the walk away from the thousands of records an ingest generates.
 _KIND_RUNS = text(
@@ -352,16 +331,6 @@ _KIND_RUNS = text(
     ORDER BY en.created_at, en.id
     """
 ).bindparams(bindparam("kinds", expanding=True))
-
-
-def _roots(conn: Connection, ids: Sequence[str]) -> dict[str, set[str]]:
-    """For each node id, the runs it belongs to."""
-    found: dict[str, set[str]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start : start + _CHUNK])
-        for node_id, run_id in conn.execute(_ROOTS, {"ids": chunk}):
-            found.setdefault(node_id, set()).add(run_id)
-    return found
 
 
 def _kind_runs(conn: Connection, kinds: Sequence[str]) -> list[tuple[str, NodeRef, str]]:
@@ -443,7 +412,7 @@ def impact(catalog: Catalog, entity_id: str) -> Impact:
     """
     start = _resolve_entity(catalog, entity_id)
     with ordered_joins(catalog) as conn:
-        start_runs = _roots(conn, [start.id]).get(start.id, set())
+        start_runs = runs_of(conn, [start.id]).get(start.id, set())
         scoped = sorted(
             {ref.id for run, ref, _ in _kind_runs(conn, _RUN_LEVEL_KINDS) if run in start_runs}
         )
@@ -451,10 +420,10 @@ def impact(catalog: Catalog, entity_id: str) -> Impact:
         per_record = {kind: count for node_id, kind, count in rows if not node_id}
         ids = [node_id for node_id, _, _ in rows if node_id]
         entities = _sorted_downstream(_entity_refs(conn, ids))
-        roots = _roots(conn, ids)
+        roots = runs_of(conn, ids)
         runs = _run_summaries(conn, set().union(*roots.values()))
-    runs_of = {node_id: sorted(roots.get(node_id, ())) for node_id in ids}
-    return Impact(start, entities, per_record, runs, runs_of)
+    by_node = {node_id: sorted(roots.get(node_id, ())) for node_id in ids}
+    return Impact(start, entities, per_record, runs, by_node)
 
 
 def _entity_refs(conn: Connection, ids: Sequence[str]) -> list[NodeRef]:
@@ -937,7 +906,7 @@ def show(catalog: Catalog, id_or_name: str, limit: int = 10) -> Shown:
             relations["children"] = _children(conn, node.id, limit)
         elif node.kind in PER_RECORD_KINDS:
             relations["other versions"] = _other_versions(conn, node, limit)
-        runs = _run_summaries(conn, _roots(conn, [node.id]).get(node.id, set()))
+        runs = _run_summaries(conn, runs_of(conn, [node.id]).get(node.id, set()))
     for section, related in relations.items():
         if related.nodes and related.nodes[0].node_type == "entity":
             relations[section] = Related(_sorted_downstream(related.nodes), related.totals)

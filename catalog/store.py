@@ -702,27 +702,3 @@ def _activity_from_row(row: Any) -> Activity:
         software=json.loads(row.software),
         git_commit=row.git_commit,
     )
-
-
-#: Per transaction on PostgreSQL: joins in their written order, no JIT (see ordered_joins).
-_POSTGRESQL_SETTINGS = ("join_collapse_limit = 1", "jit = off")
-
-
-@contextmanager
-def ordered_joins(catalog: Catalog) -> Iterator[Connection]:
-    """A connection for graph walks, whose joins run in the order they are written.
-
-    The walks (lineage, impact, show, find) name their tables in the order that suits a
-    walk of the graph: from the few rows known (an id, the entities of one kind, the walk so
-    far) to the edges that lead on. Left to itself, PostgreSQL orders joins by its
-    statistics, which a catalog just written has not gathered yet, and may then start from
-    every activity and read every edge they generated: a query of a few milliseconds takes
-    a hundred. So joins keep their written order (SQLite keeps the order of a CROSS JOIN),
-    and JIT compilation, which costs about 100 ms and pays off only for long queries, is
-    off; both for the connection's transaction only.
-    """
-    with catalog.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            for setting in _POSTGRESQL_SETTINGS:
-                conn.exec_driver_sql(f"SET LOCAL {setting}")
-        yield conn
