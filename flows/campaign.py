@@ -25,6 +25,7 @@ from matscreen.flows.runtime import git_commit, interruptions, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
+from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.models.evaluation import FittedSurrogate, training_fingerprint
 from matscreen.tasks.pools import assign_pools
 from matscreen.tasks.rank import (
@@ -114,7 +115,7 @@ def screen_candidates(
             getpass.getuser(),
             socket.gethostname(),
         )
-        with recorder.running(interruptions()):
+        with recorder.running(interruptions()), rare_collections():
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
             targets = [m.target for m in spec.models]
 

@@ -1,5 +1,6 @@
 """Dask worker preload: start a featurizer child process as each worker starts, and keep
-Prefect from logging tracebacks of matscreen's own errors there.
+Prefect from logging tracebacks of matscreen's own errors there; and tune the garbage
+collector for a process with a large heap (:mod:`matscreen.tasks.heap`).
 
 Its imports (pymatgen, matminer) then run while the driver ingests and splits, instead of
 when the first featurization batch arrives. Pass ``--preload matscreen.flows.dask_preload``
@@ -12,9 +13,11 @@ from typing import Any
 
 from matscreen.flows.runtime import quiet_own_errors
 from matscreen.tasks.featurize.isolated import prewarm
+from matscreen.tasks.heap import collect_rarely
 
 
 def dask_setup(worker: Any) -> None:
     """Called by Dask in every worker process at start."""
     quiet_own_errors()
     prewarm()
+    collect_rarely()  # a worker holds a large heap and unpickles structures by the batch

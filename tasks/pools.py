@@ -27,7 +27,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from matscreen.tasks.errors import ScreenError
@@ -196,20 +195,14 @@ def assign_pools(
     return Pools(training, candidates, excluded, known, duplicates, screen_sources)
 
 
-@lru_cache(maxsize=1 << 16)
-def _reduced_formula(formula: str) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(formula).reduced_formula
-
-
 class TrainingMatcher:
     """Finds candidates that are the same crystal as a training record, up to lattice scale.
 
     A decorated candidate's lattice comes from ionic radii and a training structure was
     relaxed, so their volumes differ by several per cent; pymatgen's StructureMatcher
     (default tolerances, volumes scaled to each other) decides whether the arrangement of
-    the atoms is the same. Only records of one reduced formula and one
+    the atoms is the same. Only records of one reduced formula (``formula``, which every
+    reader sets to pymatgen's reduced formula) and one
     :func:`~matscreen.tasks.sources.dedup.environment_signature` are compared, so the cost
     grows with the candidates that look like a training record, not with the pool. Built
     once per campaign, it checks a candidate stream chunk by chunk; each training
@@ -221,7 +214,7 @@ class TrainingMatcher:
 
         self._by_formula: dict[str, list[StructureRecord]] = defaultdict(list)
         for record in training:
-            self._by_formula[_reduced_formula(record.formula)].append(record)
+            self._by_formula[record.formula].append(record)
         self._matcher = StructureMatcher()
         self._parsed: dict[str, tuple[Any, dict[str, float]]] = {}
 
@@ -237,7 +230,7 @@ class TrainingMatcher:
         if not self._by_formula:
             return known
         for candidate in candidates:
-            same = self._by_formula.get(_reduced_formula(candidate.formula))
+            same = self._by_formula.get(candidate.formula)
             if not same:
                 continue
             mine, signature = self._parse(candidate)

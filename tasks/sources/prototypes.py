@@ -69,14 +69,15 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pymatgen.core
 from monty.serialization import loadfn
-from pymatgen.core import Element, Lattice, Species, Structure
+from pymatgen.core import Composition, Element, Lattice, Species, Structure
+from pymatgen.core.composition import reduce_formula
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.hashing import file_sha256
@@ -772,9 +773,13 @@ def iter_prototypes(spec: PrototypeSourceSpec, snapshot: SnapshotBuilder) -> Ite
         yield record
 
 
-@cache
+@lru_cache(maxsize=4096)
 def _formula_of(counts: tuple[tuple[str, int], ...]) -> str:
-    return pymatgen.core.Composition(dict(counts)).reduced_formula
+    # What Composition.reduced_formula does with integer amounts, without building the
+    # Composition (a third of the time); the cache is bounded, as a stream of decorations
+    # rarely repeats a composition.
+    formula, _ = reduce_formula(dict(counts))
+    return Composition.special_formulas.get(formula, formula)
 
 
 def reduced_formula(species: Sequence[str]) -> str:

@@ -56,6 +56,9 @@ class StructureRecord:
         Source name and the id the source gives the record; ``id`` joins them.
     row
         1-based position of the record among the source's data rows.
+    formula
+        pymatgen's reduced formula of the structure (``Composition.reduced_formula``);
+        deduplication and the training-pool match group records by it.
     structure
         The pymatgen ``Structure.as_dict()`` of the structure.
     properties

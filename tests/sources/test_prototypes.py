@@ -9,7 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from pymatgen.core import Element, Lattice, Species, Structure
+from pymatgen.core import Composition, Element, Lattice, Species, Structure
 from pymatgen.io.cif import CifWriter
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
@@ -19,6 +19,7 @@ from matscreen.tasks.sources.prototypes import (
     iter_candidates,
     iter_prototypes,
     load_prototype,
+    reduced_formula,
 )
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 from matscreen.tasks.spec import PrototypeSourceSpec
@@ -469,3 +470,22 @@ def test_built_in_prototypes_exchange_no_labels() -> None:
 
     for name in ("perovskite_ABX3", "rocksalt_AX", "zincblende_AX", "fluorite_AX2"):
         assert label_exchanging_permutations(load_prototype(name, "gen")) == ()
+
+
+@pytest.mark.parametrize(
+    "species",
+    [
+        ["O", "O"],  # a special formula: O2, not O
+        ["Li", "O"],  # Li2O2, not LiO
+        ["H"],
+        ["Ba", "Ti", "O", "O", "O"],
+        ["Ba", "Ba", "Ti", "Nb", "O", "O", "O", "O", "O", "N"],
+        ["Fe", "Fe", *["S", "O", "O", "O", "O"] * 3],  # a polyanion: Fe2(SO4)3
+        ["Na", "Na", "Na", "P", "O", "O", "O", "O"],
+        ["Sr", "Sr", "Sr", "Sr", "Fe", "Fe", "Mo", "Mo", *["O"] * 12],  # reduced by 2
+        ["Cs", "Pb", "Cl", "Br", "I"],
+    ],
+)
+def test_reduced_formula_is_pymatgens(species: list[str]) -> None:
+    assert reduced_formula(species) == Composition("".join(species)).reduced_formula
+    assert reduced_formula(list(reversed(species))) == reduced_formula(species)

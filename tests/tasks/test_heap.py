@@ -1,0 +1,47 @@
+"""The garbage collector's tuning for large heaps (matscreen.tasks.heap)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from distributed import Client
+
+from matscreen.flows.runtime import local_cluster
+from matscreen.tasks.heap import THRESHOLDS, rare_collections
+
+
+class _Node:
+    """An object in a reference cycle with itself."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_rare_collections_freezes_and_restores() -> None:
+    before = gc.get_threshold()
+    with rare_collections():
+        assert gc.get_threshold() == THRESHOLDS
+        assert gc.get_freeze_count() > 1000  # the imported libraries, at least
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_cyclic_garbage_is_still_collected_without_being_asked() -> None:
+    # A loop that makes cyclic garbage must not grow without bound inside the block: the
+    # young generation is still collected, every THRESHOLDS[0] allocations.
+    with rare_collections():
+        first = _Node()
+        alive = weakref.ref(first)
+        del first
+        for _ in range(3 * THRESHOLDS[0]):
+            _Node()
+        assert alive() is None
+
+
+def test_workers_of_the_local_cluster_collect_rarely() -> None:
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        thresholds = client.run(gc.get_threshold)
+        frozen = client.run(gc.get_freeze_count)
+    assert list(thresholds.values()) == [THRESHOLDS]
+    assert all(count > 1000 for count in frozen.values())
