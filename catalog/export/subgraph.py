@@ -1,0 +1,255 @@
+"""The part of the catalog one campaign run made and read, as plain data: its activities,
+entities, agents and edges, with secrets masked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from matscreen.catalog.export.redaction import redact, redact_json, secret_values
+from matscreen.catalog.lineage import PER_RECORD_SQL
+from matscreen.catalog.store import Activity, Catalog, Edge, Entity, _activity_from_row
+from matscreen.tasks.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class AgentNode:
+    """A software or person agent of the catalog."""
+
+    id: str
+    kind: str
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSubgraph:
+    """One campaign run's activities, the entities they touched and what those came from.
+
+    Attributes
+    ----------
+    run
+        The run's ``flow_run`` activity.
+    activities
+        The run and every activity inside it (steps, task runs), by start time.
+    entities
+        Entities the run's activities generated or used, plus every entity reached from
+        those by ``wasDerivedFrom`` or ``alternateOf`` edges recorded before the run ended
+        (e.g. the snapshot an earlier run read a reused record from).
+    direct
+        Ids of the entities the run's activities generated or used themselves.
+    agents
+        Agents the activities were associated with and the entities attributed to.
+    edges
+        Every stored edge between these nodes.
+    units
+        The unit of every label the run's structure records hold (``{"band_gap": "eV"}``).
+    """
+
+    run: Activity
+    activities: list[Activity]
+    entities: dict[str, Entity]
+    direct: frozenset[str]
+    agents: dict[str, AgentNode]
+    edges: list[Edge]
+    units: dict[str, str] = field(default_factory=dict)
+
+    def of_kind(self, kind: str, direct_only: bool = False) -> list[Entity]:
+        """Entities of ``kind``, by name; only those the run itself touched if asked."""
+        found = [
+            e
+            for e in self.entities.values()
+            if e.kind == kind and (not direct_only or e.id in self.direct)
+        ]
+        return sorted(found, key=lambda e: (e.name, e.id))
+
+    @cached_property
+    def _objects(self) -> dict[tuple[str, str], list[str]]:
+        index: dict[tuple[str, str], list[str]] = {}
+        for edge in self.edges:
+            index.setdefault((edge.relation, edge.subject_id), []).append(edge.object_id)
+        return index
+
+    def objects(self, relation: str, subject_id: str) -> list[str]:
+        """Ids that ``subject_id`` points to by ``relation`` (e.g. what an entity came from)."""
+        return self._objects.get((relation, subject_id), [])
+
+
+# One set of common table expressions scopes every query to the run: its activities (the
+# flow run and, recursively, the activities inside it), the entities they generated or
+# used, and everything upstream of those by derivation. The database walks the edges, so
+# a run with thousands of records costs a handful of queries, not one per node.
+# Entities are shared between runs (same content, same entity), and a later run that
+# reads a record again adds a derivation from its own snapshot; edges recorded after the
+# run ended are therefore left out, so a run's export stays what it was when it finished.
+_SCOPE = """
+WITH RECURSIVE
+run_activities(id) AS (
+    SELECT CAST(:run AS VARCHAR(64))
+    UNION
+    SELECT a.id FROM activities a JOIN run_activities r ON a.parent_id = r.id
+),
+direct(id) AS (
+    SELECT e.subject_id FROM edges e
+    WHERE e.relation = 'wasGeneratedBy' AND e.object_id IN (SELECT id FROM run_activities)
+    UNION
+    SELECT e.object_id FROM edges e
+    WHERE e.relation = 'used' AND e.subject_id IN (SELECT id FROM run_activities)
+),
+reached(id) AS (
+    SELECT id FROM direct
+    UNION
+    SELECT e.object_id FROM edges e JOIN reached r ON e.subject_id = r.id
+    WHERE e.relation IN ('wasDerivedFrom', 'alternateOf') AND e.recorded_at <= :until
+),
+scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)
+"""
+_AGENT_RELATIONS = "('wasAssociatedWith', 'wasAttributedTo')"
+#: Entity kinds a run holds one of per structure read: a campaign of a million candidates
+#: holds a million of each, which the run's crate does not describe one by one.
+_NOT_RECORD = f"en.kind NOT IN ({PER_RECORD_SQL})"
+
+
+def _queries(records: bool) -> dict[str, str]:
+    """The subgraph's queries; without ``records``, structure records and record errors
+    (and their edges) are left out."""
+    kept = "scope"
+    extra = ""
+    if not records:
+        kept = "kept"
+        extra = (
+            ",\nkept(id) AS (SELECT id FROM run_activities UNION SELECT en.id FROM entities en "
+            f"WHERE en.id IN (SELECT id FROM reached) AND {_NOT_RECORD})"
+        )
+    only = "" if records else f" AND {_NOT_RECORD}"
+    queries = {
+        "activities": "SELECT a.* FROM activities a WHERE a.id IN (SELECT id FROM run_activities)",
+        "direct": ("SELECT en.id FROM entities en WHERE en.id IN (SELECT id FROM direct)" + only),
+        "entities": "SELECT en.* FROM entities en WHERE en.id IN (SELECT id FROM reached)" + only,
+        "edges": (
+            "SELECT e.relation, e.subject_id, e.object_id FROM edges e "
+            f"WHERE e.subject_id IN (SELECT id FROM {kept}) AND e.recorded_at <= :until "
+            f"AND (e.relation IN {_AGENT_RELATIONS} OR e.object_id IN (SELECT id FROM {kept})) "
+            "ORDER BY e.id"
+        ),
+        "agents": (
+            "SELECT ag.* FROM agents ag WHERE ag.id IN (SELECT e.object_id FROM edges e "
+            f"WHERE e.relation IN {_AGENT_RELATIONS} AND e.subject_id IN (SELECT id FROM {kept}))"
+        ),
+    }
+    return {name: _SCOPE + extra + "\n" + query for name, query in queries.items()}
+
+
+def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubgraph:
+    """Read one campaign run's part of the catalog, with secrets masked.
+
+    Parameters
+    ----------
+    catalog
+        The catalog holding the run.
+    run_id
+        The id of the run's ``flow_run`` activity (the Prefect flow run id).
+    records
+        Whether to read the structure records and record errors too (PROV exports name
+        every one). Without them (a run's crate), the database still walks every record's
+        edges, but none is sent back or held; the units of the labels are then read from
+        a few records of each training set.
+
+    Returns
+    -------
+    RunSubgraph
+        Activities, entities, agents and edges of the run; parameters and attributes pass
+        through :func:`redact`, so every export built from it is free of secrets.
+
+    Raises
+    ------
+    NotFoundError
+        If ``run_id`` is not an activity of the catalog, or not a campaign (flow) run.
+    """
+    run = catalog.get_activity(run_id)
+    if run.kind != "flow_run":
+        raise NotFoundError(f"activity {run_id} is a {run.kind}, not a campaign run")
+    # Catalog times are ISO 8601 UTC strings of one format, so they compare as text.
+    until = run.ended_at or "9999"
+    rows: dict[str, list[Any]] = {}
+    with catalog.engine.connect() as conn:
+        for name, query in _queries(records).items():
+            rows[name] = conn.execute(text(query), {"run": run_id, "until": until}).all()
+    secrets = sorted(secret_values(), key=len, reverse=True)
+    activities = [_activity_from_row(row) for row in rows["activities"]]
+    activities = [
+        replace(a, parameters=redact(a.parameters, secrets))
+        for a in sorted(activities, key=lambda a: (a.id != run_id, a.started_at, a.id))
+    ]
+    entities = {
+        row.id: Entity(
+            row.id, row.kind, row.name, redact_json(row.attributes, secrets), row.created_at
+        )
+        for row in rows["entities"]
+    }
+    agents = {
+        row.id: AgentNode(row.id, row.kind, row.name, redact_json(row.attributes, secrets))
+        for row in rows["agents"]
+    }
+    # Each query sees the catalog as committed when it ran; a run still being written may
+    # have gained nodes in between, and edges to nodes read by no query are left out.
+    known = {a.id for a in activities} | set(entities) | set(agents)
+    if records:
+        direct = {row[0] for row in rows["direct"]}
+        records_read = [
+            e for e in entities.values() if e.kind == "structure_record" and e.id in direct
+        ]
+        units = _units(e.attributes for e in sorted(records_read, key=lambda e: (e.name, e.id)))
+    else:
+        units = _training_units(catalog, entities.values())
+    return RunSubgraph(
+        run=activities[0],
+        activities=activities,
+        entities=entities,
+        direct=frozenset(row[0] for row in rows["direct"]) & set(entities),
+        agents=agents,
+        edges=[Edge(*row) for row in rows["edges"] if row[1] in known and row[2] in known],
+        units=units,
+    )
+
+
+def _units(attributes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The first unit given for each label in these structure records' attributes."""
+    units: dict[str, str] = {}
+    for record in attributes:
+        for name, unit in record.get("units", {}).items():
+            units.setdefault(name, unit)
+    return units
+
+
+#: Records per source read to learn the units of a training set's labels (a source gives
+#: every record of it the same units).
+UNIT_SAMPLE = 20
+
+
+def _training_units(catalog: Catalog, entities: Iterable[Entity]) -> dict[str, str]:
+    """Units of the labels of the records the run's training sets name, from a few records
+    of each source (record ids are ``source:source_id``)."""
+    by_source: dict[str, list[str]] = {}
+    for entity in entities:
+        if entity.kind == "training_set":
+            for record_id in entity.attributes.get("ids", []):
+                names = by_source.setdefault(str(record_id).split(":", 1)[0], [])
+                if len(names) < UNIT_SAMPLE:
+                    names.append(str(record_id))
+    names = sorted({n for group in by_source.values() for n in group})
+    if not names:
+        return {}
+    query = text(
+        "SELECT attributes FROM entities WHERE kind = 'structure_record' AND name IN :names "
+        "ORDER BY id"
+    ).bindparams(bindparam("names", expanding=True))
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(query, {"names": names}).all()
+    return _units(json.loads(row[0]) for row in rows)
