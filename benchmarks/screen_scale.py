@@ -48,6 +48,7 @@ from matscreen.flows.featurize import featurize_records
 from matscreen.flows.runtime import dask_task_runner, local_cluster, prefect_api
 from matscreen.flows.settings import Settings
 from matscreen.tasks.featurize import build_featurizers, featurization_config
+from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.spec import FeaturizationSpec, PrototypeSourceSpec
@@ -140,14 +141,15 @@ def _featurize_flow(inputs: str, store: str, workers: int) -> tuple[pd.DataFrame
     The records come from a file: a flow of this script closing over them would be pickled
     with them for every task it submits (a script's functions travel by value)."""
     records, featurization = pickle.loads(Path(inputs).read_bytes())
-    start = time.perf_counter()
-    table, _, _ = featurize_records(
-        records,
-        featurization,
-        FeatureStore(Path(store), featurization_config(featurization)),
-        workers,
-    )
-    return table.frame, time.perf_counter() - start
+    with rare_collections():  # as in a campaign's flow
+        start = time.perf_counter()
+        table, _, _ = featurize_records(
+            records,
+            featurization,
+            FeatureStore(Path(store), featurization_config(featurization)),
+            workers,
+        )
+        return table.frame, time.perf_counter() - start
 
 
 def matscreen_features(

@@ -28,6 +28,7 @@ from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import SpecError
 from matscreen.tasks.files import open_atomically
+from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.sources.base import Item
 from matscreen.tasks.sources.dedup import Deduplicator, mark_duplicates
 from matscreen.tasks.sources.records import IngestResult, StructureRecord
@@ -189,7 +190,7 @@ def ingest_structures(
             getpass.getuser(),
             socket.gethostname(),
         )
-        with recorder.running(), _progress_bars(show_progress) as progress:
+        with recorder.running(), rare_collections(), _progress_bars(show_progress) as progress:
             ingested = ingest_and_record(specs, recorder, settings.source_state_dir, progress)
     written = write_records(Path(output), ingested.results) if output else None
     return {

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import ModelError, SpecError
 from matscreen.tasks.files import writable_folder
+from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.models.inputs import check_input
 from matscreen.tasks.spec import (
     AUTO_PRESET,
@@ -186,7 +187,7 @@ def train_model(
     parameters = {"input": str(path.resolve()), "out_dir": str(out.resolve()), "model": model}
     with Catalog(settings.catalog_url) as catalog:
         recorder = _recorder(catalog, settings, "train-model", parameters)
-        with recorder.running():
+        with recorder.running(), rare_collections():
             records, record_ids, failures, snapshots = _read_records(
                 path, recorder, settings, spec.target
             )
@@ -426,7 +427,7 @@ def predict_properties(
     parameters = {"model_dir": str(Path(model_dir).resolve()), "input": str(path.resolve())}
     with Catalog(settings.catalog_url) as catalog:
         recorder = _recorder(catalog, settings, "predict-properties", parameters)
-        with recorder.running():
+        with recorder.running(), rare_collections():
             records, record_ids, failures, _ = _read_records(
                 path, recorder, settings, None, keep_duplicates=True
             )
