@@ -45,10 +45,10 @@ from pymatgen.core import Lattice, Structure
 
 from matscreen.catalog.features import FeatureStore
 from matscreen.flows.featurize import featurize_records
+from matscreen.flows.heap import rare_collections
 from matscreen.flows.runtime import dask_task_runner, local_cluster, prefect_api
 from matscreen.flows.settings import Settings
 from matscreen.tasks.featurize import build_featurizers, featurization_config
-from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.sources.base import read_source
 from matscreen.tasks.spec import FeaturizationSpec, PrototypeSourceSpec
@@ -140,8 +140,8 @@ def _featurize_flow(inputs: str, store: str, workers: int) -> tuple[pd.DataFrame
 
     The records come from a file: a flow of this script closing over them would be pickled
     with them for every task it submits (a script's functions travel by value)."""
-    records, featurization = pickle.loads(Path(inputs).read_bytes())
-    with rare_collections():  # as in a campaign's flow
+    with rare_collections():  # as in a campaign's flow, whose records come after its start
+        records, featurization = pickle.loads(Path(inputs).read_bytes())
         start = time.perf_counter()
         table, _, _ = featurize_records(
             records,

@@ -19,13 +19,13 @@ from matscreen.catalog.queries import changes_since_previous, stored_model
 from matscreen.catalog.recorder import PredictionRecorder
 from matscreen.flows.candidates import CandidateScreen, TrainedModels, record_loader
 from matscreen.flows.featurize import featurize_and_record, model_featurization
+from matscreen.flows.heap import rare_collections
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.placement import HullPlacement, place_on_hull
 from matscreen.flows.runtime import git_commit, interruptions, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
-from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.models.evaluation import FittedSurrogate, training_fingerprint
 from matscreen.tasks.pools import assign_pools
 from matscreen.tasks.rank import (

@@ -24,11 +24,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.recorder import CampaignRecorder
+from matscreen.flows.heap import rare_collections
 from matscreen.flows.runtime import git_commit, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import SpecError
 from matscreen.tasks.files import open_atomically
-from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.sources.base import Item
 from matscreen.tasks.sources.dedup import Deduplicator, mark_duplicates
 from matscreen.tasks.sources.records import IngestResult, StructureRecord

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from matscreen.flows.heap import rare_collections
 from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import ModelError, SpecError
 from matscreen.tasks.files import writable_folder
-from matscreen.tasks.heap import rare_collections
 from matscreen.tasks.models.inputs import check_input
 from matscreen.tasks.spec import (
     AUTO_PRESET,

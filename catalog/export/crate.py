@@ -204,7 +204,8 @@ def export_rocrate(
 
     The crate holds ``spec.json`` (the campaign spec as recorded), the run's
     ``shortlist.csv``, ``ranking.csv``, ``metrics.json`` and ``report.html``, one JSON model
-    card per model and ``dataset.jsonld`` (:func:`dataset_description`). Its metadata
+    card per model and ``dataset.jsonld``
+    (:func:`~matscreen.catalog.export.descriptions.dataset_description`). Its metadata
     describes every file with sha256 and size, the data sources with licences and
     citations, the software and the run as a ``CreateAction``. The crate is offered under
     the licences of the sources the outputs derive from.

@@ -70,6 +70,7 @@ def model_card(facts: RunFacts, model: Entity, artifacts: ArtifactStore) -> dict
 
 
 def write_model_cards(facts: RunFacts, artifacts: ArtifactStore, out_dir: Path) -> list[CrateFile]:
+    """Write one ``model-card-<name>.json`` per model of the run; return them as crate files."""
     cards = []
     for model in facts.models:
         card = model_card(facts, model, artifacts)

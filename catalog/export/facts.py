@@ -33,6 +33,7 @@ class RunFacts:
 
 
 def run_facts(graph: RunSubgraph) -> RunFacts:
+    """Pick the run's spec, sources, models, ranking, report and person out of its subgraph."""
     report = next(iter(graph.of_kind("report", direct_only=True)), None)
     reported = set(graph.objects("wasDerivedFrom", report.id)) if report else set()
     # The report names the ranking and models it was made from; without a report (a run

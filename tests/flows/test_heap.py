@@ -1,4 +1,4 @@
-"""The garbage collector's tuning for large heaps (matscreen.tasks.heap)."""
+"""The garbage collector's tuning for large heaps (matscreen.flows.heap)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import weakref
 
 from distributed import Client
 
+from matscreen.flows.heap import THRESHOLDS, rare_collections
 from matscreen.flows.runtime import local_cluster
-from matscreen.tasks.heap import THRESHOLDS, rare_collections
 
 
 class _Node:
@@ -45,3 +45,34 @@ def test_workers_of_the_local_cluster_collect_rarely() -> None:
         frozen = client.run(gc.get_freeze_count)
     assert list(thresholds.values()) == [THRESHOLDS]
     assert all(count > 1000 for count in frozen.values())
+
+
+def test_nested_and_overlapping_blocks_restore_once() -> None:
+    before = gc.get_threshold()
+    with rare_collections():
+        with rare_collections():
+            assert gc.get_threshold() == THRESHOLDS
+        # The inner block's end leaves the outer one's tuning in place.
+        assert gc.get_threshold() == THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_an_exception_inside_the_block_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    try:
+        with rare_collections():
+            raise RuntimeError("a failed flow")
+    except RuntimeError:
+        pass
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_garbage_alive_at_the_start_is_collected_not_frozen() -> None:
+    node = _Node()
+    alive = weakref.ref(node)
+    del node  # a cycle: only the collector frees it
+    with rare_collections():
+        assert alive() is None

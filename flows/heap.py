@@ -1,6 +1,6 @@
 """The cyclic garbage collector, tuned for processes that hold a large heap.
 
-CPython collects its youngest generation every 700 container allocations and, every
+CPython collects its youngest generation every 700 net container allocations and, every
 hundred or so of those, walks every live container. A screening process holds the
 imported libraries (pymatgen, matminer, Prefect, Dask: about half a million containers)
 and builds millions of small dicts and lists (structure dicts, catalog entities), so the
@@ -21,6 +21,7 @@ candidates and growing with them.)
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,21 +32,42 @@ THRESHOLDS = (50_000, 20, 10)
 
 
 def collect_rarely() -> tuple[int, int, int]:
-    """Freeze the objects alive now and raise the collector's thresholds; return the
-    thresholds in force before."""
+    """Collect once, freeze the objects alive then and raise the collector's thresholds;
+    return the thresholds in force before. (Collecting first keeps garbage out of the
+    frozen set, where it would never be collected.)"""
+    gc.collect()
     before = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
     return before
 
 
+_lock = threading.Lock()
+_depth = 0
+_restore: tuple[int, int, int] | None = None
+
+
 @contextmanager
 def rare_collections() -> Iterator[None]:
     """:func:`collect_rarely` inside the block; on exit the thresholds are restored and the
-    frozen objects return to the oldest generation."""
-    before = collect_rarely()
+    frozen objects return to the oldest generation.
+
+    Blocks may nest or overlap (flows run in threads of one process): only the outermost
+    one tunes the collector, and the last one to end restores it. Objects some other code
+    froze before the block are unfrozen with the rest at its end (they are then only
+    walked by collections again).
+    """
+    global _depth, _restore
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            _restore = collect_rarely()
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _restore is not None:
+                gc.set_threshold(*_restore)
+                gc.unfreeze()
+                _restore = None
