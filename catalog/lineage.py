@@ -296,6 +296,12 @@ def lineage(
         read_by = runs_of(conn, [v.id for v in holding])
     record = next((v for v in holding if run in read_by.get(v.id, ())), holding[0])
     predictions = {i for i, k in made[record.id].items() if k == "prediction_set"}
+    if run:
+        # Two runs that rank the same candidates alike store one ranking (content-addressed)
+        # derived from both runs' prediction sets: follow this run's only.
+        with ordered_joins(catalog) as conn:
+            made_by = runs_of(conn, sorted(predictions))
+        predictions = {i for i in predictions if run in made_by.get(i, ())} or predictions
 
     ids = upstream_ids(catalog, ranking.id, keep=record.id, predictions=predictions)
     entities = catalog.get_entities(sorted(ids))

@@ -191,7 +191,8 @@ def test_chunks_of_any_size_give_the_same_screen(
         }
         # A chunked candidate's lineage goes through its own chunk: the two prediction sets
         # of its chunk and its chunk's feature table (with the training pool's), not the
-        # other chunks'.
+        # other chunks', nor the whole run's (the two runs rank alike, so they may store one
+        # ranking, derived from both runs' prediction sets).
         last = chunked.ranking["id"].iloc[-1]
         chain = lineage(catalog, ArtifactStore(settings.artifact_dir), last, chunked.run_id)
         kinds = [e.kind for e in chain.entities]
