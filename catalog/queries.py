@@ -276,7 +276,6 @@ def resolve(catalog: Catalog, id_or_name: str) -> NodeRef:
     return found[0]
 
 
-#: Planner settings of PostgreSQL for the queries of this module (see :func:`_connect`).
 def _refs(rows: Iterable[Any]) -> list[NodeRef]:
     return [NodeRef(row[0], row[1], row[2], row[3]) for row in rows]
 
