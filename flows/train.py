@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from matscreen.flows.heap import rare_collections
 from matscreen.flows.settings import Settings
-from matscreen.tasks.errors import ModelError, SpecError
+from matscreen.tasks.errors import InputError, ModelError, SpecError
 from matscreen.tasks.files import writable_folder
 from matscreen.tasks.models.inputs import check_input
 from matscreen.tasks.spec import (
@@ -160,8 +160,10 @@ def train_model(
 
     Raises
     ------
+    InputError
+        If rows of the file cannot be read.
     ModelError
-        If rows of the file cannot be read, too few rows featurize, or the fit fails.
+        If too few rows featurize, or the fit fails.
     """
     import pandas as pd
 
@@ -193,7 +195,7 @@ def train_model(
             )
             if failures:
                 shown = "; ".join(f.message for f in failures[:5])
-                raise ModelError(
+                raise InputError(
                     f"{path}: {len(failures)} rows cannot be used for training: {shown}"
                 )
             groups = record_groups(records, split_spec.method)

@@ -36,8 +36,22 @@ class FeaturizationError(MatscreenError):
     """Featurization failed in a way that is not confined to one structure."""
 
 
+class InputError(MatscreenError):
+    """A file given to ``matscreen train`` or ``predict`` cannot be used: missing, of an
+    unknown format, without the structure or label column, or with too few usable rows."""
+
+
+class SplitError(MatscreenError):
+    """Records cannot be split into training and held-out sets as the spec asks."""
+
+
 class ModelError(MatscreenError):
     """A model cannot be trained or applied (bad labels, too few rows, mismatched features)."""
+
+
+class RankingError(MatscreenError):
+    """Candidates cannot be ranked as the spec asks (a criterion, method or diversity
+    setting that the predictions cannot serve)."""
 
 
 class ScreenError(MatscreenError):

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import SplitError
 from matscreen.tasks.spec import SplitSpec
 
 #: Split methods that hold out whole groups of records rather than single records.
@@ -49,7 +49,7 @@ def group_key(formula: str, method: str) -> str:
 
     Raises
     ------
-    ModelError
+    SplitError
         If the method is not a grouped one or the formula cannot be read.
     """
     from pymatgen.core import Composition
@@ -57,12 +57,12 @@ def group_key(formula: str, method: str) -> str:
     try:
         composition = Composition(formula)
     except (ValueError, KeyError) as exc:
-        raise ModelError(f"split: cannot read formula {formula!r}: {exc}") from exc
+        raise SplitError(f"split: cannot read formula {formula!r}: {exc}") from exc
     if method == "composition":
         return composition.reduced_formula
     if method == "chemsys":
         return composition.chemical_system
-    raise ModelError(f"split: method {method!r} has no groups (grouped: {GROUPED_METHODS})")
+    raise SplitError(f"split: method {method!r} has no groups (grouped: {GROUPED_METHODS})")
 
 
 def record_groups(records: Iterable[object], method: str) -> dict[str, str] | None:
@@ -98,23 +98,23 @@ def choose_split(
 
     Raises
     ------
-    ModelError
+    SplitError
         If there are fewer than two ids, the ids repeat, a grouped method lacks a record's
         group, or one part would be empty.
     """
     unique = sorted(set(ids))
     if len(unique) != len(ids):
         repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
-        raise ModelError(f"split: record ids repeat: {repeated[:10]}")
+        raise SplitError(f"split: record ids repeat: {repeated[:10]}")
     if len(unique) < 2:
-        raise ModelError(f"split: need at least 2 records, got {len(unique)}")
+        raise SplitError(f"split: need at least 2 records, got {len(unique)}")
     n_groups = 0
     if spec.method in GROUPED_METHODS:
         if groups is None:
-            raise ModelError(f"split: method {spec.method!r} needs each record's group")
+            raise SplitError(f"split: method {spec.method!r} needs each record's group")
         missing = [i for i in unique if i not in groups]
         if missing:
-            raise ModelError(f"split: no {spec.method} group for records {missing[:10]}")
+            raise SplitError(f"split: no {spec.method} group for records {missing[:10]}")
         keys = {i: groups[i] for i in unique}
         n_groups = len(set(keys.values()))
     else:
@@ -123,7 +123,7 @@ def choose_split(
     test = [i for i in unique if scores[keys[i]] < spec.test_fraction]
     train = [i for i in unique if scores[keys[i]] >= spec.test_fraction]
     if not test or not train:
-        raise ModelError(
+        raise SplitError(
             f"split: {len(unique)} records at test fraction {spec.test_fraction} leave "
             f"{len(train)} for training and {len(test)} held out; both must be non-empty"
         )

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import InputError
 from matscreen.tasks.spec import FilesSourceSpec
 
 #: Column or key of each input format that holds the structure.
@@ -30,18 +30,18 @@ def input_format(path: Path) -> str:
 
     Raises
     ------
-    ModelError
+    InputError
         If the file does not exist or is neither.
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"input file not found: {path}")
+        raise InputError(f"input file not found: {path}")
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".csv"):
         return "csv"
     if name.endswith(".jsonl"):
         return "jsonl"
-    raise ModelError(f"{path}: expected a .csv file (cif column) or a .jsonl file")
+    raise InputError(f"{path}: expected a .csv file (cif column) or a .jsonl file")
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -49,7 +49,7 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
 
     Raises
     ------
-    ModelError
+    InputError
         If the file cannot be read, a JSON line is not an object, or there are no rows.
     """
     import gzip
@@ -71,15 +71,15 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
                     try:
                         row = json.loads(line)
                     except ValueError as exc:
-                        raise ModelError(f"{path} line {number}: not JSON ({exc})") from exc
+                        raise InputError(f"{path} line {number}: not JSON ({exc})") from exc
                     if not isinstance(row, dict):
-                        raise ModelError(f"{path} line {number}: not a JSON object")
+                        raise InputError(f"{path} line {number}: not a JSON object")
                     rows.append(row)
                 columns = list(rows[0]) if rows else []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ModelError(f"{path}: cannot read ({exc})") from exc
+        raise InputError(f"{path}: cannot read ({exc})") from exc
     if not rows:
-        raise ModelError(f"{path}: no rows")
+        raise InputError(f"{path}: no rows")
     return columns, rows
 
 
@@ -108,7 +108,7 @@ def check_input(path: Path, target: str | None = None, min_rows: int = 1) -> int
 
     Raises
     ------
-    ModelError
+    InputError
         If the structure column or the target column is missing (naming the columns
         there are), a label is empty, NaN, infinite or not a number (naming up to five
         rows by id), or there are fewer rows than ``min_rows``.
@@ -118,22 +118,22 @@ def check_input(path: Path, target: str | None = None, min_rows: int = 1) -> int
     columns, rows = read_rows(path)
     structure_key = STRUCTURE_KEYS[kind]
     if structure_key not in columns:
-        raise ModelError(f"{path}: no {structure_key!r} column (columns: {columns})")
+        raise InputError(f"{path}: no {structure_key!r} column (columns: {columns})")
     if target is not None:
         if target not in columns:
-            raise ModelError(f"{path}: target column {target!r} not found (columns: {columns})")
+            raise InputError(f"{path}: target column {target!r} not found (columns: {columns})")
         bad = []
         for position, row in enumerate(rows, start=1):
             if _label(row.get(target)) is None:
                 name = row.get(ID_KEY, f"row {position}")
                 bad.append(f"{name}: {row.get(target)!r}")
         if bad:
-            raise ModelError(
+            raise InputError(
                 f"{path}: {len(bad)} rows have no numeric {target!r} label (empty, NaN, "
                 f"infinite or not a number), e.g. {bad[:5]}"
             )
     if len(rows) < min_rows:
-        raise ModelError(f"{path}: {len(rows)} rows; at least {min_rows} needed")
+        raise InputError(f"{path}: {len(rows)} rows; at least {min_rows} needed")
     return len(rows)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.order import order_by
 from matscreen.tasks.spec import CriterionSpec
 
@@ -115,14 +115,14 @@ def _order(candidates: pd.DataFrame, ids: list[str]) -> np.ndarray:
 
     Raises
     ------
-    ModelError
+    RankingError
         If a candidate has no prediction in ``ids``.
     """
     position = pd.Series(range(len(ids)), index=ids)
     known = candidates["id"].isin(position.index).to_numpy()
     if not known.all():
         missing = list(candidates["id"][~known])
-        raise ModelError(f"ranking: no predictions for {len(missing)} candidates: {missing[:5]}")
+        raise RankingError(f"ranking: no predictions for {len(missing)} candidates: {missing[:5]}")
     return position[candidates["id"]].to_numpy()
 
 
@@ -156,7 +156,7 @@ def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> 
 
     Raises
     ------
-    ModelError
+    RankingError
         If a criterion's prediction column is missing.
     """
     ranked = candidates.copy()
@@ -164,7 +164,7 @@ def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> 
     for criterion in criteria:
         column = prediction_column(criterion.property)
         if column not in ranked.columns:
-            raise ModelError(f"ranking: no predictions for {criterion.property!r} ({column})")
+            raise RankingError(f"ranking: no predictions for {criterion.property!r} ({column})")
         margin = criterion_margin(ranked[column].to_numpy(dtype=float), criterion)
         ranked[f"margin_{criterion.property}"] = margin
         per_criterion.append(margin)

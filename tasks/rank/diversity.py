@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.order import TIE_DECIMALS
 from matscreen.tasks.spec import DiversitySpec, RankingSpec
 
@@ -82,20 +82,20 @@ def candidate_groups(ranked: pd.DataFrame, by: str) -> pd.Series:
 
     Raises
     ------
-    ModelError
+    RankingError
         If the grouping is unknown, or a formula cannot be read (naming the candidate).
     """
     if by == "prototype" and "prototype" in ranked.columns:
         return ranked["prototype"].astype(str)
     if by not in ("chemsys", "prototype"):
-        raise ModelError(f"shortlist: unknown grouping {by!r} (chemsys or prototype)")
+        raise RankingError(f"shortlist: unknown grouping {by!r} (chemsys or prototype)")
     label = chemical_system if by == "chemsys" else anonymized_formula
     groups = []
     for candidate_id, formula in zip(ranked["id"], ranked["formula"], strict=True):
         try:
             groups.append(label(str(formula)))
         except (ValueError, KeyError) as exc:
-            raise ModelError(
+            raise RankingError(
                 f"shortlist: formula {formula!r} of candidate {candidate_id} cannot be read: {exc}"
             ) from exc
     return pd.Series(groups, index=ranked.index, dtype=str)
@@ -110,16 +110,16 @@ def standardized_features(features: pd.DataFrame, ids: list[str]) -> np.ndarray:
 
     Raises
     ------
-    ModelError
+    RankingError
         If a candidate has no row, a column is not numeric, or no column varies.
     """
     missing = [i for i in ids if i not in features.index]
     if missing:
-        raise ModelError(f"shortlist: no feature row for {len(missing)} candidates: {missing[:5]}")
+        raise RankingError(f"shortlist: no feature row for {len(missing)} candidates: {missing[:5]}")
     try:
         values = features.loc[ids].to_numpy(dtype=float)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"shortlist: features must be numeric: {exc}") from exc
+        raise RankingError(f"shortlist: features must be numeric: {exc}") from exc
     with np.errstate(invalid="ignore", divide="ignore"):
         present = ~np.isnan(values)
         count = present.sum(axis=0)
@@ -128,7 +128,7 @@ def standardized_features(features: pd.DataFrame, ids: list[str]) -> np.ndarray:
         std = np.sqrt((centred**2).sum(axis=0) / np.maximum(count, 1))
     keep = std > 1e-12
     if not keep.any():
-        raise ModelError("shortlist: no feature varies among the candidates")
+        raise RankingError("shortlist: no feature varies among the candidates")
     return centred[:, keep] / std[keep]
 
 
@@ -141,17 +141,17 @@ def _similarity(z: np.ndarray, row: int, metric: str) -> np.ndarray:
         denominator = norms * norms[row]
         dot = z @ z[row]
         return np.where(denominator > 0, dot / np.where(denominator > 0, denominator, 1.0), 0.0)
-    raise ModelError(f"shortlist: unknown metric {metric!r} (euclidean or cosine)")
+    raise RankingError(f"shortlist: unknown metric {metric!r} (euclidean or cosine)")
 
 
 def _relevance(ranked: pd.DataFrame, score: str | None, size: int) -> np.ndarray:
     if score is None:
         return size / (size + np.arange(len(ranked)))
     if score not in ranked.columns:
-        raise ModelError(f"shortlist: no score column {score!r}")
+        raise RankingError(f"shortlist: no score column {score!r}")
     values = ranked[score].to_numpy(dtype=float)
     if np.isnan(values).any() or (values < 0).any():
-        raise ModelError(f"shortlist: score {score!r} must be non-negative and present")
+        raise RankingError(f"shortlist: score {score!r} must be non-negative and present")
     best = values.max() if len(values) else 0.0
     return values / best if best > 0 else np.zeros(len(values))
 
@@ -195,19 +195,19 @@ def select_shortlist(
 
     Raises
     ------
-    ModelError
+    RankingError
         If the options do not fit together or the data they need is missing.
     """
     if size < 1:
-        raise ModelError(f"shortlist: size must be at least 1, got {size}")
+        raise RankingError(f"shortlist: size must be at least 1, got {size}")
     if (by != "none") != (cap is not None):
-        raise ModelError("shortlist: give a grouping (chemsys or prototype) and a cap together")
+        raise RankingError("shortlist: give a grouping (chemsys or prototype) and a cap together")
     if cap is not None and cap < 1:
-        raise ModelError(f"shortlist: cap must be at least 1, got {cap}")
+        raise RankingError(f"shortlist: cap must be at least 1, got {cap}")
     if mmr_lambda is not None and not 0.0 <= mmr_lambda <= 1.0:
-        raise ModelError(f"shortlist: mmr_lambda must lie in [0, 1], got {mmr_lambda}")
+        raise RankingError(f"shortlist: mmr_lambda must lie in [0, 1], got {mmr_lambda}")
     if mmr_lambda is not None and features is None:
-        raise ModelError("shortlist: maximal marginal relevance needs feature vectors")
+        raise RankingError("shortlist: maximal marginal relevance needs feature vectors")
 
     table = ranked.sort_values("rank") if "rank" in ranked.columns else ranked
     table = table.reset_index(drop=True)
@@ -294,7 +294,7 @@ def shortlist_with(
 
     Raises
     ------
-    ModelError
+    RankingError
         As :func:`select_shortlist`.
     """
     diversity: DiversitySpec = ranking.diversity

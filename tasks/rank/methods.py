@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.criteria import prediction_column, rank_candidates
 from matscreen.tasks.rank.order import order_by
 from matscreen.tasks.rank.pareto import pareto_fronts
@@ -57,7 +57,7 @@ def rank_by_probability(
 
     Raises
     ------
-    ModelError
+    RankingError
         If predictions or uncertainty are missing (see
         :func:`~matscreen.tasks.rank.probability.success_probability`).
     """
@@ -104,7 +104,7 @@ def rank_pareto(
 
     Raises
     ------
-    ModelError
+    RankingError
         If the objective is unknown, or predictions or uncertainty are missing.
     """
     ranked = rank_candidates(candidates, criteria)
@@ -116,7 +116,7 @@ def rank_pareto(
         values = _margins_by_property(ranked, criteria)
         keys = [(FRONT_COLUMN, False), ("margin", True)]
     else:
-        raise ModelError(f"ranking: unknown Pareto objective {objective!r}")
+        raise RankingError(f"ranking: unknown Pareto objective {objective!r}")
     ranked[FRONT_COLUMN] = pareto_fronts(values)
     return order_by(ranked, keys)
 
@@ -150,7 +150,7 @@ def rank_with(
 
     Raises
     ------
-    ModelError
+    RankingError
         If predictions or uncertainty the method needs are missing.
     """
     if ranking.method == "margin":

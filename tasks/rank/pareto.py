@@ -13,7 +13,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.order import TIE_DECIMALS
 
 
@@ -59,14 +59,14 @@ def pareto_fronts(objectives: np.ndarray) -> np.ndarray:
 
     Raises
     ------
-    ModelError
+    RankingError
         If the array is not two-dimensional or holds NaN.
     """
     objectives = np.asarray(objectives, dtype=float)
     if objectives.ndim != 2:
-        raise ModelError(f"pareto: objectives must be a 2-d array, got shape {objectives.shape}")
+        raise RankingError(f"pareto: objectives must be a 2-d array, got shape {objectives.shape}")
     if np.isnan(objectives).any():
-        raise ModelError("pareto: objectives hold NaN")
+        raise RankingError("pareto: objectives hold NaN")
     if not len(objectives):
         return np.zeros(0, dtype=int)
     distinct, inverse = np.unique(objectives.round(TIE_DECIMALS) + 0.0, axis=0, return_inverse=True)

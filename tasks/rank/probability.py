@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.criteria import prediction_column
 from matscreen.tasks.spec import CriterionSpec
 
@@ -153,12 +153,12 @@ def property_ranges(criteria: list[CriterionSpec]) -> dict[str, tuple[float, flo
 def _level_of(interval_level: float | Mapping[str, float] | None, prop: str) -> float:
     level = interval_level.get(prop) if isinstance(interval_level, Mapping) else interval_level
     if level is None:
-        raise ModelError(
+        raise RankingError(
             f"ranking: {lower_column(prop)}/{upper_column(prop)} are given but not the "
             f"coverage level of the {prop} intervals"
         )
     if not 0.0 < level < 1.0:
-        raise ModelError(f"ranking: interval level of {prop} must be in (0, 1), got {level}")
+        raise RankingError(f"ranking: interval level of {prop} must be in (0, 1), got {level}")
     return float(level)
 
 
@@ -167,14 +167,14 @@ def _column(frame: pd.DataFrame, column: str) -> np.ndarray:
     bad = np.isnan(values)
     if bad.any():
         ids = list(frame["id"].to_numpy()[bad][:5])
-        raise ModelError(f"ranking: {column} is missing for {int(bad.sum())} candidates: {ids}")
+        raise RankingError(f"ranking: {column} is missing for {int(bad.sum())} candidates: {ids}")
     return values
 
 
 def _refuse(frame: pd.DataFrame, bad: np.ndarray, what: str) -> None:
     if bad.any():
         ids = list(frame["id"].to_numpy()[bad][:5])
-        raise ModelError(f"ranking: {what} for {int(bad.sum())} candidates: {ids}")
+        raise RankingError(f"ranking: {what} for {int(bad.sum())} candidates: {ids}")
 
 
 def _split_gaussian_cdf(
@@ -294,14 +294,14 @@ def _property_probability(
         if present
     ]
     if not forms:
-        raise ModelError(
+        raise RankingError(
             f"ranking: no uncertainty for {prop!r}; give {lower_column(prop)} and "
             f"{upper_column(prop)} with their level, {std_column(prop)}, quantile "
             f"columns such as {quantile_column(prop, 0.05)}, {class_probability_column(prop)}, "
             f"or the hurdle columns {sorted(hurdle_columns(prop).values())}"
         )
     if len(forms) > 1:
-        raise ModelError(f"ranking: {prop!r} has more than one form of uncertainty: {forms}")
+        raise RankingError(f"ranking: {prop!r} has more than one form of uncertainty: {forms}")
     if low > high:  # criteria on one property that no value can meet together
         return np.zeros(len(frame))
 
@@ -317,7 +317,7 @@ def _property_probability(
     if forms[0] == "quantiles":
         levels = np.array(sorted(quantiles))
         if len(levels) < 2:
-            raise ModelError(f"ranking: {prop!r} needs at least two quantile levels")
+            raise RankingError(f"ranking: {prop!r} needs at least two quantile levels")
         values = np.column_stack([_column(frame, quantiles[level]) for level in levels])
         values = np.sort(values, axis=1)
         p = _quantile_cdf(high, values, levels, left=False)
@@ -325,12 +325,12 @@ def _property_probability(
         return np.clip(p, 0.0, 1.0)
 
     if prediction_column(prop) not in columns:
-        raise ModelError(f"ranking: no predictions for {prop!r} ({prediction_column(prop)})")
+        raise RankingError(f"ranking: no predictions for {prop!r} ({prediction_column(prop)})")
     median = _column(frame, prediction_column(prop))
     if forms[0] == "interval":
         missing = [c for c in (lower_column(prop), upper_column(prop)) if c not in columns]
         if missing:
-            raise ModelError(f"ranking: {prop!r} interval lacks the column {missing[0]}")
+            raise RankingError(f"ranking: {prop!r} interval lacks the column {missing[0]}")
         level = _level_of(interval_level, prop)
         below, above = _interval_spreads(frame, prop, median, level)
     else:
@@ -348,7 +348,7 @@ def _hurdle_probability(
     names = hurdle_columns(prop)
     missing = [c for c in names.values() if c not in frame.columns]
     if missing:
-        raise ModelError(f"ranking: {prop!r} hurdle form lacks the columns {missing}")
+        raise RankingError(f"ranking: {prop!r} hurdle form lacks the columns {missing}")
     p = _column(frame, names["probability"])
     _refuse(frame, (p < 0) | (p > 1), f"{names['probability']} is outside [0, 1]")
     metal = _column(frame, names["metal_value"])
@@ -389,7 +389,7 @@ def success_probability(
 
     Raises
     ------
-    ModelError
+    RankingError
         If a property lacks predictions or uncertainty, has several forms of it, lacks
         an interval level, or a candidate's uncertainty is missing, negative or does not
         contain its prediction; the message names the column and the candidates.
@@ -419,16 +419,16 @@ def expected_funnel(scored: pd.DataFrame, criteria: list[CriterionSpec]) -> list
 
     Raises
     ------
-    ModelError
+    RankingError
         If a probability column is missing.
     """
     rows = []
     for prop in property_ranges(criteria):
         column = probability_column(prop)
         if column not in scored.columns:
-            raise ModelError(f"funnel: no probabilities for {prop!r} ({column})")
+            raise RankingError(f"funnel: no probabilities for {prop!r} ({column})")
         rows.append((prop, float(scored[column].sum())))
     if SUCCESS_COLUMN not in scored.columns:
-        raise ModelError(f"funnel: no {SUCCESS_COLUMN} column")
+        raise RankingError(f"funnel: no {SUCCESS_COLUMN} column")
     rows.append(("every criterion", float(scored[SUCCESS_COLUMN].sum())))
     return rows

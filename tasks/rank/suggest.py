@@ -34,7 +34,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.order import order_by
 from matscreen.tasks.rank.probability import SUCCESS_COLUMN, probability_column
 from matscreen.tasks.spec import RankingSpec
@@ -100,22 +100,22 @@ def suggest(
 
     Raises
     ------
-    ModelError
+    RankingError
         If the ranking has no ``p_success``, or ``n`` or ``kappa`` is out of range.
     """
     if n < 1:
-        raise ModelError(f"suggest: n must be at least 1, got {n}")
+        raise RankingError(f"suggest: n must be at least 1, got {n}")
     if kappa < 0:
-        raise ModelError(f"suggest: kappa must be >= 0, got {kappa}")
+        raise RankingError(f"suggest: kappa must be >= 0, got {kappa}")
     if SUCCESS_COLUMN not in ranked.columns:
-        raise ModelError(
+        raise RankingError(
             f"suggest: the ranking has no {SUCCESS_COLUMN}; it needs prediction intervals"
         )
     excluded = {str(i) for i in exclude}
     pool = ranked[~ranked["id"].astype(str).isin(excluded)]
     p = pool[SUCCESS_COLUMN].to_numpy(dtype=float)
     if np.isnan(p).any():
-        raise ModelError(f"suggest: {SUCCESS_COLUMN} is missing for some candidates")
+        raise RankingError(f"suggest: {SUCCESS_COLUMN} is missing for some candidates")
     keep = [c for c in ("id", "formula", "rank", SUCCESS_COLUMN) if c in pool.columns]
     # order_by numbers its rows in "rank"; the ranking's own rank is kept aside.
     scored = pool[keep].rename(columns={"rank": "ranking_rank"})
@@ -139,7 +139,7 @@ def suggest_with(
 
     Raises
     ------
-    ModelError
+    RankingError
         As :func:`suggest`.
     """
     if ranking.suggest is None:

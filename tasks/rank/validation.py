@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank.criteria import meets_all
 from matscreen.tasks.spec import CriterionSpec
 
@@ -56,14 +56,14 @@ def true_hits(
 
     Raises
     ------
-    ModelError
+    RankingError
         If a property the criteria name has no true values at all.
     """
     values: dict[str, np.ndarray] = {}
     for criterion in criteria:
         prop = criterion.property
         if prop not in reported:
-            raise ModelError(f"validation: no true values of {prop!r}")
+            raise RankingError(f"validation: no true values of {prop!r}")
         known = reported[prop]
         values[prop] = np.array(
             [np.nan if known.get(i) is None else float(known[i]) for i in ids], dtype=float
@@ -104,12 +104,12 @@ def screening_validation(
 
     Raises
     ------
-    ModelError
+    RankingError
         If a fraction is outside (0, 1] or true values of a property are missing.
     """
     for fraction in fractions:
         if not 0.0 < fraction <= 1.0:
-            raise ModelError(f"validation: top fraction must lie in (0, 1], got {fraction}")
+            raise RankingError(f"validation: top fraction must lie in (0, 1], got {fraction}")
     ordered = ranking.sort_values("rank") if "rank" in ranking.columns else ranking
     ids = [str(i) for i in ordered["id"]]
     hit, labelled = true_hits(ids, reported, criteria)

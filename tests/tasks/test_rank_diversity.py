@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank import candidate_groups, select_shortlist, shortlist_with
 from matscreen.tasks.spec import DiversitySpec, RankingSpec
 
@@ -128,14 +128,14 @@ def test_mmr_and_cap_combine_through_the_spec() -> None:
 
 def test_mmr_needs_a_feature_row_for_every_candidate() -> None:
     ranked = _ranking(["SrTiO3", "SrTiO3", "KNbO3", "BaZrO3"])
-    with pytest.raises(ModelError, match=r"no feature row for 1 candidates: \['c03'\]"):
+    with pytest.raises(RankingError, match=r"no feature row for 1 candidates: \['c03'\]"):
         select_shortlist(ranked, 2, features=_features().iloc[:3], mmr_lambda=0.5)
-    with pytest.raises(ModelError, match="needs feature vectors"):
+    with pytest.raises(RankingError, match="needs feature vectors"):
         select_shortlist(ranked, 2, mmr_lambda=0.5)
 
 
 def test_an_unreadable_formula_is_named() -> None:
-    with pytest.raises(ModelError, match=r"formula 'Xx9\?' of candidate c01"):
+    with pytest.raises(RankingError, match=r"formula 'Xx9\?' of candidate c01"):
         select_shortlist(_ranking(["SrTiO3", "Xx9?"]), 2, by="chemsys", cap=1)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank import (
     pareto_fronts,
     rank_by_probability,
@@ -83,7 +83,7 @@ def test_fronts_agree_with_a_direct_definition_on_random_points() -> None:
 
 
 def test_fronts_refuse_nan() -> None:
-    with pytest.raises(ModelError, match="NaN"):
+    with pytest.raises(RankingError, match="NaN"):
         pareto_fronts(np.array([[1.0, np.nan]]))
 
 
@@ -141,6 +141,6 @@ def test_rank_with_dispatches_on_the_spec() -> None:
 
 
 def test_probability_methods_need_uncertainty_but_margin_pareto_does_not() -> None:
-    with pytest.raises(ModelError, match="no uncertainty for 'heat_of_formation'"):
+    with pytest.raises(RankingError, match="no uncertainty for 'heat_of_formation'"):
         rank_with(_candidates(), [HOF, GAP], RankingSpec(method="pareto"))
     assert len(rank_pareto(_candidates(), [HOF, GAP], objective="margin")) == 6

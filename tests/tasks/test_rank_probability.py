@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank import (
     expected_funnel,
     rank_by_probability,
@@ -196,7 +196,7 @@ def test_a_class_probability_gives_the_chance_of_a_zero_one_property() -> None:
     unstable = CriterionSpec(property="stable", max=0.5, unit="")
     np.testing.assert_allclose(success_probability(frame, [unstable])["p_stable"], [0.2, 0.75])
     frame.loc[1, "prob_stable"] = 1.5
-    with pytest.raises(ModelError, match=r"prob_stable is outside \[0, 1\].*\['t'\]"):
+    with pytest.raises(RankingError, match=r"prob_stable is outside \[0, 1\].*\['t'\]"):
         success_probability(frame, [stable])
 
 
@@ -209,29 +209,29 @@ def test_expected_funnel_sums_the_probabilities() -> None:
 
 def test_missing_uncertainty_is_an_error_not_a_zero_spread() -> None:
     frame = _interval_frame().drop(columns=["lower_band_gap", "upper_band_gap"])
-    with pytest.raises(ModelError, match=r"no uncertainty for 'band_gap'.*std_band_gap"):
+    with pytest.raises(RankingError, match=r"no uncertainty for 'band_gap'.*std_band_gap"):
         success_probability(frame, CRITERIA, 0.9)
     frame = _interval_frame().drop(columns=["pred_band_gap"])
-    with pytest.raises(ModelError, match=r"no predictions for 'band_gap' \(pred_band_gap\)"):
+    with pytest.raises(RankingError, match=r"no predictions for 'band_gap' \(pred_band_gap\)"):
         success_probability(frame, CRITERIA, 0.9)
 
 
 def test_bad_uncertainty_is_refused_with_the_candidates_named() -> None:
     frame = _interval_frame()
-    with pytest.raises(ModelError, match="coverage level of the heat_of_formation"):
+    with pytest.raises(RankingError, match="coverage level of the heat_of_formation"):
         success_probability(frame, CRITERIA)
     frame.loc[2, "upper_band_gap"] = np.nan
-    with pytest.raises(ModelError, match=r"band_gap interval is missing.*\['c'\]"):
+    with pytest.raises(RankingError, match=r"band_gap interval is missing.*\['c'\]"):
         success_probability(frame, CRITERIA, 0.9)
     frame = _interval_frame()
     frame.loc[1, "lower_band_gap"] = 3.0
-    with pytest.raises(ModelError, match=r"outside its interval.*\['b'\]"):
+    with pytest.raises(RankingError, match=r"outside its interval.*\['b'\]"):
         success_probability(frame, CRITERIA, 0.9)
     frame = _interval_frame()
     frame["std_band_gap"] = 0.1
-    with pytest.raises(ModelError, match="more than one form"):
+    with pytest.raises(RankingError, match="more than one form"):
         success_probability(frame, CRITERIA, 0.9)
     frame = _interval_frame().drop(columns=["lower_band_gap", "upper_band_gap"])
     frame["std_band_gap"] = [0.1, -0.1, 0.1, 0.1, 0.1]
-    with pytest.raises(ModelError, match=r"std_band_gap is negative.*\['b'\]"):
+    with pytest.raises(RankingError, match=r"std_band_gap is negative.*\['b'\]"):
         success_probability(frame, CRITERIA, 0.9)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import entropy
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import RankingError
 from matscreen.tasks.rank import screening_validation, suggest, suggest_with
 from matscreen.tasks.spec import CriterionSpec, RankingSpec, SuggestSpec
 
@@ -80,9 +80,9 @@ def test_without_true_hits_recall_and_enrichment_are_none_and_said_so() -> None:
 
 
 def test_validation_refuses_missing_properties_and_bad_fractions() -> None:
-    with pytest.raises(ModelError, match="no true values of 'heat_of_formation'"):
+    with pytest.raises(RankingError, match="no true values of 'heat_of_formation'"):
         screening_validation(_ranking(5), {"band_gap": {}}, [HOF, GAP])
-    with pytest.raises(ModelError, match=r"top fraction must lie in \(0, 1\], got 0"):
+    with pytest.raises(RankingError, match=r"top fraction must lie in \(0, 1\], got 0"):
         screening_validation(_ranking(5), _reported(5, set()), [GAP], fractions=(0.0,))
 
 
@@ -125,7 +125,7 @@ def test_suggestions_skip_the_shortlist_when_asked() -> None:
 
 
 def test_suggestions_need_probabilities() -> None:
-    with pytest.raises(ModelError, match="no p_success"):
+    with pytest.raises(RankingError, match="no p_success"):
         suggest(_scored().drop(columns=["p_success"]), 2)
 
 

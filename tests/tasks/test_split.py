@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import SplitError
 from matscreen.tasks.spec import SplitSpec
 from matscreen.tasks.split import choose_split
 
@@ -39,7 +39,7 @@ def test_new_records_never_move_old_ones_between_parts() -> None:
 
 
 def test_split_refuses_repeated_or_too_few_ids() -> None:
-    with pytest.raises(ModelError, match=r"record ids repeat: \['a'\]"):
+    with pytest.raises(SplitError, match=r"record ids repeat: \['a'\]"):
         choose_split(["a", "a", "b"], SplitSpec())
-    with pytest.raises(ModelError, match="at least 2"):
+    with pytest.raises(SplitError, match="at least 2"):
         choose_split(["a"], SplitSpec())
