@@ -40,12 +40,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test, rather than run for minutes, if a command gets past its checks."""
-    from matscreen.flows import cli, train
+    from matscreen.flows import train
+    from matscreen.flows.cli import campaign
 
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("the command started its work")
 
-    monkeypatch.setattr(cli, "_execute_campaign", started)
+    monkeypatch.setattr(campaign, "_execute_campaign", started)
     monkeypatch.setattr(train, "_run", started)
 
 

@@ -95,7 +95,8 @@ def recording_flow(monkeypatch: pytest.MonkeyPatch) -> _RecordingFlow:
     """The campaign command with the flow, Prefect API and Dask cluster stood in for."""
     from contextlib import nullcontext
 
-    from matscreen.flows import campaign, cli, runtime
+    from matscreen.flows import campaign, runtime
+    from matscreen.flows.cli import campaign as campaign_commands
 
     flow = _RecordingFlow()
     monkeypatch.setattr(campaign, "screen_candidates", flow)
@@ -103,7 +104,7 @@ def recording_flow(monkeypatch: pytest.MonkeyPatch) -> _RecordingFlow:
     monkeypatch.setattr(
         runtime, "dask_scheduler", lambda settings: nullcontext("tcp://127.0.0.1:1")
     )
-    monkeypatch.setattr(cli, "_print_summary", lambda *args: None)
+    monkeypatch.setattr(campaign_commands, "_print_summary", lambda *args: None)
     return flow
 
 
