@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from matscreen.tasks.errors import FeaturizationError
 from matscreen.tasks.hashing import canonical_json, content_hash
-from matscreen.tasks.spec import AUTO_PRESET, FeaturizationSpec, FeaturizerSpec
+
+# The section's own module: the spec package imports this one while it loads.
+from matscreen.tasks.spec.featurization import AUTO_PRESET, FeaturizationSpec, FeaturizerSpec
 
 if TYPE_CHECKING:  # matminer is imported where featurizers are built, not before
     from matminer.featurizers.base import BaseFeaturizer

@@ -115,7 +115,9 @@ def standardized_features(features: pd.DataFrame, ids: list[str]) -> np.ndarray:
     """
     missing = [i for i in ids if i not in features.index]
     if missing:
-        raise RankingError(f"shortlist: no feature row for {len(missing)} candidates: {missing[:5]}")
+        raise RankingError(
+            f"shortlist: no feature row for {len(missing)} candidates: {missing[:5]}"
+        )
     try:
         values = features.loc[ids].to_numpy(dtype=float)
     except (TypeError, ValueError) as exc:
