@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from matscreen.catalog.queries.candidates import (
     ranking_frame,
     ranking_node,
 )
-from matscreen.catalog.queries.nodes import NodeRef, kind_runs, log, resolve_run
+from matscreen.catalog.queries.nodes import NodeRef, kind_runs, resolve_run
 from matscreen.catalog.queries.runs import previous_run
 from matscreen.catalog.store import Catalog
 from matscreen.catalog.walks import ordered_joins
@@ -20,6 +21,8 @@ from matscreen.tasks.errors import ArtifactError
 
 #: Entity kinds compared by :func:`diff_runs` as a run's inputs.
 INPUT_KINDS = ("campaign_spec", "source_snapshot", "data_split", "feature_table", "model")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

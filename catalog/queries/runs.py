@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
 from matscreen.catalog.artifacts import ArtifactStore
-from matscreen.catalog.queries.nodes import RunSummary, kind_runs, log, run_summaries
+from matscreen.catalog.queries.nodes import RunSummary, kind_runs, run_summaries
 from matscreen.catalog.store import Catalog, Entity
 from matscreen.catalog.walks import ordered_joins
 from matscreen.tasks.errors import ArtifactError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
