@@ -15,7 +15,7 @@ from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
-from matscreen.catalog.queries import changes_since_previous, stored_model
+from matscreen.catalog.queries import changes_since_previous, models_trained_as
 from matscreen.catalog.recorder import PredictionRecorder
 from matscreen.flows.candidates import CandidateScreen, TrainedModels, record_loader
 from matscreen.flows.featurize import featurize_and_record, model_featurization
@@ -26,7 +26,7 @@ from matscreen.flows.runtime import git_commit, interruptions, software_versions
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
-from matscreen.tasks.models.evaluation import FittedSurrogate, training_fingerprint
+from matscreen.tasks.models.evaluation import FittedSurrogate, reusable_model, training_fingerprint
 from matscreen.tasks.pools import assign_pools
 from matscreen.tasks.rank import (
     screening_summary,
@@ -386,7 +386,7 @@ def _train(
             model, columns, train, spec.split.seed, train_groups, saved_featurization
         )
         fingerprints[model.target] = fingerprint
-        earlier = stored_model(catalog, artifacts, fingerprint)
+        earlier = reusable_model(models_trained_as(catalog, fingerprint), artifacts.get_bytes)
         if earlier is not None:
             # The same training set, spec and software: the stored fit is reused.
             reused[model.target] = earlier[0]

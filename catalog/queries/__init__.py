@@ -39,8 +39,8 @@ from matscreen.catalog.queries.runs import (
     ModelSummary,
     find_models,
     find_runs,
+    models_trained_as,
     previous_run,
-    stored_model,
 )
 from matscreen.catalog.queries.show import (
     Related,
@@ -70,6 +70,6 @@ __all__ = [
     "previous_run",
     "resolve",
     "show",
-    "stored_model",
+    "models_trained_as",
     "summarize",
 ]

@@ -8,11 +8,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.queries.nodes import RunSummary, kind_runs, run_summaries
 from matscreen.catalog.store import Catalog, Entity
 from matscreen.catalog.walks import ordered_joins
-from matscreen.tasks.errors import ArtifactError, NotFoundError
+from matscreen.tasks.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -180,28 +179,12 @@ def previous_run(catalog: Catalog, run_id: str, campaign: str) -> RunSummary | N
     return earlier[-1] if earlier else None
 
 
-def stored_model(
-    catalog: Catalog, artifacts: ArtifactStore, fingerprint: str
-) -> tuple[str, Any] | None:
-    """The stored model whose training had this fingerprint, loaded, if there is one.
-
-    See :func:`matscreen.tasks.models.evaluation.training_fingerprint`. A model whose
-    artifact is missing or no longer loads is skipped (the caller fits again).
-
-    Returns
-    -------
-    (model entity id, SurrogateModel) or None
-    """
-    from matscreen.tasks.errors import ModelError
-    from matscreen.tasks.models.surrogate import SurrogateModel
-
-    for model in catalog.find_entities("model"):
-        if model.attributes.get("training_fingerprint") != fingerprint:
-            continue
-        try:
-            data = artifacts.get_bytes(model.attributes["artifact_sha256"])
-            return model.id, SurrogateModel.from_json(data, f"model {model.id}")
-        except (ArtifactError, ModelError) as exc:
-            log.warning("model %s is not reused, it is fitted again: %s", model.id, exc)
-            continue
-    return None
+def models_trained_as(catalog: Catalog, fingerprint: str) -> list[tuple[str, str]]:
+    """``(model entity id, artifact sha256)`` of every stored model whose training had this
+    fingerprint (see :func:`matscreen.tasks.models.evaluation.training_fingerprint`), in
+    the order they were stored."""
+    return [
+        (model.id, model.attributes["artifact_sha256"])
+        for model in catalog.find_entities("model")
+        if model.attributes.get("training_fingerprint") == fingerprint
+    ]

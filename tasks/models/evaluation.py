@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from matscreen.tasks.errors import ArtifactError, ModelError
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.models.baselines import dummy_baseline, magpie_rf_baseline, median_baseline
 from matscreen.tasks.models.conformal import coverage, coverage_by_width
@@ -25,6 +27,8 @@ from matscreen.tasks.models.surrogate import (
 )
 from matscreen.tasks.spec import ModelSpec
 from matscreen.tasks.versions import installed_version
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -377,3 +381,20 @@ def training_fingerprint(
             "versions": {name: installed_version(name) for name in libraries},
         }
     )
+
+
+def reusable_model(
+    stored: Sequence[tuple[str, str]], read: Callable[[str], bytes]
+) -> tuple[str, SurrogateModel] | None:
+    """The first stored model that still loads, of ``(model id, artifact sha256)`` pairs.
+
+    ``read`` returns an artifact's bytes by sha256 (verified). A model whose artifact is
+    missing, damaged or of a format this matscreen no longer reads is skipped with a warning
+    (the caller fits again).
+    """
+    for model_id, sha256 in stored:
+        try:
+            return model_id, SurrogateModel.from_json(read(sha256), f"model {model_id}")
+        except (ArtifactError, ModelError) as exc:
+            log.warning("model %s is not reused, it is fitted again: %s", model_id, exc)
+    return None

@@ -303,33 +303,27 @@ def test_saved_model_keeps_its_difficulty_and_domain_parts(tmp_path) -> None:
 
 
 def test_campaign_refits_when_the_stored_model_is_of_an_older_format() -> None:
-    from matscreen.catalog.queries import stored_model
+    from matscreen.tasks.errors import ArtifactError
+    from matscreen.tasks.models.evaluation import reusable_model
 
     ids, x, y, _ = _heteroscedastic(200, seed=10)
     model = train_surrogate(
         ModelSpec(target="y", params={"n_estimators": 10}), LABELS, (ids, x, y), 0
     )
     old = json.dumps({**model.to_document(), "format_version": 1}).encode()
+    artifacts = {"old": old, "new": model.model_json}
 
-    class Entity:
-        id = "model-1"
-        attributes = {"training_fingerprint": "fp", "artifact_sha256": "sha"}
-
-    class Catalog:
-        def find_entities(self, kind: str) -> list[Entity]:
-            return [Entity()]
-
-    class Artifacts:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def get_bytes(self, sha: str) -> bytes:
-            return self.data
+    def read(sha256: str) -> bytes:
+        if sha256 not in artifacts:
+            raise ArtifactError(f"artifact {sha256} is missing")
+        return artifacts[sha256]
 
     # The old artifact does not load, so no stored model is found and the campaign fits.
-    assert stored_model(Catalog(), Artifacts(old), "fp") is None
-    found = stored_model(Catalog(), Artifacts(model.model_json), "fp")
-    assert found is not None and found[0] == "model-1"
+    assert reusable_model([("model-1", "old")], read) is None
+    # A missing or unloadable artifact is passed over for the next stored model.
+    found = reusable_model([("model-0", "gone"), ("model-1", "old"), ("model-2", "new")], read)
+    assert found is not None and found[0] == "model-2"
+    assert found[1].model_json == model.model_json
 
 
 def test_domain_flags_far_rows_and_measures_blocks_alike(monkeypatch) -> None:
