@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -26,6 +26,8 @@ from matscreen.tasks.secrets import mask_url
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,64 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_backoff_s)
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+
+
+class Transient(Exception):
+    """One attempt failed in a way that may pass if asked again (see :func:`with_retries`).
+
+    Attributes
+    ----------
+    problem
+        What happened, without secrets (logged and, after the last attempt, reported).
+    retry_after
+        Seconds the server asked to wait (``Retry-After``), if it did.
+    """
+
+    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.retry_after = retry_after
+
+
+def with_retries(
+    source: str,
+    where: str,
+    attempt: Callable[[], T],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``attempt`` until it returns, retrying each :class:`Transient` failure.
+
+    The one retry loop of every remote source: each failed attempt is logged with the
+    delay before the next (``policy``: exponential backoff, ``Retry-After`` honoured,
+    capped); any other exception (a permanent failure) goes up at once.
+
+    Raises
+    ------
+    SourceError
+        When every attempt failed transiently, naming the source, ``where`` (a URL without
+        credentials, or a description of the request) and the last problem.
+    """
+    problem = ""
+    for number in range(1, policy.attempts + 1):
+        try:
+            return attempt()
+        except Transient as failed:
+            problem, retry_after = failed.problem, failed.retry_after
+        if number == policy.attempts:
+            break
+        delay = policy.delay(number, retry_after)
+        log.warning(
+            "source %s: %s failed (%s); retry %d/%d in %.1f s",
+            source,
+            where,
+            problem,
+            number,
+            policy.attempts - 1,
+            delay,
+        )
+        sleep(delay)
+    raise SourceError(f"source {source}: {where} failed {policy.attempts} times; last: {problem}")
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -118,43 +178,26 @@ class JsonClient:
             names the source, the URL and the last problem.
         """
         shown = redact(url)
-        problem = ""
-        for attempt in range(1, self.policy.attempts + 1):
-            retry_after = None
+
+        def attempt() -> Any:
             try:
                 response = self.client.get(url, params=params)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code in TRANSIENT_STATUS:
-                    problem = f"HTTP {response.status_code}"
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                elif response.status_code >= 400:
-                    raise SourceError(
-                        f"source {self.source}: {shown} answered HTTP {response.status_code}: "
-                        f"{_detail(response)}"
-                    )
-                else:
-                    try:
-                        return json.loads(response.content)
-                    except ValueError as exc:  # body cut short or not JSON: ask again
-                        problem = f"invalid JSON ({exc})"
-            if attempt == self.policy.attempts:
-                break
-            delay = self.policy.delay(attempt, retry_after)
-            log.warning(
-                "source %s: %s failed (%s); retry %d/%d in %.1f s",
-                self.source,
-                shown,
-                problem,
-                attempt,
-                self.policy.attempts - 1,
-                delay,
-            )
-            self.sleep(delay)
-        raise SourceError(
-            f"source {self.source}: {shown} failed {self.policy.attempts} times; last: {problem}"
-        )
+                raise Transient(f"{type(exc).__name__}: {exc}") from exc
+            if response.status_code in TRANSIENT_STATUS:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                raise Transient(f"HTTP {response.status_code}", retry_after)
+            if response.status_code >= 400:
+                raise SourceError(
+                    f"source {self.source}: {shown} answered HTTP {response.status_code}: "
+                    f"{_detail(response)}"
+                )
+            try:
+                return json.loads(response.content)
+            except ValueError as exc:  # body cut short or not JSON: ask again
+                raise Transient(f"invalid JSON ({exc})") from exc
+
+        return with_retries(self.source, shown, attempt, self.policy, self.sleep)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -97,7 +97,9 @@ from matscreen.tasks.sources.http import (
     TRANSIENT_STATUS,
     JsonClient,
     RetryPolicy,
+    Transient,
     retry_after_seconds,
+    with_retries,
 )
 from matscreen.tasks.sources.records import SourceSnapshot
 from matscreen.tasks.spec import MPReferenceSpec, MPSourceSpec
@@ -427,30 +429,15 @@ class SummaryClient:
         self._last = (response.status_code, response.headers)
 
     def _retrying(self, where: str, call: Callable[[], T]) -> T:
-        problem = ""
-        for attempt in range(1, RETRY_POLICY.attempts + 1):
+        def attempt() -> T:
             self._last = None
             try:
                 return call()
             except (MPRestError, *_REQUEST_ERRORS) as exc:
                 retry_after, problem = self._transient(exc, where)
-            if attempt == RETRY_POLICY.attempts:
-                break
-            delay = RETRY_POLICY.delay(attempt, retry_after)
-            log.warning(
-                "source %s: %s failed (%s); retry %d/%d in %.1f s",
-                self.spec.name,
-                where,
-                problem,
-                attempt,
-                RETRY_POLICY.attempts - 1,
-                delay,
-            )
-            sleep(delay)
-        raise SourceError(
-            f"source {self.spec.name}: {where} failed {RETRY_POLICY.attempts} times; "
-            f"last: {problem}"
-        )
+                raise Transient(problem, retry_after) from exc
+
+        return with_retries(self.spec.name, where, attempt, RETRY_POLICY, sleep)
 
     def _transient(self, exc: BaseException, where: str) -> tuple[float | None, str]:
         """Return (Retry-After seconds, description) of a transient failure; raise otherwise."""

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from matscreen.tasks.errors import SpecError
 from matscreen.tasks.pools import POOL_STAGE, assign_pools, known_candidates
 from matscreen.tasks.sources.dedup import environment_signature, mark_duplicates, may_match
 from matscreen.tasks.sources.records import IngestResult, SourceSnapshot, StructureRecord
-from matscreen.tasks.spec import SpecError, load_spec
+from matscreen.tasks.spec import load_spec
 
 CUBIC_SITES = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
 
