@@ -5,7 +5,9 @@ Usage: ``python benchmarks/screen_scale.py [--sizes 10000,30000] [--plain 20000]
 
 Candidates are decorations of two prototypes with 66 metals and several anion groups, kept
 when charge-neutral: the cubic perovskite ABX3 (built in) and the rock-salt ordered double
-perovskite A2BB'X6 (Fm-3m, its 10-atom primitive cell written to a scratch file). Parts:
+perovskite A2BB'X6 (Fm-3m, its 10-atom primitive cell written to a scratch file); beyond
+about half a million candidates, the double perovskite with more anion groups as a third
+source (``prototype_sources``). Parts:
 
 1. generate: candidates per second of the prototypes source, on one core.
 2. plain loop: what a matminer user writes — ``featurize_dataframe`` of every featurizer of
@@ -63,6 +65,8 @@ METALS = ["Li", "Be", "Na", "Mg", "Al", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", 
           "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "B", "Si", "As", "Te"]  # fmt: skip
 PEROVSKITE_X = ["O3", "O2N", "ON2", "N3", "O2F", "ONF", "O2S", "F3", "Cl3", "OF2"]
 DOUBLE_X = ["O6", "O5N", "O4N2", "O5F", "O4F2", "F6", "O5S", "Cl6"]
+#: Anion groups of a third source, read only beyond what the first two hold (10^6 candidates).
+MORE_DOUBLE_X = ["O4S2", "O4NF", "O5Cl", "O4Cl2", "O3F3", "O3N2F", "O3NF2", "O2F4"]
 
 
 def double_perovskite(folder: Path) -> Path:
@@ -81,26 +85,46 @@ def double_perovskite(folder: Path) -> Path:
 
 
 def prototype_sources(folder: Path, size: int | None) -> list[dict[str, Any]]:
-    """The two prototypes sources, each limited to half of ``size`` (None: all)."""
-    half = None if size is None else size // 2
-    return [
-        {
-            "name": "abx3",
-            "kind": "prototypes",
-            "pool": "screen",
-            "prototype": "perovskite_ABX3",
-            "sites": {"A": METALS, "B": METALS, "X": PEROVSKITE_X},
-            "limit": half,
-        },
-        {
-            "name": "a2bbx6",
-            "kind": "prototypes",
-            "pool": "screen",
-            "prototype": str(double_perovskite(folder)),
-            "sites": {"Ba": METALS, "Ti": METALS, "Nb": METALS, "O": DOUBLE_X},
-            "limit": None if size is None else size - half,
-        },
-    ]
+    """Prototypes sources holding ``size`` candidates together (None: all of them).
+
+    Half of ``size`` comes from the perovskite ABX3 (it holds 19,070 charge-neutral
+    decorations of these metals and anions), the rest from the double perovskite A2BB'X6
+    with the anion groups of :data:`DOUBLE_X`, and what these cannot hold (beyond about
+    half a million) from the same double perovskite with the groups of
+    :data:`MORE_DOUBLE_X`. How many a source holds is counted by enumerating its
+    decorations (``iter_candidates``), only as far as needed.
+    """
+    double = str(double_perovskite(folder))
+    specs = [
+        {"name": "abx3", "prototype": "perovskite_ABX3",
+         "sites": {"A": METALS, "B": METALS, "X": PEROVSKITE_X}},
+        {"name": "a2bbx6", "prototype": double,
+         "sites": {"Ba": METALS, "Ti": METALS, "Nb": METALS, "O": DOUBLE_X}},
+        {"name": "a2bbx6_more", "prototype": double,
+         "sites": {"Ba": METALS, "Ti": METALS, "Nb": METALS, "O": MORE_DOUBLE_X}},
+    ]  # fmt: skip
+    sources = [{**spec, "kind": "prototypes", "pool": "screen"} for spec in specs]
+    if size is None:
+        return [{**source, "limit": None} for source in sources]
+    chosen, remaining = [], size
+    for number, source in enumerate(sources):
+        wanted = size // 2 if number == 0 else remaining
+        if wanted <= 0:
+            break
+        chosen.append({**source, "limit": wanted})
+        if number < len(sources) - 1:
+            remaining -= _holds(source, wanted)
+    return chosen
+
+
+def _holds(source: dict[str, Any], at_most: int) -> int:
+    """How many decorations ``source`` holds, counted up to ``at_most``."""
+    from itertools import islice
+
+    from matscreen.tasks.sources.prototypes import iter_candidates
+
+    spec = PrototypeSourceSpec.model_validate(source)
+    return sum(1 for _ in islice(iter_candidates(spec), at_most))
 
 
 def generate(folder: Path, n: int) -> tuple[list[StructureRecord], float]:

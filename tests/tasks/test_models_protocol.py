@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matscreen.tasks.errors import ModelError
+from matscreen.tasks.errors import ModelError, SplitError
 from matscreen.tasks.models import pipeline
 from matscreen.tasks.models.evaluation import fit_and_evaluate
 from matscreen.tasks.models.surrogate import make_folds, train_surrogate
@@ -133,9 +133,9 @@ def test_group_keys_and_missing_groups() -> None:
     groups = record_groups([Record("a", "SrTiO3"), Record("b", "Sr2Ti2O6")], "composition")
     assert groups == {"a": "SrTiO3", "b": "SrTiO3"}
     assert record_groups([Record("a", "SrTiO3")], "random") is None
-    with pytest.raises(ModelError, match="needs each record's group"):
+    with pytest.raises(SplitError, match="needs each record's group"):
         choose_split(["a", "b"], SplitSpec(method="chemsys"))
-    with pytest.raises(ModelError, match=r"no chemsys group for records \['b'\]"):
+    with pytest.raises(SplitError, match=r"no chemsys group for records \['b'\]"):
         choose_split(["a", "b"], SplitSpec(method="chemsys"), {"a": "O-Sr"})
 
 
