@@ -84,9 +84,10 @@ class StructureRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     duplicate_of: str | None = None
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """The record's id, unique across sources: ``source:source_id``."""
+        """The record's id, unique across sources: ``source:source_id`` (made once, so that
+        the many maps keyed or valued by it share one string)."""
         return f"{self.source}:{self.source_id}"
 
     @cached_property
