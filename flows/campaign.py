@@ -17,6 +17,7 @@ from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.queries import changes_since_previous, models_trained_as
 from matscreen.catalog.recorder import PredictionRecorder
+from matscreen.flows.artifacts import publish_artifacts
 from matscreen.flows.candidates import CandidateScreen, TrainedModels, record_loader
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.heap import rare_collections
@@ -34,7 +35,6 @@ from matscreen.tasks.rank import (
     shortlist_within,
     suggest_with,
 )
-from matscreen.tasks.report.artifacts import publish_artifacts
 from matscreen.tasks.report.campaign import (
     all_failures,
     campaign_report,

@@ -1,7 +1,6 @@
-"""Prefect artifacts of a campaign run: the shortlist as a table, the metrics as markdown.
-
-They appear on the flow run's page in the Prefect UI, next to its logs and task runs.
-"""
+"""What a campaign run shows in the Prefect UI: the shortlist as a table, the metrics and
+the changes since the previous run as markdown (published by
+:func:`matscreen.flows.artifacts.publish_artifacts`)."""
 
 from __future__ import annotations
 
@@ -78,26 +77,10 @@ def _number(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{value:.4g}"
 
 
-def publish_artifacts(shortlist: pd.DataFrame, document: dict[str, Any]) -> None:
-    """Create the run's ``shortlist`` table and ``metrics`` markdown artifacts in Prefect."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
+def shortlist_rows(shortlist: pd.DataFrame) -> list[dict[str, Any]]:
+    """The shortlist's rows as the Prefect UI shows them: the main columns and every
+    prediction, missing values as None."""
     columns = [c for c in _SHOWN if c in shortlist.columns]
     columns += [c for c in shortlist.columns if c.startswith("pred_")]
     rows = shortlist[columns].astype(object).where(shortlist[columns].notna(), None)
-    create_table_artifact(
-        key="shortlist",
-        table=rows.to_dict(orient="records"),
-        description=f"Shortlist of campaign {document['campaign']}",
-    )
-    create_markdown_artifact(
-        key="metrics",
-        markdown=metrics_markdown(document),
-        description=f"Held-out metrics of campaign {document['campaign']}",
-    )
-    if document.get("changes"):
-        create_markdown_artifact(
-            key="changes",
-            markdown=changes_markdown(document["campaign"], document["changes"]),
-            description=f"Changes since the previous run of campaign {document['campaign']}",
-        )
+    return rows.to_dict(orient="records")
