@@ -235,7 +235,11 @@ class CandidateScreen:
             config = featurization_config(self.spec.featurization)
             self._store = FeatureStore(self.settings.feature_dir, config)
         return start_featurization(
-            candidates, self.spec.featurization, self._store, self.settings.worker_count
+            candidates,
+            self.spec.featurization,
+            self._store,
+            self.settings.worker_count,
+            self.settings.featurizer_memory_mb,
         )
 
     def _finish(self, candidates: list[StructureRecord], pending: PendingFeatures) -> None:

@@ -62,11 +62,14 @@ def start_featurization(
     featurization: FeaturizationSpec,
     store: FeatureStore,
     workers: int,
+    memory_mb: int = 0,
 ) -> PendingFeatures:
     """Look the records up in the store and submit the structures it lacks, in batches.
 
     Must run inside a flow: the missing structures are featurized by Prefect tasks mapped
-    over batches on the flow's task runner (sized for ``workers`` workers).
+    over batches on the flow's task runner (sized for ``workers`` workers). ``memory_mb``
+    limits the heap of each featurizer child process (``MATSCREEN_FEATURIZER_MEMORY_MB``;
+    0: none).
     """
     config = featurization_config(featurization)
     keys = {r.id: r.structure_sha256 for r in records}
@@ -79,6 +82,7 @@ def start_featurization(
         [pack_items(batch) for batch in batches(todo, size)],
         unmapped(config),
         unmapped(featurization.time_limit_s),
+        unmapped(memory_mb),
     )
     return PendingFeatures(keys, stored, len(todo), list(futures), store)
 
@@ -88,6 +92,7 @@ def featurize_records(
     featurization: FeaturizationSpec,
     store: FeatureStore,
     workers: int,
+    memory_mb: int = 0,
 ) -> tuple[FeatureTable, list[RunInfo], int]:
     """Features of every record, computing only the structures the store lacks.
 
@@ -98,7 +103,7 @@ def featurize_records(
     -------
     (FeatureTable, batch runs, structures taken from the store)
     """
-    return start_featurization(records, featurization, store, workers).collect()
+    return start_featurization(records, featurization, store, workers, memory_mb).collect()
 
 
 def featurize_and_record(
@@ -116,7 +121,9 @@ def featurize_and_record(
     """
     config = featurization_config(featurization)
     store = FeatureStore(settings.feature_dir, config)
-    pending = start_featurization(records, featurization, store, settings.worker_count)
+    pending = start_featurization(
+        records, featurization, store, settings.worker_count, settings.featurizer_memory_mb
+    )
     return record_features(pending, records, featurization, recorder, record_ids)
 
 

@@ -112,6 +112,7 @@ def featurize_batch(
     config: dict[str, Any],
     time_limit_s: float | None = None,
     arrays: bool = True,
+    memory_mb: int = 0,
 ) -> FeatureBatch:
     """Featurize a batch of structures.
 
@@ -129,6 +130,10 @@ def featurize_batch(
     arrays
         Compute the rows the array path can take (:mod:`~matscreen.tasks.featurize.arrays`,
         same values) for the whole batch at once; False featurizes every row on its own.
+    memory_mb
+        Heap limit in MiB of the child process of the ``time_limit_s`` path (0: none); a
+        structure that needs more gets an error row. Flows pass the run's
+        ``MATSCREEN_FEATURIZER_MEMORY_MB``.
 
     Returns
     -------
@@ -141,7 +146,7 @@ def featurize_batch(
         positions, values = featurize_cells([d for _, d in items], config)
         computed = dict(zip(positions, values, strict=True))
     if time_limit_s is not None and len(computed) < len(items):
-        child = child_featurizer(config, time_limit_s)
+        child = child_featurizer(config, time_limit_s, memory_mb)
         labels = child.labels()
         compute = child.featurize
     else:
@@ -177,10 +182,13 @@ def pack_items(items: list[tuple[str, dict[str, Any]]]) -> bytes:
 
 
 def featurize_packed(
-    packed: bytes, config: dict[str, Any], time_limit_s: float | None = None
+    packed: bytes,
+    config: dict[str, Any],
+    time_limit_s: float | None = None,
+    memory_mb: int = 0,
 ) -> FeatureBatch:
     """:func:`featurize_batch` on items packed by :func:`pack_items`."""
-    return featurize_batch(pickle.loads(packed), config, time_limit_s)
+    return featurize_batch(pickle.loads(packed), config, time_limit_s, memory_mb=memory_mb)
 
 
 def join_batches(batches: list[FeatureBatch]) -> FeatureTable:

@@ -4,9 +4,10 @@ Reads the featurization description, then structures, from standard input; answe
 with ``("ok", values)`` or ``("error", message)``. Standard output is reserved for these
 answers: anything a library prints goes to standard error.
 
-The child's heap is limited (``MATSCREEN_FEATURIZER_MEMORY_MB``, see
-:class:`~matscreen.flows.settings.Settings`): a structure whose featurization needs more
-memory fails with an error answer, and the child serves the next one.
+The child's heap is limited to the MiB its parent sends with the featurization (the run's
+``MATSCREEN_FEATURIZER_MEMORY_MB``, passed down as an argument): a structure whose
+featurization needs more memory fails with an error answer, and the child serves the next
+one.
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ def limit_heap(megabytes: int) -> None:
 
 def main() -> None:
     """Serve featurization requests until standard input closes."""
-    from matscreen.flows.settings import Settings
-
-    memory_mb = Settings().featurizer_memory_mb
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     warnings.simplefilter("ignore")
@@ -51,7 +49,7 @@ def main() -> None:
 
     stdin = sys.stdin.buffer.fileno()
     try:
-        config = receive(stdin, 1e9)
+        config, memory_mb = receive(stdin, 1e9)
     except EOFError:
         return
 

@@ -106,11 +106,14 @@ class ChildFeaturizer:
         The featurization description (see :func:`featurization_config`).
     time_limit_s
         Seconds one structure may take before its child is killed.
+    memory_mb
+        Heap limit of the child in MiB (0: none).
     """
 
-    def __init__(self, config: dict[str, Any], time_limit_s: float) -> None:
+    def __init__(self, config: dict[str, Any], time_limit_s: float, memory_mb: int) -> None:
         self.config = config
         self.time_limit_s = time_limit_s
+        self.memory_mb = memory_mb
         self._process: subprocess.Popen[bytes] | None = None
         self._labels: list[str] | None = None
 
@@ -124,7 +127,7 @@ class ChildFeaturizer:
     def _start(self) -> subprocess.Popen[bytes]:
         process = _SPARE.pop() if _SPARE else spawn()
         assert process.stdin is not None and process.stdout is not None
-        send(process.stdin, self.config)
+        send(process.stdin, (self.config, self.memory_mb))
         try:
             reply = receive(process.stdout.fileno(), STARTUP_LIMIT_S)
         except EOFError:
@@ -182,15 +185,17 @@ class ChildFeaturizer:
             self._process = None
 
 
-_CHILDREN: dict[tuple[str, float], ChildFeaturizer] = {}
+_CHILDREN: dict[tuple[str, float, int], ChildFeaturizer] = {}
 
 
-def child_featurizer(config: dict[str, Any], time_limit_s: float) -> ChildFeaturizer:
-    """The child process of this worker for a featurization, started on first use."""
+def child_featurizer(
+    config: dict[str, Any], time_limit_s: float, memory_mb: int
+) -> ChildFeaturizer:
+    """The child process of this worker for a featurization and limits, started on first use."""
     _forget_inherited_children()
-    key = (canonical_json(config), time_limit_s)
+    key = (canonical_json(config), time_limit_s, memory_mb)
     if key not in _CHILDREN:
-        _CHILDREN[key] = ChildFeaturizer(config, time_limit_s)
+        _CHILDREN[key] = ChildFeaturizer(config, time_limit_s, memory_mb)
     return _CHILDREN[key]
 
 

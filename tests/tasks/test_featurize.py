@@ -201,10 +201,10 @@ def test_site_resolved_features_name_each_kind_of_site_and_key_the_store() -> No
 def test_memory_limit_stops_one_structure_and_the_batch_goes_on(
     structures, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The child imports the featurizer from tests/support and reads its limit at start.
+    # The child imports the featurizer from tests/support; its limit comes with the
+    # featurization (flows pass MATSCREEN_FEATURIZER_MEMORY_MB).
     support = Path(__file__).resolve().parents[1] / "support"
     monkeypatch.setenv("PYTHONPATH", str(support))
-    monkeypatch.setenv("MATSCREEN_FEATURIZER_MEMORY_MB", "1024")
     config = preset_config("fast")
     config["featurizers"] = [
         {
@@ -221,7 +221,7 @@ def test_memory_limit_stops_one_structure_and_the_batch_goes_on(
         ("big", big.as_dict()),
         ("small-2", structures[2].as_dict()),
     ]
-    batch = featurize_batch(items, config, time_limit_s=120)
+    batch = featurize_batch(items, config, time_limit_s=120, memory_mb=1024)
     assert batch.ids == ["small-1", "small-2"]
     np.testing.assert_array_equal(batch.values, [[5.0], [5.0]])
     assert batch.failures == {"big": "memory limit of 1024 MiB exceeded"}
