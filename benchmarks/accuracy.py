@@ -79,8 +79,9 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 
 from matscreen.flows.settings import Settings
+from matscreen.tasks.models.estimators import build_model
 from matscreen.tasks.models.pipeline import build_pipeline
-from matscreen.tasks.models.surrogate import build_model, train_surrogate
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
 
 THREADS = {"n_jobs": 2}

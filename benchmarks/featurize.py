@@ -157,7 +157,13 @@ def main() -> None:
             )
             def bench() -> float:
                 start = time.perf_counter()
-                featurize_records(records, featurization, FeatureStore(store_dir, config), workers)
+                featurize_records(
+                    records,
+                    featurization,
+                    FeatureStore(store_dir, config),
+                    workers,
+                    Settings().featurizer_memory_mb,
+                )
                 return time.perf_counter() - start
 
             return bench()

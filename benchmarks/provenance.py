@@ -389,7 +389,7 @@ def queries(
     run_of = dict(zip(RUNS, runs, strict=True))
     latest = runs[-1]
     recent, last = run_of[(RELEASES - 2, 0)], run_of[(RELEASES - 1, 0)]
-    top = find_candidates(catalog, artifacts, run_id=latest, criteria=[])[0].id
+    top = find_candidates(catalog, artifacts, run_id=latest, every=True)[0].id
     version = f"2025.{RELEASES - 1:02d}.01"  # release RELEASES - 2, read by two runs
     snapshots = catalog.find_entities("source_snapshot")
     release = next(s for s in snapshots if s.attributes["database_version"] == version)

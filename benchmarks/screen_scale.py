@@ -16,8 +16,8 @@ source (``prototype_sources``). Parts:
    feature store included) and the same ``predict``, on ``--plain`` candidates; the two
    sets of predictions are compared.
 3. scaling: matscreen's featurization of ``--scaling`` candidates on 1 and on 2 workers.
-4. end to end: the demo campaign with its CMR training pool and SIZE candidates (half of
-   each prototype) through ``run_campaign``, for each size: wall time, step times,
+4. end to end: the demo campaign with its CMR training pool and SIZE candidates (see
+   ``prototype_sources``) through ``run_campaign``, for each size: wall time, step times,
    candidates per second, peak resident memory of every process (driver, Prefect server,
    Dask workers, featurizer children), and the time of one candidate's lineage query.
 
@@ -87,8 +87,8 @@ def double_perovskite(folder: Path) -> Path:
 def prototype_sources(folder: Path, size: int | None) -> list[dict[str, Any]]:
     """Prototypes sources holding ``size`` candidates together (None: all of them).
 
-    Half of ``size`` comes from the perovskite ABX3 (it holds 19,070 charge-neutral
-    decorations of these metals and anions), the rest from the double perovskite A2BB'X6
+    Half of ``size``, at most the 19,070 charge-neutral decorations it holds, comes from
+    the perovskite ABX3; the rest from the double perovskite A2BB'X6
     with the anion groups of :data:`DOUBLE_X`, and what these cannot hold (beyond about
     half a million) from the same double perovskite with the groups of
     :data:`MORE_DOUBLE_X`. How many a source holds is counted by enumerating its
@@ -110,7 +110,7 @@ def prototype_sources(folder: Path, size: int | None) -> list[dict[str, Any]]:
     for number, source in enumerate(sources):
         wanted = size // 2 if number == 0 else remaining
         if wanted <= 0:
-            break
+            continue
         chosen.append({**source, "limit": wanted})
         if number < len(sources) - 1:
             remaining -= _holds(source, wanted)
@@ -128,10 +128,12 @@ def _holds(source: dict[str, Any], at_most: int) -> int:
 
 
 def generate(folder: Path, n: int) -> tuple[list[StructureRecord], float]:
-    """Read ``n`` candidates from the two sources; return them and the seconds taken."""
+    """Read ``n`` candidates from the sources; return them and the seconds the reads took
+    (not the counting that sizes the sources)."""
+    sources = prototype_sources(folder, n)
     start = time.perf_counter()
     records: list[StructureRecord] = []
-    for source in prototype_sources(folder, n):
+    for source in sources:
         result = read_source(PrototypeSourceSpec.model_validate(source))
         records += result.records
     return records, time.perf_counter() - start
@@ -172,6 +174,7 @@ def _featurize_flow(inputs: str, store: str, workers: int) -> tuple[pd.DataFrame
             featurization,
             FeatureStore(Path(store), featurization_config(featurization)),
             workers,
+            Settings().featurizer_memory_mb,
         )
         return table.frame, time.perf_counter() - start
 

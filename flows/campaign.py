@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 from dataclasses import replace
@@ -23,7 +22,7 @@ from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.heap import rare_collections
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.placement import HullPlacement, place_on_hull
-from matscreen.flows.runtime import git_commit, interruptions, software_versions
+from matscreen.flows.runtime import interruptions, run_recorder
 from matscreen.flows.settings import Settings
 from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
 from matscreen.tasks.featurize import describe, featurization_config
@@ -98,23 +97,18 @@ def screen_candidates(
     run_id = str(flow_run.id)
     out = Path(output_dir) if output_dir else Path("runs") / run_id
     timer = StepTimer()
-    software = software_versions()
     featurization = spec.featurization
     config = featurization_config(featurization)
 
     with Catalog(settings.catalog_url) as catalog:
-        artifacts = ArtifactStore(settings.artifact_dir)
-        recorder = PredictionRecorder(
-            catalog,
-            artifacts,
-            run_id,
-            "screen-candidates",
-            {"spec_path": str(Path(spec_path).resolve()), "output_dir": str(out.resolve())},
-            software,
-            git_commit(),
-            getpass.getuser(),
-            socket.gethostname(),
+        parameters = {
+            "spec_path": str(Path(spec_path).resolve()),
+            "output_dir": str(out.resolve()),
+        }
+        recorder = run_recorder(
+            catalog, settings, "screen-candidates", parameters, PredictionRecorder
         )
+        artifacts, software = recorder.artifacts, recorder.software
         with recorder.running(interruptions()), rare_collections():
             recorder.spec(spec.model_dump(mode="json"), spec.fingerprint(), loaded.run)
             targets = [m.target for m in spec.models]

@@ -62,7 +62,7 @@ def start_featurization(
     featurization: FeaturizationSpec,
     store: FeatureStore,
     workers: int,
-    memory_mb: int = 0,
+    memory_mb: int,
 ) -> PendingFeatures:
     """Look the records up in the store and submit the structures it lacks, in batches.
 
@@ -92,7 +92,7 @@ def featurize_records(
     featurization: FeaturizationSpec,
     store: FeatureStore,
     workers: int,
-    memory_mb: int = 0,
+    memory_mb: int,
 ) -> tuple[FeatureTable, list[RunInfo], int]:
     """Features of every record, computing only the structures the store lacks.
 

@@ -8,10 +8,8 @@ linked to their first record, and each read is written to the catalog in one tra
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import TypeAdapter, ValidationError
 
-from matscreen.catalog import ArtifactStore, Catalog
+from matscreen.catalog import Catalog
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.flows.heap import rare_collections
-from matscreen.flows.runtime import git_commit, software_versions
+from matscreen.flows.runtime import run_recorder
 from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import SpecError
 from matscreen.tasks.files import open_atomically
@@ -176,25 +173,16 @@ def ingest_structures(
     """
     specs = parse_sources(sources)
     settings = Settings()
-    run_id = str(flow_run.id)
-    software = software_versions()
+    parameters = {"sources": [spec.model_dump(mode="json") for spec in specs], "output": output}
     with Catalog(settings.catalog_url) as catalog:
-        recorder = CampaignRecorder(
-            catalog,
-            ArtifactStore(settings.artifact_dir),
-            run_id,
-            "ingest-structures",
-            {"sources": [spec.model_dump(mode="json") for spec in specs], "output": output},
-            software,
-            git_commit(),
-            getpass.getuser(),
-            socket.gethostname(),
+        recorder = run_recorder(
+            catalog, settings, "ingest-structures", parameters, CampaignRecorder
         )
         with recorder.running(), rare_collections(), _progress_bars(show_progress) as progress:
             ingested = ingest_and_record(specs, recorder, settings.source_state_dir, progress)
     written = write_records(Path(output), ingested.results) if output else None
     return {
-        "run_id": run_id,
+        "run_id": recorder.run_id,
         "sources": ingested.summary,
         "output": str(Path(output).resolve()) if output else None,
         "records_written": written,

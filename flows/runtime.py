@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from matscreen.flows.settings import REPOSITORY_ROOT, Settings
 from matscreen.tasks.errors import MatscreenError
@@ -33,6 +33,11 @@ RECORDED_PACKAGES = (
     "sqlalchemy",
 )
 
+if TYPE_CHECKING:
+    from matscreen.catalog.recorder import CampaignRecorder
+
+R = TypeVar("R", bound="CampaignRecorder")
+
 
 def software_versions() -> dict[str, str]:
     """Return the installed versions of the packages a run's results depend on."""
@@ -54,6 +59,42 @@ def git_commit() -> str | None:
         return None
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and len(commit) == 40 else None
+
+
+def run_recorder(
+    catalog: Any, settings: Settings, name: str, parameters: dict[str, Any], kind: type[R]
+) -> R:
+    """The recorder of the running flow: its Prefect flow run id as the run's id, the
+    settings' artifact store, the installed software, the checkout's commit, the user and
+    the host.
+
+    Parameters
+    ----------
+    catalog
+        The open catalog to write into.
+    name, parameters
+        The flow's name and its parameters (never secrets).
+    kind
+        :class:`~matscreen.catalog.recorder.CampaignRecorder` or a subclass.
+    """
+    import getpass
+    import socket
+
+    from prefect.runtime import flow_run
+
+    from matscreen.catalog import ArtifactStore
+
+    return kind(
+        catalog,
+        ArtifactStore(settings.artifact_dir),
+        str(flow_run.id),
+        name,
+        parameters,
+        software_versions(),
+        git_commit(),
+        getpass.getuser(),
+        socket.gethostname(),
+    )
 
 
 @contextmanager

@@ -24,20 +24,14 @@ classifiers and two-stage gap models). Both commands record their steps in the c
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from matscreen.flows.heap import rare_collections
 from matscreen.flows.settings import Settings
-from matscreen.tasks.errors import InputError, ModelError, SpecError
-from matscreen.tasks.files import writable_folder
-from matscreen.tasks.models.inputs import check_input
+from matscreen.tasks.errors import InputError, ModelError
 from matscreen.tasks.spec import (
-    AUTO_PRESET,
     FeaturizationSpec,
     ModelSpec,
     SplitSpec,
@@ -47,7 +41,6 @@ from matscreen.tasks.spec import (
 if TYPE_CHECKING:  # the flows' own imports load Prefect, Dask and scikit-learn when they run
     import pandas as pd
 
-    from matscreen.catalog import Catalog
     from matscreen.catalog.recorder import PredictionRecorder
     from matscreen.tasks.models.surrogate import SurrogateModel
 
@@ -64,32 +57,6 @@ TRAIN_PRESET = (
     "the training structures are relaxed cells, so features include their geometry; a model "
     "that will predict generated, unrelaxed structures should use --preset sites",
 )
-
-
-def _recorder(
-    catalog: Catalog, settings: Settings, name: str, parameters: dict[str, Any]
-) -> PredictionRecorder:
-    import getpass
-    import socket
-
-    from prefect.runtime import flow_run
-
-    from matscreen.catalog import ArtifactStore
-    from matscreen.catalog.recorder import PredictionRecorder
-    from matscreen.flows.runtime import git_commit, software_versions
-
-    software = software_versions()
-    return PredictionRecorder(
-        catalog,
-        ArtifactStore(settings.artifact_dir),
-        str(flow_run.id),
-        name,
-        parameters,
-        software,
-        git_commit(),
-        getpass.getuser(),
-        socket.gethostname(),
-    )
 
 
 def _read_records(
@@ -137,8 +104,8 @@ def train_model(
 ) -> dict[str, Any]:
     """Train one surrogate on a file and write its model folder.
 
-    Runs as the Prefect flow ``train-model`` (``as_flow(train_model)``; the featurization
-    maps Prefect tasks on the flow's task runner).
+    Runs as the Prefect flow ``train-model`` (:func:`matscreen.flows.cli.train.as_flow`;
+    the featurization maps Prefect tasks on the flow's task runner).
 
     Parameters
     ----------
@@ -162,13 +129,17 @@ def train_model(
     ------
     InputError
         If rows of the file cannot be read.
+    SplitError
+        If the records cannot be split as ``split`` asks.
     ModelError
         If too few rows featurize, or the fit fails.
     """
     import pandas as pd
 
     from matscreen.catalog import Catalog
+    from matscreen.catalog.recorder import PredictionRecorder
     from matscreen.flows.featurize import featurize_and_record, model_featurization
+    from matscreen.flows.runtime import run_recorder
     from matscreen.tasks.dataset import (
         candidate_arrays,
         labels_of,
@@ -188,7 +159,7 @@ def train_model(
     path, out = Path(input_path), Path(out_dir)
     parameters = {"input": str(path.resolve()), "out_dir": str(out.resolve()), "model": model}
     with Catalog(settings.catalog_url) as catalog:
-        recorder = _recorder(catalog, settings, "train-model", parameters)
+        recorder = run_recorder(catalog, settings, "train-model", parameters, PredictionRecorder)
         with recorder.running(), rare_collections():
             records, record_ids, failures, snapshots = _read_records(
                 path, recorder, settings, spec.target
@@ -371,7 +342,7 @@ def load_model_folder(model_dir: Path) -> tuple[SurrogateModel, dict[str, Any]]:
     return model, provenance
 
 
-def _featurization_of(model: SurrogateModel, where: str) -> FeaturizationSpec:
+def featurization_of(model: SurrogateModel, where: str) -> FeaturizationSpec:
     from pydantic import ValidationError
 
     from matscreen.tasks.featurize import featurization_config
@@ -396,7 +367,7 @@ def predict_properties(
 ) -> dict[str, Any]:
     """Predict a stored model's target for the structures of a file; write a CSV.
 
-    Runs as the Prefect flow ``predict-properties`` (``as_flow(predict_properties)``).
+    Runs as the Prefect flow ``predict-properties`` (:func:`matscreen.flows.cli.train.as_flow`).
     With ``hull_references`` (elemental reference entries) a formation-energy model's
     predictions also become distances to the convex hull of those references and the
     model's training phases: ``hull_distance``, ``hull_lower``, ``hull_upper`` (eV/atom).
@@ -416,19 +387,23 @@ def predict_properties(
     import numpy as np
 
     from matscreen.catalog import Catalog
+    from matscreen.catalog.recorder import PredictionRecorder
     from matscreen.flows.featurize import featurize_and_record
+    from matscreen.flows.runtime import run_recorder
     from matscreen.tasks.dataset import feature_failures
     from matscreen.tasks.files import write_atomically
-    from matscreen.tasks.models.surrogate import predict_surrogate
+    from matscreen.tasks.models.prediction import predict_surrogate
     from matscreen.tasks.runinfo import traced
 
     settings = Settings()
     trained, provenance = load_model_folder(Path(model_dir))
-    featurization_spec = _featurization_of(trained, model_dir)
+    featurization_spec = featurization_of(trained, model_dir)
     path = Path(input_path)
     parameters = {"model_dir": str(Path(model_dir).resolve()), "input": str(path.resolve())}
     with Catalog(settings.catalog_url) as catalog:
-        recorder = _recorder(catalog, settings, "predict-properties", parameters)
+        recorder = run_recorder(
+            catalog, settings, "predict-properties", parameters, PredictionRecorder
+        )
         with recorder.running(), rare_collections():
             records, record_ids, failures, _ = _read_records(
                 path, recorder, settings, None, keep_duplicates=True
@@ -505,259 +480,3 @@ def predictions_frame(predicted: Any, records: list[Any]) -> pd.DataFrame:
     if predicted.probability is not None:
         frame["probability"] = predicted.probability
     return frame
-
-
-# -- command line -------------------------------------------------------------------------------
-
-
-def _param(value: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as YAML (numbers, booleans, strings)."""
-    import yaml
-
-    key, sep, raw = value.partition("=")
-    if not sep or not key.strip():
-        raise SpecError(f"--param {value!r}: expected KEY=VALUE, e.g. max_depth=6")
-    return key.strip(), yaml.safe_load(raw)
-
-
-def _validated(cls: Any, data: dict[str, Any], option: str) -> Any:
-    from pydantic import ValidationError
-
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(f"{option}: {describe_errors(exc)}") from exc
-
-
-def model_options(args: argparse.Namespace) -> tuple[ModelSpec, SplitSpec, FeaturizationSpec]:
-    """The model, split and featurization specs the ``train`` arguments describe.
-
-    Raises
-    ------
-    SpecError
-        If an option is invalid (unknown algorithm, level outside (0, 1) …).
-    """
-    model: dict[str, Any] = {
-        "target": args.target,
-        "algorithm": args.algorithm,
-        "kind": args.kind,
-        "params": dict(_param(p) for p in args.param or []),
-        "cv_folds": args.folds,
-        "search": args.search,
-        "search_iterations": args.search_iterations,
-        "interval": args.interval,
-        "interval_level": args.level,
-        "metal_threshold": args.metal_threshold,
-    }
-    for key in ("clip_min", "positive_at_most", "select_features", "scale"):
-        if getattr(args, key) is not None:
-            model[key] = getattr(args, key)
-    featurizers = []
-    for value in args.featurizer or []:
-        kind, sep, cls = value.partition(":")
-        if not sep:
-            raise SpecError(f"--featurizer {value!r}: expected INPUT:CLASS, e.g. structure:...")
-        featurizers.append({"input": kind, "cls": cls})
-    return (
-        _validated(ModelSpec, model, "train options"),
-        _validated(
-            SplitSpec,
-            {"method": args.split, "test_fraction": args.test_fraction, "seed": args.seed},
-            "split options",
-        ),
-        _validated(
-            FeaturizationSpec, {"preset": args.preset, "featurizers": featurizers}, "--preset"
-        ).resolved(*TRAIN_PRESET),
-    )
-
-
-def as_flow(function: Any) -> Any:
-    """A function of this module as a Prefect flow named after it (``train-model``).
-
-    The flows are built on first use, so that the command line starts without loading
-    Prefect for commands that do not run them.
-    """
-    from prefect import flow
-
-    return flow(name=function.__name__.replace("_", "-"))(function)
-
-
-def _run(
-    function: Any, search_on_dask: bool = False, **kwargs: Any
-) -> tuple[dict[str, Any], float]:
-    """Run a flow on Dask with a Prefect API, as ``campaign run`` does.
-
-    With ``search_on_dask`` the flow also gets the scheduler's address for the fits of a
-    hyperparameter search.
-    """
-
-    from matscreen.flows.runtime import dask_scheduler, dask_task_runner, prefect_api
-
-    settings = Settings()
-    started = time.perf_counter()
-    with prefect_api(), dask_scheduler(settings) as address:
-        runner = dask_task_runner(address)
-        if search_on_dask:
-            kwargs["dask_address"] = address
-        result = as_flow(function).with_options(task_runner=runner)(**kwargs)
-    return result, time.perf_counter() - started
-
-
-def _train(args: argparse.Namespace) -> int:
-    spec, split, featurization = model_options(args)
-    minimum = max(10, 2 * spec.cv_folds)
-    rows = check_input(args.input, spec.target, min_rows=minimum)  # fails here, before any work
-    out = args.out or Path("models") / f"{spec.target}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if args.out is not None:
-        writable_folder(args.out)  # and so does a model folder that cannot be written
-    print(f"train {spec.target} ({spec.kind}, {spec.algorithm}) on {rows} rows of {args.input}")
-    result, seconds = _run(
-        train_model,
-        input_path=str(Path(args.input).resolve()),
-        model=spec.model_dump(mode="json"),
-        split=split.model_dump(mode="json"),
-        featurization=featurization.model_dump(mode="json"),
-        out_dir=str(Path(out).resolve()),
-        unit=args.unit,
-        search_on_dask=spec.search != "none",
-    )
-    _print_metrics(result["metrics"])
-    print(f"model folder {result['out_dir']} ({seconds:.0f} s); run {result['run_id']}")
-    return 0
-
-
-def _number(value: Any) -> str:
-    return "n/a" if value is None or value != value else f"{value:.4f}"
-
-
-def _print_metrics(document: dict[str, Any]) -> None:
-    held = document["held_out"]
-    split = document["split"]
-    print(
-        f"held-out ({split['method']} split, seed {split['seed']}): "
-        f"{split['n_train']} train / {split['n_test']} test"
-    )
-    names = (
-        ["precision", "recall", "f1", "roc_auc"]
-        if document["kind"] == "classifier"
-        else ["mae", "rmse", "r2"]
-    )
-    print(f"  {'model':<28}" + "".join(f"{n:>10}" for n in names))
-    rows = [
-        (f"{document['algorithm']} ({document['kind']})", held),
-        *[(b["name"], b) for b in document["baselines"]],
-    ]
-    for name, metrics in rows:
-        print(f"  {name:<28}" + "".join(f"{_number(metrics.get(n)):>10}" for n in names))
-    if "coverage" in held:
-        print(
-            f"  {held['level']:.0%} intervals: held-out coverage {_number(held['coverage'])}, "
-            f"mean width {_number(held['mean_width'])}"
-        )
-
-
-def _predict(args: argparse.Namespace) -> int:
-    model, _ = load_model_folder(args.model)  # fails here, before any work
-    _featurization_of(model, str(args.model))
-    check_input(args.input)
-    if args.level is not None and not 0 < args.level < 1:
-        raise ModelError(f"--level {args.level}: must be between 0 and 1")
-    if args.hull is not None:
-        from matscreen.tasks.models.stability import load_reference_entries
-
-        if model.kind != "regressor":
-            raise ModelError(f"--hull: needs a formation-energy regressor, not a {model.kind}")
-        load_reference_entries(args.hull)
-    if not str(args.output).lower().endswith(".csv"):
-        raise ModelError(f"--output {args.output}: expected a .csv file name")
-    if Path(args.output).is_dir():
-        raise ModelError(f"--output {args.output}: is a folder; expected a .csv file name")
-    writable_folder(Path(args.output).parent)
-    result, seconds = _run(
-        predict_properties,
-        model_dir=str(Path(args.model).resolve()),
-        input_path=str(Path(args.input).resolve()),
-        output_path=str(Path(args.output).resolve()),
-        level=args.level,
-        hull_references=str(Path(args.hull).resolve()) if args.hull else None,
-    )
-    print(f"{result['n_rows']} predictions of {model.target} written to {result['output']}")
-    for record_id, message in sorted(result["skipped"].items()):
-        print(f"  skipped {record_id}: {message}", file=sys.stderr)
-    print(f"({seconds:.0f} s; run {result['run_id']})")
-    return 0
-
-
-def add_train_parsers(commands: Any) -> None:
-    """Register the ``train`` and ``predict`` subcommands on the CLI's subparsers."""
-    from matscreen.tasks.featurize.presets import PRESETS
-    from matscreen.tasks.spec import MODEL_ALGORITHMS
-
-    train = commands.add_parser(
-        "train",
-        help="train a surrogate model on a file of structures and labels",
-        description="Train a surrogate on a CSV (cif column) or JSON lines (structure dicts): "
-        "held-out split, cross-validation, conformal intervals, baselines, model card.",
-    )
-    train.add_argument("--input", required=True, type=Path, help="CSV or JSON-lines file")
-    train.add_argument("--target", required=True, help="column holding the label")
-    train.add_argument(
-        "--preset",
-        default=AUTO_PRESET,
-        choices=sorted([*PRESETS, AUTO_PRESET]),
-        help=f"featurizers (default {AUTO_PRESET}: {TRAIN_PRESET[0]}; use sites for a model "
-        "that will predict generated, unrelaxed structures)",
-    )
-    train.add_argument("--out", type=Path, help="model folder (default models/TARGET-TIME)")
-    train.add_argument(
-        "--featurizer",
-        action="append",
-        help="extra featurizer INPUT:CLASS, e.g. "
-        "structure:matscreen.tasks.featurize.site_resolved.CoordinationElementProperty",
-    )
-    train.add_argument("--unit", default="", help="unit of the label, for the card and plots")
-    train.add_argument("--algorithm", default="xgboost", choices=MODEL_ALGORITHMS)
-    train.add_argument(
-        "--kind", default="regressor", choices=("regressor", "two_stage_gap", "classifier")
-    )
-    train.add_argument("--param", action="append", help="estimator parameter KEY=VALUE")
-    train.add_argument("--clip-min", dest="clip_min", type=float, help="lower bound of outputs")
-    train.add_argument("--metal-threshold", dest="metal_threshold", type=float, default=0.0)
-    train.add_argument(
-        "--positive-at-most",
-        dest="positive_at_most",
-        type=float,
-        help="classifier: class 1 where the label is at most this",
-    )
-    train.add_argument(
-        "--scale", action=argparse.BooleanOptionalAction, default=None, help="standardize"
-    )
-    train.add_argument(
-        "--select-features", dest="select_features", type=int, help="keep the N best features"
-    )
-    train.add_argument("--folds", type=int, default=5, help="cross-validation folds")
-    train.add_argument("--search", default="none", choices=("none", "random", "halving"))
-    train.add_argument("--search-iterations", dest="search_iterations", type=int, default=12)
-    train.add_argument("--interval", default="cv", choices=("cv", "split", "none"))
-    train.add_argument("--level", type=float, default=0.9, help="interval coverage level")
-    train.add_argument("--split", default="random", choices=("random", "composition", "chemsys"))
-    train.add_argument("--test-fraction", dest="test_fraction", type=float, default=0.2)
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(handler=_train)
-
-    predict = commands.add_parser(
-        "predict",
-        help="predict with a trained model",
-        description="Write id, prediction, lower, upper (and probability) for each structure.",
-    )
-    predict.add_argument("--model", required=True, type=Path, help="model folder from train")
-    predict.add_argument("--input", required=True, type=Path, help="CSV or JSON-lines file")
-    predict.add_argument("--output", required=True, type=Path, help="CSV file to write")
-    predict.add_argument("--level", type=float, help="interval level (default: the model's)")
-    predict.add_argument(
-        "--hull",
-        type=Path,
-        help="elemental reference entries (JSON, may be gzipped): add hull distances of the "
-        "predicted formation energies per atom against them and the training phases",
-    )
-    predict.set_defaults(handler=_predict)

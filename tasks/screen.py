@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from matscreen.tasks.models.evaluation import prediction_record
+from matscreen.tasks.models.prediction import predict_surrogate
 from matscreen.tasks.models.records import PredictionRecord
-from matscreen.tasks.models.surrogate import SurrogateModel, predict_surrogate
+from matscreen.tasks.models.surrogate import SurrogateModel
 from matscreen.tasks.rank import add_intervals, candidate_frame
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 from matscreen.tasks.spec import HULL_PROPERTY

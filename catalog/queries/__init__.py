@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from matscreen.catalog.queries.candidates import (
     Candidate,
+    candidate_rows,
     find_candidates,
+    ranking_table,
 )
 from matscreen.catalog.queries.diff import (
     INPUT_KINDS,
@@ -63,7 +65,9 @@ __all__ = [
     "Shown",
     "changes_since_previous",
     "diff_runs",
+    "candidate_rows",
     "find_candidates",
+    "ranking_table",
     "find_models",
     "find_runs",
     "impact",

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from matscreen.catalog.artifacts import ArtifactStore
@@ -14,8 +11,6 @@ from matscreen.catalog.queries.nodes import NodeRef, kind_runs, resolve_entity, 
 from matscreen.catalog.store import Catalog
 from matscreen.catalog.walks import ordered_joins
 from matscreen.tasks.errors import NotFoundError
-from matscreen.tasks.rank.criteria import criterion_margin, prediction_column
-from matscreen.tasks.spec import CriterionSpec
 from matscreen.tasks.tables import parquet_to_frame
 
 
@@ -23,8 +18,10 @@ from matscreen.tasks.tables import parquet_to_frame
 class Candidate:
     """One ranked candidate: its row of the ranking table.
 
-    ``margin`` is the smallest criterion margin under the criteria asked for (the ranking's
-    own when none were given); ``meets_criteria`` is the ranking's own verdict.
+    ``margin`` is its smallest criterion margin: under the campaign's criteria as stored, or
+    under other criteria when the rows come from
+    :func:`matscreen.tasks.rank.criteria.meeting_criteria`; ``meets_criteria`` is the
+    ranking's own verdict.
     """
 
     id: str
@@ -39,56 +36,49 @@ def find_candidates(
     catalog: Catalog,
     artifacts: ArtifactStore,
     run_id: str | None = None,
-    criteria: Sequence[CriterionSpec | Mapping[str, Any]] | None = None,
     ranking_id: str | None = None,
+    every: bool = False,
 ) -> list[Candidate]:
-    """Candidates of a ranking that pass the given criteria, best ranked first.
+    """Candidates of a ranking that meet its campaign's criteria (or all with ``every``),
+    best ranked first.
+
+    Other criteria are ranking semantics: see
+    :func:`matscreen.tasks.rank.criteria.meeting_criteria` on :func:`ranking_table`.
 
     Parameters
     ----------
     run_id
         The run whose ranking to read; default the latest ranking in the catalog.
-    criteria
-        Ranges on predicted properties (``{"property": "band_gap", "min": 1.1}``); default
-        the ranking's own verdict (the campaign's criteria); an empty list passes every
-        candidate.
     ranking_id
         A ranking entity to read instead of a run's.
 
     Raises
     ------
     NotFoundError
-        If the run or ranking is not in the catalog, or a criterion names a property the
-        ranking has no predictions of.
+        If the run or ranking is not in the catalog.
+    """
+    _, frame = ranking_table(catalog, artifacts, run_id, ranking_id)
+    if not every:
+        frame = frame[frame["meets_criteria"].to_numpy(dtype=bool)]
+    return candidate_rows(frame.sort_values("rank"))
+
+
+def ranking_table(
+    catalog: Catalog,
+    artifacts: ArtifactStore,
+    run_id: str | None = None,
+    ranking_id: str | None = None,
+) -> tuple[str, pd.DataFrame]:
+    """The id and stored table of a run's ranking (default the latest in the catalog), or
+    of the ranking ``ranking_id``; one row per candidate, indexed by candidate id.
+
+    Raises
+    ------
+    NotFoundError
+        If the run or ranking is not in the catalog.
     """
     ranking = ranking_node(catalog, run_id, ranking_id)
-    frame = ranking_frame(catalog, artifacts, ranking)
-    if not criteria:
-        margins = frame["margin"].to_numpy(dtype=float)
-        passed = frame["meets_criteria"].to_numpy(dtype=bool) if criteria is None else None
-    else:
-        per_criterion = []
-        for spec in (_criterion(c) for c in criteria):
-            column = prediction_column(spec.property)
-            if column not in frame.columns:
-                have = sorted(c[5:] for c in frame.columns if c.startswith("pred_"))
-                raise NotFoundError(
-                    f"ranking {ranking.id} has no predictions of {spec.property!r} "
-                    f"(it has: {', '.join(have)})"
-                )
-            per_criterion.append(criterion_margin(frame[column].to_numpy(dtype=float), spec))
-        margins = np.minimum.reduce(per_criterion)
-        passed = margins >= 0
-    chosen = frame.assign(margin=margins)
-    if passed is not None:
-        chosen = chosen[passed]
-    return candidate_rows(chosen.sort_values("rank"))
-
-
-def _criterion(value: CriterionSpec | Mapping[str, Any]) -> CriterionSpec:
-    if isinstance(value, CriterionSpec):
-        return value
-    return CriterionSpec.model_validate({"unit": "", **value})
+    return ranking.id, ranking_frame(catalog, artifacts, ranking)
 
 
 def candidate_rows(rows: pd.DataFrame) -> list[Candidate]:
@@ -108,6 +98,14 @@ def candidate_rows(rows: pd.DataFrame) -> list[Candidate]:
 
 
 def ranking_node(catalog: Catalog, run_id: str | None, ranking_id: str | None) -> NodeRef:
+    """The ranking ``ranking_id``, else the latest ranking of run ``run_id``, else the
+    latest ranking in the catalog.
+
+    Raises
+    ------
+    NotFoundError
+        If the ranking or run is not in the catalog, or holds no ranking.
+    """
     if ranking_id is not None:
         return resolve_entity(catalog, ranking_id, "ranking")
     run = resolve_run(catalog, run_id) if run_id is not None else None

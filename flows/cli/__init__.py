@@ -1,8 +1,8 @@
 """The ``matscreen`` command line: the user's entry to the flows and the catalog.
 
 One module per command group: ``campaign`` (run, reproduce, export, deploy), ``ingest``,
-``queries`` (lineage, impact, find, diff, show); ``train``/``predict`` and ``verify`` add
-their own parsers from their flows. ``app`` builds the parser and runs a command.
+``queries`` (lineage, impact, find, diff, show) and ``train`` (train, predict); ``verify``
+adds its parser from its flow. ``app`` builds the parser and runs a command.
 """
 
 from __future__ import annotations

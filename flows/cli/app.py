@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_campaign_parsers(commands)
     add_ingest_parser(commands)
     add_query_parsers(commands)
-    from matscreen.flows.train import add_train_parsers
+    from matscreen.flows.cli.train import add_train_parsers
 
     add_train_parsers(commands)
     from matscreen.flows.verify import add_verify_parser

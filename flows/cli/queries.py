@@ -138,7 +138,14 @@ def _impact(args: argparse.Namespace) -> int:
 
 def _find(args: argparse.Namespace) -> int:
     from matscreen.catalog import ArtifactStore, Catalog
-    from matscreen.catalog.queries import find_candidates, find_models, find_runs
+    from matscreen.catalog.queries import (
+        candidate_rows,
+        find_candidates,
+        find_models,
+        find_runs,
+        ranking_table,
+    )
+    from matscreen.tasks.rank.criteria import meeting_criteria
 
     settings = Settings()
     with Catalog(settings.catalog_url, create=False) as catalog:
@@ -170,10 +177,13 @@ def _find(args: argparse.Namespace) -> int:
             for e in [] if args.json else errors:
                 print(f"{e['stage']:<10} {e['source']}:{e['source_id']}  {e['message']}")
         else:
-            criteria = [_criterion(text) for text in args.criterion or []]
-            found = find_candidates(
-                catalog, ArtifactStore(settings.artifact_dir), args.run, criteria or None
-            )
+            artifacts = ArtifactStore(settings.artifact_dir)
+            if args.criterion:
+                ranking, table = ranking_table(catalog, artifacts, args.run)
+                criteria = [_criterion(text) for text in args.criterion]
+                found = candidate_rows(meeting_criteria(table, criteria, ranking))
+            else:
+                found = find_candidates(catalog, artifacts, args.run)
             if args.json:
                 _as_json(found)
             for c in [] if args.json else found:

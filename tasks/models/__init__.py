@@ -1,9 +1,12 @@
 """Surrogate models: fitting, prediction records and the metrics computed from them.
 
-:mod:`~matscreen.tasks.models.surrogate` holds the protocol (algorithms, two-stage band
-gaps, classifiers, cross-validation, hyperparameter search, conformal intervals) and the
-stored model document; :mod:`~matscreen.tasks.models.evaluation` scores a model on its
-held-out rows next to the baselines (:func:`fit_and_evaluate` is the training step of the
+:mod:`~matscreen.tasks.models.training` holds the protocol (folds, hyperparameter search,
+conformal intervals, final fit; with :mod:`~matscreen.tasks.models.folds`,
+:mod:`~matscreen.tasks.models.estimators` and :mod:`~matscreen.tasks.models.search`),
+:mod:`~matscreen.tasks.models.surrogate` the stored model document and
+:mod:`~matscreen.tasks.models.prediction` its application to new rows;
+:mod:`~matscreen.tasks.models.evaluation` scores a model on its held-out rows next to the
+baselines (:func:`fit_and_evaluate` is the training step of the
 campaign and of ``matscreen train``).
 
 The names below are imported on first use, so that reading an input file's columns (the
@@ -26,8 +29,8 @@ _EXPORTS = {
     "regression_metrics": "metrics",
     "Predictions": "surrogate",
     "SurrogateModel": "surrogate",
-    "predict_surrogate": "surrogate",
-    "train_surrogate": "surrogate",
+    "predict_surrogate": "prediction",
+    "train_surrogate": "training",
 }
 
 __all__ = sorted(_EXPORTS)

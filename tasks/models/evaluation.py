@@ -16,15 +16,12 @@ from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.models.baselines import dummy_baseline, magpie_rf_baseline, median_baseline
 from matscreen.tasks.models.conformal import coverage, coverage_by_width
 from matscreen.tasks.models.interpret import permutation_importance
-from matscreen.tasks.models.metrics import classification_metrics, error_metrics
+from matscreen.tasks.models.metrics import classification_metrics, regression_metrics
+from matscreen.tasks.models.prediction import predict_surrogate
 from matscreen.tasks.models.records import PredictionRecord
 from matscreen.tasks.models.serialize import library_of
-from matscreen.tasks.models.surrogate import (
-    Predictions,
-    SurrogateModel,
-    predict_surrogate,
-    train_surrogate,
-)
+from matscreen.tasks.models.surrogate import Predictions, SurrogateModel
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
 from matscreen.tasks.versions import installed_version
 
@@ -33,7 +30,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Held-out predictions, metrics, baselines and permutation importance of a model."""
+    """Held-out predictions, metrics, baselines and permutation importance of a model;
+    ``record`` is the prediction record the metrics were computed from."""
 
     predictions: Predictions
     y_true: np.ndarray
@@ -41,12 +39,12 @@ class Evaluation:
     baselines: list[dict[str, Any]]
     importance: list[dict[str, Any]]
     calibration: list[dict[str, float]] = field(default_factory=list)
+    record: PredictionRecord | None = None
 
 
-def held_out_metrics(
-    model: SurrogateModel, predicted: Predictions, y_true: np.ndarray, n_train: int
-) -> dict[str, Any]:
-    """The model's held-out metrics, from its predictions and the held-out labels.
+def held_out_metrics(model: SurrogateModel, record: PredictionRecord) -> dict[str, Any]:
+    """The model's held-out metrics, computed from its prediction record (the rows with a
+    label): record first, then score.
 
     Regressors: ``mae``, ``rmse``, ``r2``, ``dummy_mae``; classifiers: ``precision``,
     ``recall``, ``f1``, ``accuracy``, ``roc_auc``; both: ``n_train``, ``n_test`` and, with
@@ -65,7 +63,7 @@ def held_out_metrics(
     (``conditional_coverage``, ``conditional_mean_width``,
     ``conditional_coverage_by_width_quintile``, ``n_with_gap``).
     """
-    y_true = np.asarray(y_true, dtype=np.float64)
+    predicted, y_true = labelled_rows(record)
     if model.is_classifier:
         truth = (
             (y_true <= model.positive_at_most).astype(float)
@@ -74,20 +72,17 @@ def held_out_metrics(
         )
         assert predicted.probability is not None
         metrics: dict[str, Any] = classification_metrics(truth, predicted.probability)
+        metrics.update(n_train=record.n_train, n_test=len(truth))
+        if predicted.level is not None:
+            metrics.update(
+                level=predicted.level,
+                coverage=coverage(truth, predicted.lower, predicted.upper),
+                mean_width=float(np.mean(predicted.upper - predicted.lower)) if len(truth) else 0.0,
+            )
     else:
         truth = y_true
-        metrics = error_metrics(truth, predicted.prediction)
-        metrics["dummy_mae"] = (
-            float(np.mean(np.abs(truth - model.train_label_mean))) if len(truth) else math.nan
-        )
-    metrics.update(n_train=n_train, n_test=len(truth))
-    if predicted.level is not None:
-        metrics.update(
-            level=predicted.level,
-            coverage=coverage(truth, predicted.lower, predicted.upper),
-            mean_width=float(np.mean(predicted.upper - predicted.lower)) if len(truth) else 0.0,
-        )
-        if not model.is_classifier:
+        metrics = regression_metrics(record)
+        if predicted.level is not None:
             metrics["coverage_by_width_quintile"] = coverage_by_width(
                 truth, predicted.lower, predicted.upper
             )
@@ -147,6 +142,32 @@ def _hurdle_metrics(
     return metrics
 
 
+def labelled_rows(record: PredictionRecord) -> tuple[Predictions, np.ndarray]:
+    """The rows of a prediction record that have a label (a finite number), as arrays: the
+    model's outputs and the labels."""
+    known = np.array([t is not None and math.isfinite(t) for t in record.y_true], dtype=bool)
+
+    def kept(values: list[Any] | None) -> np.ndarray | None:
+        return None if values is None else np.asarray(values)[known]
+
+    predicted = Predictions(
+        ids=[i for i, k in zip(record.ids, known, strict=True) if k],
+        prediction=np.asarray(record.y_pred, dtype=np.float64)[known],
+        lower=np.asarray(record.lower if record.lower is not None else record.y_pred)[known],
+        upper=np.asarray(record.upper if record.upper is not None else record.y_pred)[known],
+        probability=kept(record.probability),
+        level=record.level,
+        gap_pred=kept(record.gap_pred),
+        gap_lower=kept(record.gap_lower),
+        gap_upper=kept(record.gap_upper),
+        metal_value=record.metal_value,
+        domain_distance=kept(record.domain_distance),
+        in_domain=kept(record.in_domain),
+    )
+    truth = np.array(record.y_true, dtype=np.float64)[known] if len(known) else np.zeros(0)
+    return predicted, truth
+
+
 def evaluate(
     model: SurrogateModel,
     labels: list[str],
@@ -168,11 +189,12 @@ def evaluate(
     test_ids, x_test, y_test = test
     y_all = np.array([np.nan if v is None else v for v in y_test], dtype=np.float64)
     predicted = predict_surrogate(model, test_ids, x_test, labels)
+    record = prediction_record(model, predicted, y_all, len(train[0]))
+    metrics = held_out_metrics(model, record)
     known = np.isfinite(y_all)
     x_known, y_known = np.asarray(x_test)[known], y_all[known]
-    metrics = held_out_metrics(model, _rows(predicted, known), y_known, len(train[0]))
     if not known.any():
-        return Evaluation(predicted, y_all, metrics, [], [])
+        return Evaluation(predicted, y_all, metrics, [], [], record=record)
     kind = "classifier" if model.is_classifier else "regressor"
     y_fit = np.asarray(y_train, dtype=np.float64)
     y_score = y_known
@@ -193,7 +215,7 @@ def evaluate(
         else []
     )
     curve = calibration_curve(model, x_known, y_known, labels)
-    return Evaluation(predicted, y_all, metrics, baselines, importance, curve)
+    return Evaluation(predicted, y_all, metrics, baselines, importance, curve, record)
 
 
 #: Nominal coverage levels at which the held-out coverage of the intervals is measured.
@@ -231,28 +253,6 @@ def calibration_curve(
             }
         )
     return rows
-
-
-def _rows(predicted: Predictions, mask: np.ndarray) -> Predictions:
-    """The predictions of the rows where ``mask`` is true."""
-
-    def part(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else values[mask]
-
-    return Predictions(
-        [i for i, keep in zip(predicted.ids, mask, strict=True) if keep],
-        predicted.prediction[mask],
-        predicted.lower[mask],
-        predicted.upper[mask],
-        part(predicted.probability),
-        predicted.level,
-        gap_pred=part(predicted.gap_pred),
-        gap_lower=part(predicted.gap_lower),
-        gap_upper=part(predicted.gap_upper),
-        metal_value=predicted.metal_value,
-        domain_distance=part(predicted.domain_distance),
-        in_domain=part(predicted.in_domain),
-    )
 
 
 def _listed(values: np.ndarray | None) -> list[Any] | None:
@@ -314,6 +314,8 @@ def held_out_record(
     model: SurrogateModel, evaluation: Evaluation, n_train: int
 ) -> PredictionRecord:
     """The prediction record of an evaluation: every held-out row's outputs and label."""
+    if evaluation.record is not None:
+        return evaluation.record
     return prediction_record(model, evaluation.predictions, evaluation.y_true, n_train)
 
 

@@ -21,42 +21,23 @@ def regression_metrics(record: PredictionRecord) -> dict[str, float | int]:
         intervals also ``level``, ``coverage`` (share of labels inside their interval) and
         ``mean_width``.
     """
-    pairs = [
-        (t, p)
-        for t, p in zip(record.y_true, record.y_pred, strict=True)
-        if t is not None and math.isfinite(t)
-    ]
-    if not pairs:
-        return {
-            "mae": math.nan,
-            "rmse": math.nan,
-            "r2": math.nan,
-            "dummy_mae": math.nan,
-            "n_train": record.n_train,
-            "n_test": 0,
-        }
-    y_true = np.array([t for t, _ in pairs])
-    y_pred = np.array([p for _, p in pairs])
-    residual = y_true - y_pred
-    total = float(np.sum((y_true - y_true.mean()) ** 2))
+    known = np.array([t is not None and math.isfinite(t) for t in record.y_true], dtype=bool)
+    y_true = np.array([t for t, k in zip(record.y_true, known, strict=True) if k], dtype=float)
+    y_pred = np.asarray(record.y_pred, dtype=np.float64)[known]
     metrics: dict[str, float | int] = {
-        "mae": float(np.mean(np.abs(residual))),
-        "rmse": float(np.sqrt(np.mean(residual**2))),
-        "r2": 1.0 - float(np.sum(residual**2)) / total if total > 0 else math.nan,
-        "dummy_mae": float(np.mean(np.abs(y_true - record.baseline))),
+        **error_metrics(y_true, y_pred),
+        "dummy_mae": float(np.mean(np.abs(y_true - record.baseline))) if len(y_true) else math.nan,
         "n_train": record.n_train,
-        "n_test": len(pairs),
+        "n_test": len(y_true),
     }
     if record.lower is not None and record.upper is not None and record.level is not None:
-        labelled = [
-            (t, lo, up)
-            for t, lo, up in zip(record.y_true, record.lower, record.upper, strict=True)
-            if t is not None and math.isfinite(t)
-        ]
-        inside = [lo <= t <= up for t, lo, up in labelled]
+        lower = np.asarray(record.lower, dtype=np.float64)[known]
+        upper = np.asarray(record.upper, dtype=np.float64)[known]
         metrics["level"] = record.level
-        metrics["coverage"] = float(np.mean(inside))
-        metrics["mean_width"] = float(np.mean([up - lo for _, lo, up in labelled]))
+        metrics["coverage"] = (
+            float(np.mean((y_true >= lower) & (y_true <= upper))) if len(y_true) else math.nan
+        )
+        metrics["mean_width"] = float(np.mean(upper - lower)) if len(y_true) else 0.0
     return metrics
 
 

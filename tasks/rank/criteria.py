@@ -136,6 +136,41 @@ def criterion_margin(values: np.ndarray, criterion: CriterionSpec) -> np.ndarray
     return np.minimum.reduce(margins)
 
 
+def meeting_criteria(
+    table: pd.DataFrame, criteria: list[CriterionSpec | dict[str, Any]], ranking: str
+) -> pd.DataFrame:
+    """The rows of a stored ranking's table whose predictions meet ``criteria``, by rank.
+
+    Their ``margin`` becomes the smallest margin under these criteria; an empty list keeps
+    every row. ``ranking`` names the ranking in errors. A criterion given as a mapping needs
+    no unit (``{"property": "band_gap", "min": 1.1}``).
+
+    Raises
+    ------
+    RankingError
+        If a criterion names a property the ranking has no predictions of.
+    """
+    if not criteria:
+        return table.sort_values("rank")
+    margins = []
+    for given in criteria:
+        spec = (
+            given
+            if isinstance(given, CriterionSpec)
+            else CriterionSpec.model_validate({"unit": "", **given})
+        )
+        column = prediction_column(spec.property)
+        if column not in table.columns:
+            have = sorted(c[5:] for c in table.columns if str(c).startswith("pred_"))
+            raise RankingError(
+                f"ranking {ranking} has no predictions of {spec.property!r} "
+                f"(it has: {', '.join(have)})"
+            )
+        margins.append(criterion_margin(table[column].to_numpy(dtype=float), spec))
+    margin = np.minimum.reduce(margins)
+    return table.assign(margin=margin)[margin >= 0].sort_values("rank")
+
+
 def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> pd.DataFrame:
     """Rank candidates by their smallest criterion margin.
 

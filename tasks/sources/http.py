@@ -45,8 +45,16 @@ class RetryPolicy:
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
 
 
-class Transient(Exception):
-    """One attempt failed in a way that may pass if asked again (see :func:`with_retries`).
+def is_transient(status: int | None) -> bool:
+    """Whether an HTTP status may pass if the request is made again (429, 5xx …): the one
+    transient-error check of every remote source; transport errors (a refused or dropped
+    connection, a timeout) and a body cut short are transient too."""
+    return status in TRANSIENT_STATUS
+
+
+class Transient(SourceError):
+    """One attempt failed in a way that may pass if asked again (see :func:`with_retries`,
+    which never lets it out).
 
     Attributes
     ----------
@@ -184,7 +192,7 @@ class JsonClient:
                 response = self.client.get(url, params=params)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 raise Transient(f"{type(exc).__name__}: {exc}") from exc
-            if response.status_code in TRANSIENT_STATUS:
+            if is_transient(response.status_code):
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 raise Transient(f"HTTP {response.status_code}", retry_after)
             if response.status_code >= 400:

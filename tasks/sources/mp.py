@@ -94,10 +94,10 @@ from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import canonical_json, content_hash, structure_hash
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
 from matscreen.tasks.sources.http import (
-    TRANSIENT_STATUS,
     JsonClient,
     RetryPolicy,
     Transient,
+    is_transient,
     retry_after_seconds,
     with_retries,
 )
@@ -451,7 +451,7 @@ class SummaryClient:
                 f"source {name}: the Materials Project at {self.endpoint} refused the API key "
                 f"from {self.spec.api_key_env} (HTTP {status})"
             ) from None
-        if status in TRANSIENT_STATUS:
+        if is_transient(status):
             return retry_after_seconds(headers.get("Retry-After")), f"HTTP {status}"
         if status == 200 and isinstance(exc, ValueError):
             return None, f"invalid JSON body ({self._scrub(str(exc))})"

@@ -40,8 +40,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test, rather than run for minutes, if a command gets past its checks."""
-    from matscreen.flows import train
-    from matscreen.flows.cli import campaign
+    from matscreen.flows.cli import campaign, train
 
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("the command started its work")

@@ -25,20 +25,23 @@ import pytest
 from matscreen.catalog import ArtifactStore, Catalog, schema
 from matscreen.catalog.lineage import lineage, ranking_row
 from matscreen.catalog.queries import (
+    candidate_rows,
     diff_runs,
     find_candidates,
     find_models,
     find_runs,
     impact,
+    ranking_table,
     resolve,
     show,
     summarize,
 )
 from matscreen.catalog.recorder import CampaignRecorder
 from matscreen.catalog.store import Entity
-from matscreen.tasks.errors import ArtifactError, NotFoundError
+from matscreen.tasks.errors import ArtifactError, NotFoundError, RankingError
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.rank import candidate_frame, rank_candidates
+from matscreen.tasks.rank.criteria import meeting_criteria
 from matscreen.tasks.runinfo import RunInfo, utc_now
 from matscreen.tasks.sources.records import (
     IngestResult,
@@ -344,11 +347,10 @@ def test_find_candidates_by_own_and_given_criteria(small: Small) -> None:
     own = find_candidates(catalog, artifacts, run_id=RUN_IDS[1])
     assert [c.id for c in own] == list(frame.index[frame["meets_criteria"]])
     wanted = frame[(frame["pred_band_gap"] >= 1.0) & (frame["pred_band_gap"] <= 2.0)]
-    given = find_candidates(
-        catalog,
-        artifacts,
-        run_id=RUN_IDS[1],
-        criteria=[{"property": "band_gap", "min": 1.0, "max": 2.0}],
+    ranking_id, table = ranking_table(catalog, artifacts, run_id=RUN_IDS[1])
+    assert ranking_id == run["ranking"]
+    given = candidate_rows(
+        meeting_criteria(table, [{"property": "band_gap", "min": 1.0, "max": 2.0}], ranking_id)
     )
     assert [c.id for c in given] == list(wanted.sort_values("rank").index)
     assert given, "the chosen range holds some candidates"
@@ -358,10 +360,10 @@ def test_find_candidates_by_own_and_given_criteria(small: Small) -> None:
     gap = frame.loc[first.id, "pred_band_gap"]
     assert first.margin == pytest.approx(min(gap - 1.0, 2.0 - gap))
     # No run given: the latest ranking, which is run 3's.
-    latest = find_candidates(catalog, artifacts, criteria=[])
+    latest = find_candidates(catalog, artifacts, every=True)
     assert [c.id for c in latest] == list(small.runs[2]["frame"].index)
-    with pytest.raises(NotFoundError, match=f"ranking {run['ranking']} has no predictions"):
-        find_candidates(catalog, artifacts, RUN_IDS[1], [{"property": "density", "min": 1}])
+    with pytest.raises(RankingError, match=f"ranking {run['ranking']} has no predictions"):
+        meeting_criteria(table, [{"property": "density", "min": 1}], ranking_id)
     with pytest.raises(NotFoundError, match="'0badcafe-nope'"):
         find_candidates(catalog, artifacts, run_id="0badcafe-nope")
 
@@ -590,7 +592,8 @@ def test_real_show_and_candidates(real) -> None:
         {"property": "band_gap", "min": 0.2},
         {"property": "heat_of_formation", "max": 1.0},
     ]
-    found = find_candidates(catalog, artifacts, runs[0]["run_id"], criteria)
+    ranking_id, table = ranking_table(catalog, artifacts, runs[0]["run_id"])
+    found = candidate_rows(meeting_criteria(table, criteria, ranking_id))
     assert found, "some candidates pass these looser criteria"
     assert [c.id for c in found] == list(ranking[passes].sort_values("rank").index)
     assert [c.id for c in find_candidates(catalog, artifacts, runs[0]["run_id"])] == list(

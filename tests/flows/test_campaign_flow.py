@@ -27,7 +27,8 @@ from matscreen.flows.settings import Settings
 from matscreen.tasks.errors import NotFoundError
 from matscreen.tasks.featurize import FeatureTable
 from matscreen.tasks.hashing import file_sha256
-from matscreen.tasks.models.surrogate import SurrogateModel, predict_surrogate
+from matscreen.tasks.models.prediction import predict_surrogate
+from matscreen.tasks.models.surrogate import SurrogateModel
 
 
 def _truth(subset: Path) -> pd.DataFrame:
@@ -163,6 +164,20 @@ def test_campaign_end_to_end(
     chain = json.loads(capsys.readouterr().out)
     assert chain["row"]["rank"] == 1 and chain["record"]["name"] == first
     assert chain["entities"][-2]["attributes"]["sha256"] == file_sha256(perovskite_subset)
+
+    # find candidates judges the stored ranking under other criteria, or by its own.
+    low = float(ranking["pred_band_gap"].median())
+    high = float(ranking["pred_band_gap"].max()) + 1.0
+    criterion = f"band_gap={low!r}:{high!r}:eV"
+    assert main(["find", "candidates", "--criterion", criterion, "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    inside = ranking[ranking["pred_band_gap"].between(low, high)].sort_values("rank")
+    assert found and [c["id"] for c in found] == list(inside["id"])
+    assert main(["find", "candidates", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in own] == list(
+        ranking[ranking["meets_criteria"]].sort_values("rank")["id"]
+    )
 
     # A second run reuses every stored entity and ranks identically.
     out2 = tmp_path / "run2"

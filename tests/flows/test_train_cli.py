@@ -98,6 +98,14 @@ def test_bad_training_input_is_refused_before_any_work(
     wrong_kind = tmp_path / "structures.txt"
     wrong_kind.write_text("x")
     assert "expected a .csv file" in error(["train", "--input", str(wrong_kind), "--target", "g"])
+    # Each of these is an input error, not a model's.
+    from matscreen.tasks.errors import InputError, ModelError
+    from matscreen.tasks.models.inputs import check_input
+
+    for path, target in ((typed, "heat_ref"), (tmp_path / "missing.csv", "gap"), (no_cif, "gap")):
+        with pytest.raises(InputError) as raised:
+            check_input(path, target)
+        assert not isinstance(raised.value, ModelError)
 
 
 def test_predict_refuses_a_folder_without_a_model(tmp_path: Path, capsys) -> None:

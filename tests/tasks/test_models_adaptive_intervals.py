@@ -13,14 +13,11 @@ from matscreen.tasks.errors import ModelError
 from matscreen.tasks.models.conformal import coverage
 from matscreen.tasks.models.domain import fit_domain
 from matscreen.tasks.models.evaluation import calibration_curve, evaluate, fit_and_evaluate
+from matscreen.tasks.models.folds import make_folds
+from matscreen.tasks.models.prediction import predict_surrogate
 from matscreen.tasks.models.records import PredictionRecord
-from matscreen.tasks.models.surrogate import (
-    MODEL_FORMAT_VERSION,
-    SurrogateModel,
-    make_folds,
-    predict_surrogate,
-    train_surrogate,
-)
+from matscreen.tasks.models.surrogate import MODEL_FORMAT_VERSION, SurrogateModel
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.rank import add_intervals, candidate_frame
 from matscreen.tasks.rank.methods import rank_with
 from matscreen.tasks.rank.probability import hurdle_columns, success_probability
@@ -302,7 +299,7 @@ def test_saved_model_keeps_its_difficulty_and_domain_parts(tmp_path) -> None:
             SurrogateModel.from_json(json.dumps({**document, "versions": other}), "m.json")
 
 
-def test_campaign_refits_when_the_stored_model_is_of_an_older_format() -> None:
+def test_a_stored_model_of_an_older_format_is_not_reused() -> None:
     from matscreen.tasks.errors import ArtifactError
     from matscreen.tasks.models.evaluation import reusable_model
 

@@ -9,7 +9,9 @@ import pytest
 import xgboost
 
 from matscreen.tasks.errors import ModelError
-from matscreen.tasks.models.surrogate import SurrogateModel, predict_surrogate, train_surrogate
+from matscreen.tasks.models.prediction import predict_surrogate
+from matscreen.tasks.models.surrogate import SurrogateModel
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
 from matscreen.tasks.versions import installed_version
 

@@ -9,7 +9,8 @@ import pytest
 
 from matscreen.tasks.errors import ModelError
 from matscreen.tasks.models.conformal import calibrate, conformal_quantile, coverage, intervals
-from matscreen.tasks.models.surrogate import predict_surrogate, train_surrogate
+from matscreen.tasks.models.prediction import predict_surrogate
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
 
 LABELS = ["a", "b", "c"]

@@ -10,7 +10,7 @@ from matscreen.tasks.models.baselines import magpie_columns, magpie_rf_baseline
 from matscreen.tasks.models.evaluation import evaluate
 from matscreen.tasks.models.interpret import model_card, parity_plot, residual_plot
 from matscreen.tasks.models.metrics import classification_metrics
-from matscreen.tasks.models.surrogate import train_surrogate
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
 
 LABELS = ["MagpieData mean Number", "MagpieData range Row", "noise 1", "noise 2", "density"]
@@ -166,3 +166,34 @@ def test_search_on_a_dask_cluster_matches_the_serial_search() -> None:
         on_dask = train_surrogate(spec, LABELS, train, 0, dask_address=cluster.scheduler_address)
     assert on_dask.search["best_params"] == serial.search["best_params"]
     assert on_dask.search["best_cv_score"] == pytest.approx(serial.search["best_cv_score"])
+
+
+def test_metrics_are_scored_from_the_record_on_its_finite_labels_only() -> None:
+    from matscreen.tasks.models.evaluation import held_out_metrics, prediction_record
+    from matscreen.tasks.models.prediction import predict_surrogate
+
+    train = _data(300, seed=3)
+    ids, x, y = _data(40, seed=4)
+    model = train_surrogate(
+        ModelSpec(target="y", params={"n_estimators": 30, "max_depth": 3}), LABELS, train, 0
+    )
+    predicted = predict_surrogate(model, ids, x, LABELS)
+    labels = np.array(y, dtype=float)
+    labels[:5] = np.nan  # structures nobody has computed
+    record = prediction_record(model, predicted, labels, 300)
+    assert record.y_true[:5] == [None] * 5
+    metrics = held_out_metrics(model, record)
+    rows = slice(5, None)
+    assert metrics["n_test"] == 35 and metrics["n_train"] == 300
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(y[rows] - predicted.prediction[rows])))
+    inside = (y[rows] >= predicted.lower[rows]) & (y[rows] <= predicted.upper[rows])
+    assert metrics["coverage"] == pytest.approx(inside.mean())
+    assert sum(q["n"] for q in metrics["coverage_by_width_quintile"]) == 35
+    # A record built by hand with NaN labels is scored on the same rows.
+    from dataclasses import replace
+
+    nan_labels = replace(record, y_true=[float("nan")] * 5 + record.y_true[5:])
+    assert held_out_metrics(model, nan_labels) == metrics
+    # No labels at all: nothing to score, no error.
+    empty = held_out_metrics(model, replace(record, y_true=[None] * 40))
+    assert empty["n_test"] == 0 and np.isnan(empty["mae"])

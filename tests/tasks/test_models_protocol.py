@@ -12,7 +12,8 @@ import pytest
 from matscreen.tasks.errors import ModelError, SplitError
 from matscreen.tasks.models import pipeline
 from matscreen.tasks.models.evaluation import fit_and_evaluate
-from matscreen.tasks.models.surrogate import make_folds, train_surrogate
+from matscreen.tasks.models.folds import make_folds
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec, SplitSpec
 from matscreen.tasks.split import choose_split, group_key, record_groups
 

@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 
 from matscreen.tasks.errors import ModelError
+from matscreen.tasks.models.estimators import DECISION_GRID, choose_decision, gap_category
 from matscreen.tasks.models.pipeline import TwoStageGapRegressor, build_pipeline
+from matscreen.tasks.models.prediction import predict_surrogate
 from matscreen.tasks.models.stability import (
     hull_distances,
     hull_formation_energies,
     load_reference_entries,
 )
-from matscreen.tasks.models.surrogate import (
-    DECISION_GRID,
-    choose_decision,
-    gap_category,
-    predict_surrogate,
-    train_surrogate,
-)
+from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
 
 
@@ -173,7 +169,7 @@ def test_hull_energy_turns_formation_energies_into_hull_distances(references) ->
 
 
 def test_held_out_coverage_of_the_rows_called_semiconductors() -> None:
-    from matscreen.tasks.models.evaluation import held_out_metrics
+    from matscreen.tasks.models.evaluation import held_out_metrics, prediction_record
 
     rng = np.random.default_rng(3)
     x, y = _gaps(1500, seed=2)
@@ -184,7 +180,7 @@ def test_held_out_coverage_of_the_rows_called_semiconductors() -> None:
     ids = [f"r{i}" for i in range(len(y))]
     model = train_surrogate(spec, ["a", "b", "c"], (ids[:1000], x[:1000], y[:1000]), seed=0)
     predicted = predict_surrogate(model, ids[1000:], x[1000:], ["a", "b", "c"])
-    metrics = held_out_metrics(model, predicted, y[1000:], 1000)
+    metrics = held_out_metrics(model, prediction_record(model, predicted, y[1000:], 1000))
     called = predicted.probability >= model.estimator["decision"]
     inside = (y[1000:] >= predicted.lower) & (y[1000:] <= predicted.upper)
     assert metrics["n_predicted_gap"] == int(called.sum()) > 100

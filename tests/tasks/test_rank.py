@@ -52,3 +52,31 @@ def test_screening_summary_counts_true_hits_in_the_shortlist() -> None:
         "shortlist_size": 2,
         "true_hits_in_shortlist": 1,
     }
+
+
+def test_meeting_criteria_judges_a_stored_ranking_under_other_criteria() -> None:
+    import math
+
+    import pytest
+
+    from matscreen.tasks.errors import RankingError
+    from matscreen.tasks.rank.criteria import meeting_criteria
+
+    table = pd.DataFrame(
+        {
+            "rank": [3, 1, 2, 4],
+            "pred_band_gap": [1.5, 2.9, math.nan, 0.4],
+            "margin": [0.1, 0.2, 0.3, -0.4],
+        },
+        index=pd.Index(["c", "a", "b", "d"], name="id"),
+    )
+    # No criteria: every row, by rank, margins as stored.
+    every = meeting_criteria(table, [], "r1")
+    assert list(every.index) == ["a", "b", "c", "d"]
+    assert list(every["margin"]) == [0.2, 0.3, 0.1, -0.4]
+    # A range: the rows inside it, their margins under it; a NaN prediction meets nothing.
+    inside = meeting_criteria(table, [{"property": "band_gap", "min": 1.0, "max": 3.0}], "r1")
+    assert list(inside.index) == ["a", "c"]
+    assert list(inside["margin"]) == pytest.approx([0.1, 0.5])
+    with pytest.raises(RankingError, match=r"ranking r1 has no predictions of 'density'"):
+        meeting_criteria(table, [CriterionSpec(property="density", unit="g/cm3", min=1)], "r1")
