@@ -179,8 +179,8 @@ def _find(args: argparse.Namespace) -> int:
         else:
             artifacts = ArtifactStore(settings.artifact_dir)
             if args.criterion:
-                ranking, table = ranking_table(catalog, artifacts, args.run)
                 criteria = [_criterion(text) for text in args.criterion]
+                ranking, table = ranking_table(catalog, artifacts, args.run)
                 found = candidate_rows(meeting_criteria(table, criteria, ranking))
             else:
                 found = find_candidates(catalog, artifacts, args.run)

@@ -148,17 +148,14 @@ def meeting_criteria(
     Raises
     ------
     RankingError
-        If a criterion names a property the ranking has no predictions of.
+        If a criterion is invalid (no bound, ``min`` not below ``max``) or names a property
+        the ranking has no predictions of.
     """
     if not criteria:
         return table.sort_values("rank")
     margins = []
     for given in criteria:
-        spec = (
-            given
-            if isinstance(given, CriterionSpec)
-            else CriterionSpec.model_validate({"unit": "", **given})
-        )
+        spec = given if isinstance(given, CriterionSpec) else _criterion_spec(given)
         column = prediction_column(spec.property)
         if column not in table.columns:
             have = sorted(c[5:] for c in table.columns if str(c).startswith("pred_"))
@@ -169,6 +166,17 @@ def meeting_criteria(
         margins.append(criterion_margin(table[column].to_numpy(dtype=float), spec))
     margin = np.minimum.reduce(margins)
     return table.assign(margin=margin)[margin >= 0].sort_values("rank")
+
+
+def _criterion_spec(given: dict[str, Any]) -> CriterionSpec:
+    from pydantic import ValidationError
+
+    from matscreen.tasks.spec import describe_errors
+
+    try:
+        return CriterionSpec.model_validate({"unit": "", **given})
+    except ValidationError as exc:
+        raise RankingError(f"criterion {given}: {describe_errors(exc)}") from None
 
 
 def rank_candidates(candidates: pd.DataFrame, criteria: list[CriterionSpec]) -> pd.DataFrame:

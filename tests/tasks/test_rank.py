@@ -78,5 +78,7 @@ def test_meeting_criteria_judges_a_stored_ranking_under_other_criteria() -> None
     inside = meeting_criteria(table, [{"property": "band_gap", "min": 1.0, "max": 3.0}], "r1")
     assert list(inside.index) == ["a", "c"]
     assert list(inside["margin"]) == pytest.approx([0.1, 0.5])
+    with pytest.raises(RankingError, match="must be below 'max'"):
+        meeting_criteria(table, [{"property": "band_gap", "min": 3.0, "max": 1.0}], "r1")
     with pytest.raises(RankingError, match=r"ranking r1 has no predictions of 'density'"):
         meeting_criteria(table, [CriterionSpec(property="density", unit="g/cm3", min=1)], "r1")
