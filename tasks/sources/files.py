@@ -499,7 +499,7 @@ def _read_extxyz(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item
 
 
 def _aflowlib(spec: FilesSourceSpec, entry: Mapping[str, Any], label: str) -> Iterator[Item]:
-    from matscreen.tasks.sources.aflow import parse_aflowlib_entry
+    from matscreen.tasks.sources.aflowlib import parse_aflowlib_entry
 
     # The file, not the auid, names the record: an entry's .json and .out files are two
     # records of one structure, which deduplication links.
@@ -512,7 +512,7 @@ def _aflowlib(spec: FilesSourceSpec, entry: Mapping[str, Any], label: str) -> It
 
 
 def _read_aflowlib(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
-    from matscreen.tasks.sources.aflow import parse_aflowlib_out
+    from matscreen.tasks.sources.aflowlib import parse_aflowlib_out
 
     try:
         text = _read_text(path, label)

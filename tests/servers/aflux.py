@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from matscreen.tasks.sources.aflow import parse_aflowlib_out
+from matscreen.tasks.sources.aflowlib import parse_aflowlib_out
 
 #: The path the server answers on, as aflow.org does.
 API_PATH = "/API/aflux/"

@@ -25,13 +25,8 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from servers.aflux import AfluxServer, load_example_entries
 
 from matscreen.tasks.errors import RecordError, SourceError
-from matscreen.tasks.sources.aflow import (
-    aflux_query,
-    aflux_url,
-    parse_aflowlib_entry,
-    parse_aflowlib_out,
-    read_aflux_page,
-)
+from matscreen.tasks.sources.aflow import aflux_query, aflux_url, read_aflux_page
+from matscreen.tasks.sources.aflowlib import parse_aflowlib_entry, parse_aflowlib_out
 from matscreen.tasks.sources.base import SnapshotBuilder, open_source, read_source
 from matscreen.tasks.sources.records import RecordFailure, RefreshCounts, StructureRecord
 from matscreen.tasks.spec import AflowSourceSpec, RangeSpec
