@@ -15,10 +15,10 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.sources.base import SnapshotBuilder, open_source, read_source
+from matscreen.tasks.sources.prototype_cells import load_prototype
 from matscreen.tasks.sources.prototypes import (
     iter_candidates,
     iter_prototypes,
-    load_prototype,
     reduced_formula,
 )
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
@@ -380,7 +380,7 @@ def test_records_hold_what_pymatgen_writes_for_the_decorated_structure(prototype
     from pymatgen.core import Composition
 
     from matscreen.tasks.hashing import structure_hash
-    from matscreen.tasks.sources.prototypes import load_prototype
+    from matscreen.tasks.sources.prototype_cells import load_prototype
 
     loaded = load_prototype(prototype, "gen")
     symbols = ["Sr", "Ti", "O", "N", "Ba", "F", "Na", "Cl", "Zn", "S", "Ca"]
