@@ -9,7 +9,7 @@ import pandas as pd
 
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder
-from matscreen.tasks.sources.files import parse_cif, records_from_rows
+from matscreen.tasks.sources.rows import parse_cif, records_from_rows
 from matscreen.tasks.spec import CsvCifSourceSpec
 
 

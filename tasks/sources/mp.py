@@ -71,7 +71,6 @@ server refuses a URL that is too long), each query with its own saved pages.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -87,12 +86,9 @@ from emmet.core.summary import SummaryDoc
 from mp_api.client import MPRester
 from mp_api.client.core.exceptions import MPRestError
 from mp_api.client.core.utils import validate_api_key, validate_endpoint, validate_ids
-from pymatgen.core import Structure
 
-from matscreen.tasks.errors import RecordError, SourceError
-from matscreen.tasks.files import write_atomically
-from matscreen.tasks.hashing import canonical_json, content_hash, structure_hash
-from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
+from matscreen.tasks.errors import SourceError
+from matscreen.tasks.sources.base import Item, SnapshotBuilder
 from matscreen.tasks.sources.http import (
     JsonClient,
     RetryPolicy,
@@ -101,12 +97,16 @@ from matscreen.tasks.sources.http import (
     retry_after_seconds,
     with_retries,
 )
+from matscreen.tasks.sources.mp_pages import SORT_FIELD, page_store, pages
+from matscreen.tasks.sources.mp_records import summary_record
 from matscreen.tasks.sources.records import SourceSnapshot
 from matscreen.tasks.spec import MPReferenceSpec, MPSourceSpec
 
 log = logging.getLogger(__name__)
 
+
 T = TypeVar("T")
+
 
 #: Summary fields every read asks for, besides the spec's properties.
 BASE_FIELDS = (
@@ -118,8 +118,6 @@ BASE_FIELDS = (
     "deprecated",
 )
 
-#: The field pages are sorted on, so that ``_skip`` offsets mean the same on every request.
-SORT_FIELD = "material_id"
 
 #: ``MPRester.materials.summary.search`` range names -> the summary fields they bound.
 RANGE_ALIASES = {
@@ -131,12 +129,15 @@ RANGE_ALIASES = {
     "equilibrium_reaction_energy": "equilibrium_reaction_energy_per_atom",
 }
 
+
 #: How page requests and the heartbeat are retried. A module attribute so that a deployment
 #: (or a test) can change it without a spec field.
 RETRY_POLICY = RetryPolicy()
 
+
 #: How the reader waits between attempts; replaced by tests that observe the waits.
 sleep: Callable[[float], None] = time.sleep
+
 
 #: Errors mp-api lets through from a request: its own, the transport's, a body that does not
 #: parse (orjson's error is a ValueError), a JSON answer without the expected keys.
@@ -164,14 +165,14 @@ def iter_mp(spec: MPSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
     client = SummaryClient(spec, endpoint, api_key)
     try:
         snapshot.database_version = client.database_version()
-        store = _page_store(spec, snapshot, endpoint, criteria, fields)
+        store = page_store(spec, snapshot, endpoint, criteria, fields)
         seen: dict[str, int] = {}
         row = 0
-        for documents in _pages(client, store, criteria, fields, spec.chunk_size):
+        for documents in pages(client, store, criteria, fields, spec.chunk_size):
             for document in documents:
                 row += 1
                 snapshot.add_document(document)
-                yield _record(spec, document, row, seen)
+                yield summary_record(spec, document, row, seen)
     finally:
         client.close()
 
@@ -179,9 +180,11 @@ def iter_mp(spec: MPSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
 #: Summary fields a read of reference phases asks for: what a convex hull needs, no structure.
 REFERENCE_FIELDS = ("material_id", "formula_pretty", "formation_energy_per_atom")
 
+
 #: Most chemical systems one reference query names; more are split over several queries.
 #: A module attribute so that a deployment (or a test) can change it without a spec field.
 CHEMSYS_PER_QUERY = 100
+
 
 #: The source name reference reads go by in messages, snapshots and saved pages.
 REFERENCE_SOURCE = "mp-references"
@@ -248,8 +251,8 @@ def read_reference_documents(
         for start in range(0, len(systems), CHEMSYS_PER_QUERY):
             batch = systems[start : start + CHEMSYS_PER_QUERY]
             criteria = {"chemsys": ",".join(batch), "deprecated": False}
-            store = _page_store(source, snapshot, endpoint, criteria, fields)
-            for page in _pages(client, store, criteria, fields, source.chunk_size):
+            store = page_store(source, snapshot, endpoint, criteria, fields)
+            for page in pages(client, store, criteria, fields, source.chunk_size):
                 for document in page:
                     snapshot.add_document(document)
                     documents.append(document)
@@ -461,163 +464,3 @@ class SummaryClient:
     def _scrub(self, text: str) -> str:
         """``text`` with the API key blanked, should a server echo it back."""
         return text.replace(self._api_key, "[API key]")
-
-
-# --- saved pages --------------------------------------------------------------------------
-
-
-class PageStore:
-    """Pages of one query of one database release, saved as JSON files in one folder."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def path(self, index: int) -> Path:
-        return self.folder / f"page-{index:05d}.json"
-
-    def load(self, index: int) -> dict[str, Any] | None:
-        """The saved page ``index``, or None if it is missing or unreadable."""
-        path = self.path(index)
-        if not path.is_file():
-            return None
-        try:
-            page = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable saved page %s (%s); fetching it again", path, exc)
-            return None
-        if not isinstance(page, dict) or not isinstance(page.get("documents"), list):
-            log.warning("ignoring saved page %s without a document list", path)
-            return None
-        return page
-
-    def save(self, index: int, page: dict[str, Any]) -> None:
-        write_atomically(self.path(index), canonical_json(page).encode("utf-8"))
-
-
-def _page_store(
-    spec: MPSourceSpec,
-    snapshot: SnapshotBuilder,
-    endpoint: str,
-    criteria: dict[str, Any],
-    fields: list[str],
-) -> PageStore | None:
-    if snapshot.state_dir is None or not spec.resume:
-        return None
-    if not snapshot.database_version:
-        log.warning(
-            "source %s: %s reports no database version; pages are not saved for resuming",
-            spec.name,
-            endpoint,
-        )
-        return None
-    identity = {
-        "endpoint": endpoint,
-        "criteria": criteria,
-        "fields": fields,
-        "sort": SORT_FIELD,
-        "page_size": spec.chunk_size,
-        "database_version": snapshot.database_version,
-    }
-    folder = Path(snapshot.state_dir) / "mp" / content_hash(identity)
-    folder.mkdir(parents=True, exist_ok=True)
-    description = folder / "query.json"
-    if not description.is_file():
-        write_atomically(description, canonical_json(identity).encode("utf-8"))
-    return PageStore(folder)
-
-
-def _pages(
-    client: SummaryClient,
-    store: PageStore | None,
-    criteria: dict[str, Any],
-    fields: list[str],
-    size: int,
-) -> Iterator[list[dict[str, Any]]]:
-    """Yield the documents of each page in order, from the store when saved, else fetched."""
-    index = 0
-    read = 0
-    while True:
-        page = store.load(index) if store is not None else None
-        if page is None:
-            page = client.fetch_page(criteria, fields, skip=index * size, limit=size)
-            if store is not None:
-                store.save(index, page)
-        else:
-            log.info("source %s: page %d read from %s", client.spec.name, index, store.folder)
-        documents = page["documents"]
-        yield documents
-        read += len(documents)
-        total = page.get("total_doc")
-        if len(documents) < size or (isinstance(total, int) and read >= total):
-            return
-        index += 1
-
-
-# --- documents -> records -------------------------------------------------------------------
-
-
-def _record(spec: MPSourceSpec, document: Any, row: int, seen: dict[str, int]) -> Item:
-    """Turn one summary document into a record, or a failure naming it."""
-    if not isinstance(document, dict):
-        return failure(spec, f"document-{row}", row, f"document {row} is not a JSON object")
-    material_id = document.get("material_id")
-    raw = document.get("structure")
-    extra: dict[str, Any] = {}
-    if material_id:
-        source_id = str(material_id)
-    else:
-        try:
-            source_id = "struct-" + structure_hash(raw)[:16]  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-            return failure(
-                spec, f"document-{row}", row, f"document {row}: no material_id and no structure"
-            )
-        extra["id_origin"] = "structure_hash"
-    where = f"{spec.name}:{source_id} (document {row})"
-    if source_id in seen:
-        reason = (
-            "duplicate material_id"
-            if material_id
-            else "same structure and no material_id to tell them apart"
-        )
-        return failure(spec, source_id, row, f"{where}: {reason} as document {seen[source_id]}")
-    seen[source_id] = row
-    try:
-        if not isinstance(raw, dict):
-            raise RecordError(f"{where}: no structure")
-        try:
-            structure = Structure.from_dict(raw)
-        # pymatgen raises many exception types for a malformed structure dict; any of them
-        # means this one document is unusable, which is recorded and does not stop the read.
-        except Exception as exc:
-            raise RecordError(
-                f"{where}: structure cannot be built ({type(exc).__name__}: {exc})"
-            ) from exc
-        properties = {name: document.get(name) for name in spec.properties}
-        return make_record(
-            spec, source_id, row, structure, properties, extra={**extra, **_extra(document)}
-        )
-    except RecordError as exc:
-        return failure(spec, source_id, row, str(exc))
-
-
-def _extra(document: dict[str, Any]) -> dict[str, Any]:
-    """Metadata kept with a record: formula, space group, update time, deprecation flag."""
-    extra: dict[str, Any] = {}
-    if document.get("formula_pretty"):
-        extra["formula_pretty"] = str(document["formula_pretty"])
-    symmetry = document.get("symmetry")
-    if isinstance(symmetry, dict):
-        if symmetry.get("symbol"):
-            extra["spacegroup_symbol"] = str(symmetry["symbol"])
-        number = symmetry.get("number")
-        if isinstance(number, int) and not isinstance(number, bool):
-            extra["spacegroup_number"] = number
-    updated = document.get("last_updated")
-    if isinstance(updated, dict):  # a datetime in monty's JSON form
-        updated = updated.get("string")
-    if updated:
-        extra["last_updated"] = str(updated)
-    if document.get("deprecated") is not None:
-        extra["deprecated"] = bool(document["deprecated"])
-    return extra
