@@ -529,7 +529,7 @@ def _read_entities(
     record marked ``duplicate_of`` another (looked up among these or in ``known``)."""
     # Shallow field dicts: a record holds no nested dataclass, and asdict's deep copy of
     # every structure would cost more than the catalog write itself.
-    entities = [Entity.new("structure_record", r.id, _fields(r)) for r in records]
+    entities = [Entity.new("structure_record", r.id, _fields(r), r.fields_json) for r in records]
     errors = [Entity.new("record_error", f.id, asdict(f)) for f in failures]
     here = {e.name: e.id for e in entities}
     earlier = known or {}

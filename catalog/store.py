@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +51,13 @@ class Entity:
     created_at: str = ""
 
     @classmethod
-    def new(cls, kind: str, name: str, attributes: dict[str, Any]) -> Entity:
+    def new(
+        cls, kind: str, name: str, attributes: dict[str, Any], text: str | None = None
+    ) -> Entity:
         """Create an entity whose id is the sha256 of its canonical content.
+
+        ``text``, when given, is ``fast_canonical_json(attributes)`` made beforehand (by
+        the process that read a record, for instance), which is then not made again.
 
         Raises
         ------
@@ -61,7 +66,8 @@ class Entity:
         """
         if kind not in ENTITY_KINDS:
             raise ProvenanceRuleError(f"unknown entity kind {kind!r} for entity {name!r}")
-        text = fast_canonical_json(attributes)
+        if text is None:
+            text = fast_canonical_json(attributes)
         if text is None:
             text = canonical_json(attributes)
             attributes = json.loads(text)  # as stored: numpy scalars, sets, NaN made plain
@@ -428,7 +434,11 @@ class Catalog:
                 step_edges += [Edge("used", activity.id, eid) for eid in existing]
                 step_edges += [Edge("used", activity.id, eid) for eid in used]
                 step_edges += [Edge("wasAssociatedWith", activity.id, a) for a in agents]
-                self._insert_edges(conn, step_edges + edges)
+                # Nodes of this step need no look-up: the step's entities are entities
+                # (stored now or before) and its activities are activities.
+                types = dict.fromkeys(by_id, "entity")
+                types.update((a.id, "activity") for a in (activity, *children))
+                self._insert_edges(conn, step_edges + edges, types)
         except IntegrityError as exc:
             raise ProvenanceRuleError(
                 f"step {activity.name} ({activity.id}) breaks the catalog's rules: {exc.orig}"
@@ -495,11 +505,16 @@ class Catalog:
             conn.execute(insert(schema.entities), rows)
         return inserted
 
-    def _insert_edges(self, conn: Connection, edges: Sequence[Edge]) -> None:
+    def _insert_edges(
+        self, conn: Connection, edges: Sequence[Edge], known: Mapping[str, str] | None = None
+    ) -> None:
+        """Insert edges after checking both ends against the rules table; ``known`` gives
+        the node type of ids that need no look-up."""
         if not edges:
             return
+        known = known or {}
         ids = {e.subject_id for e in edges} | {e.object_id for e in edges}
-        types = self._node_types(conn, sorted(ids))
+        types = {**known, **self._node_types(conn, sorted(ids - known.keys()))}
         rows = []
         now = utc_now()
         for edge in edges:

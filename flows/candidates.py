@@ -32,6 +32,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.recorder import PredictionRecorder
 from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
 from matscreen.flows.placement import HullPlacement, PendingPlacement, start_placement
+from matscreen.flows.stream import ReadEnd, read_ahead
 from matscreen.tasks.dataset import candidate_arrays, feature_failures, labels_of
 from matscreen.tasks.errors import ScreenError
 from matscreen.tasks.featurize import featurization_config
@@ -56,7 +58,6 @@ from matscreen.tasks.screen import (
     PoolTable,
     pool_table,
 )
-from matscreen.tasks.sources.base import iter_chunks, open_source
 from matscreen.tasks.sources.dedup import Deduplicator
 from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
 from matscreen.tasks.steps import predict_pool_task
@@ -189,44 +190,47 @@ class CandidateScreen:
     def screen_stream(self, sources: Sequence[Any]) -> None:
         """Read, record and screen every streamed source, chunk by chunk.
 
-        The chunks overlap: while the workers featurize one chunk, this process reads,
-        deduplicates and records the next; then it predicts the first, whose hull placement
-        a worker computes while the next chunk is predicted.
+        The chunks overlap: a child process reads the sources ahead of this one
+        (:mod:`~matscreen.flows.stream`); while the workers featurize one chunk, this
+        process deduplicates and records the next; then it predicts the first, whose hull
+        placement a worker computes while the next chunk is predicted.
         """
         from tqdm import tqdm
 
         size = self.spec.screen.chunk_size
         state_dir = self.settings.source_state_dir
         pending: tuple[list[StructureRecord], PendingFeatures] | None = None
-        with tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2) as bar:
-            for source in sources:
-                read = open_source(source, state_dir)
-                entity_ids: list[str] = []
-                chunks = iter_chunks(read, size)
-                while True:
-                    with self.timer.step("ingest"):
-                        started = utc_now()
-                        chunk = next(chunks, None)
-                        if chunk is None:
-                            break
-                        records, failures = chunk
-                        candidates = self._ingest(source, records, failures, started, entity_ids)
-                        self.seen.release()
-                    submitted = None
-                    if candidates:
-                        with self.timer.step("featurize"):
-                            submitted = (candidates, self._start_features(candidates))
-                    if pending is not None:
-                        self._finish(*pending)
-                    pending = submitted
-                    self.result.chunks += 1
-                    bar.update(len(records) + len(failures))
+        entity_ids: list[str] = []
+        reading = closing(read_ahead(sources, state_dir, size))
+        progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
+        with reading as stream, progress as bar:
+            while True:
                 with self.timer.step("ingest"):
-                    snapshot = read.snapshot
-                    run = _step_run("source-read", utc_now())
-                    snapshot_id = self.recorder.source_read(snapshot, run, entity_ids)
-                self.result.snapshots.append(snapshot)
-                self.result.snapshot_ids.append(snapshot_id)
+                    started = utc_now()
+                    item = next(stream, None)
+                    if item is None:
+                        break
+                    if isinstance(item, ReadEnd):
+                        run = _step_run("source-read", utc_now())
+                        snapshot_id = self.recorder.source_read(item.snapshot, run, entity_ids)
+                        self.result.snapshots.append(item.snapshot)
+                        self.result.snapshot_ids.append(snapshot_id)
+                        entity_ids = []
+                        continue
+                    source = sources[item.source]
+                    candidates = self._ingest(
+                        source, item.records, item.failures, started, entity_ids
+                    )
+                    self.seen.release()
+                submitted = None
+                if candidates:
+                    with self.timer.step("featurize"):
+                        submitted = (candidates, self._start_features(candidates))
+                if pending is not None:
+                    self._finish(*pending)
+                pending = submitted
+                self.result.chunks += 1
+                bar.update(len(item.records) + len(item.failures))
             if pending is not None:
                 self._finish(*pending)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from matscreen.tasks.hashing import structure_hash
+from matscreen.tasks.hashing import fast_canonical_json, structure_hash
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,13 @@ class StructureRecord:
         """The record's id, unique across sources: ``source:source_id`` (made once, so that
         the many maps keyed or valued by it share one string)."""
         return f"{self.source}:{self.source_id}"
+
+    @cached_property
+    def fields_json(self) -> str | None:
+        """The canonical JSON of the record's fields, which the catalog stores of it, made
+        once (a reading process makes it ahead of the flow); None when a field holds
+        something other than plain JSON data (the catalog then normalizes it)."""
+        return fast_canonical_json({f.name: getattr(self, f.name) for f in fields(self)})
 
     @cached_property
     def structure_sha256(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,9 @@ def test_entity_ids_are_the_hash_of_the_canonical_whole() -> None:
         {"s": {"b", "a"}, "p": Path("/x")},  # a set, a path
         {"nan": float("nan")},
         {True: 1, None: 2, 3: 4},  # keys json.dumps writes otherwise than str()
+        {"sites": [{"p": {10: "a", 2: "b"}}]},  # integer keys deep in a list: sorted as text
+        {"d": OrderedDict([("z", {1: 2}), ("a", 1)])},  # a dict subclass is checked too
+        {"t": ({"x": [(1, {2: 3})]},)},  # tuples within tuples
     ],
 )
 def test_entity_text_and_id_equal_the_canonical_form(attributes: dict) -> None:

@@ -1,0 +1,111 @@
+"""Reading the streamed sources in a child process: the same chunks as a read in the
+flow's process, errors that name the source, a killed reader reported, nothing left over."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from matscreen.flows.stream import Chunk, ReadEnd, read_ahead
+from matscreen.tasks.errors import SourceError
+from matscreen.tasks.hashing import structure_hash
+from matscreen.tasks.sources.base import iter_chunks, open_source
+from matscreen.tasks.spec import FilesSourceSpec, PrototypeSourceSpec
+
+SITES = {"A": ["Ca", "Sr", "Ba", "La", "Na", "K"], "B": ["Ti", "Zr", "Al", "Nb"], "X": ["O"]}
+
+
+def _sources(tmp_path: Path) -> list[PrototypeSourceSpec | FilesSourceSpec]:
+    return [
+        PrototypeSourceSpec(
+            kind="prototypes", name="abx3", prototype="perovskite_ABX3", sites=SITES
+        ),
+        PrototypeSourceSpec(
+            kind="prototypes",
+            name="small",
+            prototype="perovskite_ABX3",
+            sites={"A": ["Sr"], "B": ["Ti", "Zr"], "X": ["O"]},
+            charge_neutral=False,
+        ),
+    ]
+
+
+def _readers() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name == "matscreen-source-reader"]
+
+
+def _in_process(sources, size):
+    out = []
+    for number, spec in enumerate(sources):
+        read = open_source(spec)
+        for records, failures in iter_chunks(read, size):
+            out.append(Chunk(number, records, failures))
+        out.append(ReadEnd(number, read.snapshot))
+    return out
+
+
+def _strip(item):
+    if isinstance(item, ReadEnd):
+        return ("end", item.source, {**item.snapshot.__dict__, "retrieved_at": None})
+    return ("chunk", item.source, item.records, item.failures)
+
+
+def test_chunks_and_snapshots_equal_a_read_in_this_process(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    ahead = list(read_ahead(sources, None, 7))
+    here = _in_process(sources, 7)
+    assert [_strip(i) for i in ahead] == [_strip(i) for i in here]
+    assert [type(i).__name__ for i in ahead].count("ReadEnd") == 2
+    chunks = [i for i in ahead if isinstance(i, Chunk)]
+    assert sum(len(c.records) for c in chunks) > 7  # several chunks of the first source
+    record = chunks[0].records[0]
+    # Hash and catalog text arrive made: nothing is computed again in the flow's process.
+    assert {"structure_sha256", "fields_json"} <= record.__dict__.keys()
+    assert record.structure_sha256 == structure_hash(record.structure)
+
+
+def test_a_source_that_cannot_be_read_is_its_own_error_after_the_sources_before(
+    tmp_path: Path,
+) -> None:
+    good = _sources(tmp_path)[1]
+    folder = tmp_path / "nowhere"
+    folder.mkdir()
+    missing = FilesSourceSpec(
+        kind="files", name="mine", path=folder, pattern="*.cif", licence="x", citation=["y"]
+    )
+    items = []
+    with pytest.raises(SourceError) as raised:
+        for item in read_ahead([good, missing], None, 50):
+            items.append(item)
+    with pytest.raises(SourceError) as here:
+        list(open_source(missing))
+    assert str(raised.value) == str(here.value)
+    assert "nowhere" in str(raised.value)
+    assert isinstance(items[-1], ReadEnd) and items[-1].source == 0
+    assert _readers() == []
+
+
+def test_a_killed_reader_is_reported_with_the_source_it_was_reading(tmp_path: Path) -> None:
+    stream = read_ahead(_sources(tmp_path), None, 5, depth=1)
+    first = next(stream)
+    assert isinstance(first, Chunk)
+    (reader,) = _readers()
+    os.kill(reader.pid, signal.SIGKILL)
+    with pytest.raises(
+        SourceError, match=r"source abx3: the process reading it ended \(exit code -9\)"
+    ):
+        for _ in stream:
+            pass
+    assert _readers() == []
+
+
+def test_leaving_the_loop_early_stops_the_reader(tmp_path: Path) -> None:
+    stream = read_ahead(_sources(tmp_path), None, 5, depth=1)
+    next(stream)
+    assert len(_readers()) == 1
+    stream.close()
+    assert _readers() == []
