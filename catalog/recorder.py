@@ -18,9 +18,10 @@ import pandas as pd
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.liveness import PID_PARAMETER
 from matscreen.catalog.store import Activity, Catalog, Edge, Entity
+from matscreen.tasks.errors import ArtifactError
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.runinfo import RunInfo, utc_now
-from matscreen.tasks.tables import frame_to_parquet, per_row_frame
+from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame, per_row_frame
 
 
 class RecordedIngest(NamedTuple):
@@ -455,6 +456,7 @@ class PredictionRecorder(CampaignRecorder):
         run: RunInfo,
         features_id: str,
         model_id: str | None = None,
+        scalars: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Record the predictions of a stored model for new structures.
 
@@ -471,6 +473,9 @@ class PredictionRecorder(CampaignRecorder):
         model_id
             The model's entity id from training; when this catalog lacks it, the model is
             recorded here from its artifact.
+        scalars
+            The numbers of the predictions that are not per row (baseline, interval level
+            …), kept with the set so that :meth:`stored_predictions` gives all of it back.
 
         Returns
         -------
@@ -503,6 +508,7 @@ class PredictionRecorder(CampaignRecorder):
                 "columns": list(predictions.columns),
                 "artifact_sha256": prediction_sha,
                 "format": "parquet",
+                **({"scalars": scalars} if scalars is not None else {}),
             },
         )
         self.catalog.record_step(
@@ -515,6 +521,30 @@ class PredictionRecorder(CampaignRecorder):
             ],
         )
         return model_id, prediction_set.id
+
+    def stored_predictions(
+        self, model_id: str, features_id: str
+    ) -> tuple[str, pd.DataFrame, dict[str, Any]] | None:
+        """The predictions this model made from this feature table in an earlier run, if
+        any were recorded with their scalars: ``(prediction set id, per-row table,
+        scalars)``. A set whose table no longer reads back (missing, corrupt) is passed
+        over, so the predictions are made and stored again."""
+        from_features = {
+            e.subject_id
+            for e in self.catalog.edges(relation="wasDerivedFrom", object_id=features_id)
+        }
+        for entity in self.catalog.get_entities(sorted(from_features)):
+            scalars = entity.attributes.get("scalars")
+            if entity.kind != "prediction_set" or scalars is None:
+                continue
+            if not self.catalog.edges("wasDerivedFrom", entity.id, model_id):
+                continue
+            try:
+                data = self.artifacts.get_bytes(entity.attributes["artifact_sha256"])
+            except ArtifactError:
+                continue
+            return entity.id, parquet_to_frame(data), scalars
+        return None
 
 
 #: Rows per Parquet row group of a stored ranking: a candidate's lineage decodes the ids and

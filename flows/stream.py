@@ -2,18 +2,20 @@
 
 Making a candidate record is pure Python: decorating a prototype (or parsing a file row,
 or a provider's document), its reduced formula, the hash of its structure and the
-canonical JSON the catalog stores of it. For a decorated candidate that is about half of
+canonical JSON the catalog stores of it. For a decorated candidate that is a third of
 what the flow's process spends on it, and the flow's process is what a large screen waits
-for. So the sources are read by a child process, which sends each chunk of records with
-their hashes and catalog text already made, while the flow records, deduplicates and
-predicts the chunk before it. At most ``depth`` chunks wait between the two, so memory
-stays bounded however long the read.
+for. So the sources are read by a child process, which sends the records with their
+hashes and catalog text already made, while the flow records, deduplicates and predicts
+the chunk before. The child sends pieces of :data:`PIECE` items, each pickled to a file
+of a scratch folder (so only a piece at a time is held in its memory, and a child killed
+in the middle of a message leaves no half of it to read); the flow puts them together
+into chunks of the campaign's chunk size. At most ``depth`` chunks wait on disk.
 
 The child reads the sources one after the other, in the campaign's order, exactly as the
-flow's process would (same rows, same failures, same snapshot). An error of the read (a
-:class:`~matscreen.tasks.errors.SourceError`: a missing file, a server refusing the key)
-reaches the flow as that error; a child that dies (killed, out of memory) is reported as
-such, naming the source it was reading.
+flow's process would (same rows, same failures, same chunks, same snapshot). An error of
+the read (a :class:`~matscreen.tasks.errors.SourceError`: a missing file, a server
+refusing the key) reaches the flow as that error; a child that dies (killed, out of
+memory) is reported as such, naming the source it was reading.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from matscreen.tasks.errors import SourceError
-from matscreen.tasks.sources.base import iter_chunks, open_source
+from matscreen.tasks.sources.base import Item, open_source
 from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
 
 #: Seconds between two checks that the reading process is still alive.
 POLL_SECONDS = 1.0
+#: Items (records and failed rows) the reading process sends at a time.
+PIECE = 1_000
 
 
 @dataclass(frozen=True)
@@ -63,14 +67,18 @@ def prepared(records: list[StructureRecord]) -> list[StructureRecord]:
 
 
 def read_ahead(
-    sources: Sequence[Any], state_dir: Path | None, size: int, depth: int = 2
+    sources: Sequence[Any],
+    state_dir: Path | None,
+    size: int,
+    depth: int = 2,
+    piece: int = PIECE,
 ) -> Iterator[Chunk | ReadEnd]:
-    """Read ``sources`` in a child process: every chunk of ``size`` records in turn, and
-    after each source's last chunk its :class:`ReadEnd`.
+    """Read ``sources`` in a child process: every chunk of ``size`` items (records and
+    failures, as :func:`~matscreen.tasks.sources.base.iter_chunks` makes them) in turn,
+    and after each source's last chunk its :class:`ReadEnd`. The child sends ``piece``
+    items at a time.
 
-    The child pickles each message to a file of a scratch folder and sends only its
-    number, so a child killed in the middle of a message leaves no half of it to read.
-    Leaving the loop early (or an error in it) stops the child and removes the folder.
+    Leaving the loop early (or an error in it) stops the child and removes its folder.
 
     Raises
     ------
@@ -78,36 +86,33 @@ def read_ahead(
         If a source cannot be read, or the reading process dies.
     """
     context = multiprocessing.get_context("spawn")
-    channel = context.Queue(maxsize=depth)
+    channel = context.Queue(maxsize=max(1, depth * -(-size // piece)))
     folder = Path(tempfile.mkdtemp(prefix="matscreen-read-"))
     process = context.Process(
         target=_serve,
-        args=(list(sources), state_dir, size, folder, channel),
+        args=(list(sources), state_dir, piece, folder, channel),
         name="matscreen-source-reader",
         daemon=True,
     )
     process.start()
     reading = 0
+    items: list[Item] = []
     try:
         while True:
-            try:
-                number = channel.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if not process.is_alive():
-                    name = sources[reading].name if reading < len(sources) else "?"
-                    raise SourceError(
-                        f"source {name}: the process reading it ended "
-                        f"(exit code {process.exitcode}) before the read did"
-                    ) from None
-                continue
-            message = _take(folder / f"{number}.pickle")
+            message = _receive(process, channel, folder, sources, reading)
             if message is None:
                 return
-            if isinstance(message, BaseException):
-                raise message
             if isinstance(message, ReadEnd):
+                if items:
+                    yield _chunk(reading, items)
+                    items = []
                 reading = message.source + 1
-            yield message
+                yield message
+                continue
+            items += message
+            while len(items) >= size:
+                yield _chunk(reading, items[:size])
+                items = items[size:]
     finally:
         if process.is_alive():
             process.terminate()
@@ -116,18 +121,44 @@ def read_ahead(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _take(path: Path) -> Any:
-    """The message pickled at ``path`` (removed once read)."""
-    with open(path, "rb") as handle:
-        message = pickle.load(handle)
-    path.unlink()
-    return message
+def _chunk(source: int, items: list[Item]) -> Chunk:
+    records = [i for i in items if isinstance(i, StructureRecord)]
+    failures = [i for i in items if not isinstance(i, StructureRecord)]
+    return Chunk(source, records, failures)
+
+
+def _receive(process: Any, channel: Any, folder: Path, sources: Sequence[Any], reading: int) -> Any:
+    """The child's next message: a piece (a list of items), a ReadEnd, or None at the end.
+
+    Raises
+    ------
+    Exception
+        The error the child sent; SourceError if it died.
+    """
+    while True:
+        try:
+            number = channel.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if not process.is_alive():
+                name = sources[reading].name if reading < len(sources) else "?"
+                raise SourceError(
+                    f"source {name}: the process reading it ended "
+                    f"(exit code {process.exitcode}) before the read did"
+                ) from None
+            continue
+        path = folder / f"{number}.pickle"
+        with open(path, "rb") as handle:
+            message = pickle.load(handle)
+        path.unlink()
+        if isinstance(message, BaseException):
+            raise message
+        return message
 
 
 def _serve(
-    sources: list[Any], state_dir: Path | None, size: int, folder: Path, channel: Any
+    sources: list[Any], state_dir: Path | None, piece_size: int, folder: Path, channel: Any
 ) -> None:
-    """The child process: read every source; send chunks, read ends, then None (or the
+    """The child process: read every source; send pieces, read ends, then None (or the
     error that ended the read)."""
     from matscreen.flows.heap import collect_rarely
 
@@ -146,8 +177,16 @@ def _serve(
     try:
         for number, spec in enumerate(sources):
             read = open_source(spec, state_dir)
-            for records, failures in iter_chunks(read, size):
-                send(Chunk(number, prepared(records), failures))
+            piece: list[Item] = []
+            for item in read:
+                if isinstance(item, StructureRecord):
+                    prepared([item])
+                piece.append(item)
+                if len(piece) == piece_size:
+                    send(piece)
+                    piece = []
+            if piece:
+                send(piece)
             send(ReadEnd(number, read.snapshot))
     except Exception as exc:  # sent to the flow, which raises it
         send(_sendable(exc, sources[number].name))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import pandas as pd
 
 #: Fewest labelled rows a model is fitted on.
 MIN_TRAINING_ROWS = 10
@@ -39,3 +43,43 @@ class PredictionRecord:
     metal_value: float | None = None
     domain_distance: list[float] | None = None
     in_domain: list[bool] | None = None
+
+
+#: The fields of a :class:`PredictionRecord` that are one number for all its rows.
+SCALAR_FIELDS = ("baseline", "n_train", "level", "metal_value")
+
+
+def record_scalars(record: PredictionRecord) -> dict[str, float | int | None]:
+    """The numbers of a record that are not per row (kept with its stored per-row table)."""
+    return {name: getattr(record, name) for name in SCALAR_FIELDS}
+
+
+def record_from_table(
+    target: str, table: pd.DataFrame, scalars: Mapping[str, float | int | None]
+) -> PredictionRecord:
+    """The record whose :func:`~matscreen.tasks.tables.per_row_frame` is ``table`` and
+    whose :func:`record_scalars` are ``scalars`` (NaN labels become None again, 0/1 domain
+    flags booleans)."""
+
+    def column(name: str) -> list[float] | None:
+        return table[name].tolist() if name in table.columns else None
+
+    in_domain = column("in_domain")
+    return PredictionRecord(
+        target=target,
+        ids=[str(i) for i in table.index],
+        y_true=[None if math.isnan(v) else v for v in table["y_true"].tolist()],
+        y_pred=table["y_pred"].tolist(),
+        baseline=float(scalars["baseline"]),  # type: ignore[arg-type]
+        n_train=int(scalars["n_train"]),  # type: ignore[arg-type]
+        lower=column("lower"),
+        upper=column("upper"),
+        probability=column("probability"),
+        level=scalars.get("level"),  # type: ignore[arg-type]
+        gap_pred=column("gap_pred"),
+        gap_lower=column("gap_lower"),
+        gap_upper=column("gap_upper"),
+        metal_value=scalars.get("metal_value"),  # type: ignore[arg-type]
+        domain_distance=column("domain_distance"),
+        in_domain=None if in_domain is None else [v == 1.0 for v in in_domain],
+    )

@@ -31,6 +31,14 @@ def _sources(tmp_path: Path) -> list[PrototypeSourceSpec | FilesSourceSpec]:
             sites={"A": ["Sr"], "B": ["Ti", "Zr"], "X": ["O"]},
             charge_neutral=False,
         ),
+        # Helium has no radius: failed rows between records.
+        PrototypeSourceSpec(
+            kind="prototypes",
+            name="rocksalt",
+            prototype="rocksalt_AX",
+            sites={"A": ["Na", "K", "Li"], "X": ["He", "Cl", "Ne", "Br"]},
+            charge_neutral=False,
+        ),
     ]
 
 
@@ -54,12 +62,14 @@ def _strip(item):
     return ("chunk", item.source, item.records, item.failures)
 
 
-def test_chunks_and_snapshots_equal_a_read_in_this_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("piece", [1000, 3, 7])
+def test_chunks_and_snapshots_equal_a_read_in_this_process(tmp_path: Path, piece: int) -> None:
     sources = _sources(tmp_path)
-    ahead = list(read_ahead(sources, None, 7))
+    ahead = list(read_ahead(sources, None, 7, piece=piece))
     here = _in_process(sources, 7)
     assert [_strip(i) for i in ahead] == [_strip(i) for i in here]
-    assert [type(i).__name__ for i in ahead].count("ReadEnd") == 2
+    assert [type(i).__name__ for i in ahead].count("ReadEnd") == 3
+    assert sum(len(i.failures) for i in ahead if isinstance(i, Chunk)) == 6
     chunks = [i for i in ahead if isinstance(i, Chunk)]
     assert sum(len(c.records) for c in chunks) > 7  # several chunks of the first source
     record = chunks[0].records[0]
