@@ -1,7 +1,7 @@
 """Screening at scale: how many candidates a second, in how much memory, against the plain loop.
 
 Usage: ``python benchmarks/screen_scale.py [--sizes 10000,30000] [--plain 20000]
-[--scaling 60000] [--skip-campaign]``
+[--scaling 60000] [--skip-campaign] [--resume 100000]``
 
 Candidates are decorations of two prototypes with 66 metals and several anion groups, kept
 when charge-neutral: the cubic perovskite ABX3 (built in) and the rock-salt ordered double
@@ -20,6 +20,9 @@ source (``prototype_sources``). Parts:
    ``prototype_sources``) through ``run_campaign``, for each size: wall time, step times,
    candidates per second, peak resident memory of every process (driver, Prefect server,
    Dask workers, featurizer children), and the time of one candidate's lineage query.
+5. resume (``--resume SIZE``): the campaign of part 4 run as ``matscreen campaign run``,
+   killed once half of its candidates are predicted, then run again: what the second run
+   read back (predictions, features) and its time against an uninterrupted run.
 
 Every number printed is measured in this run; ratios compare runs made one after another
 on the same machine.
@@ -288,21 +291,26 @@ def _cmr_source() -> Any:
     return next(s for s in spec.sources if s.pool == "train")
 
 
+def campaign_spec(folder: Path, size: int) -> dict[str, Any]:
+    """The demo campaign with its CMR training pool and ``size`` decorated candidates."""
+    text = DEMO_SPEC.read_text().replace("${data_dir}", str(Settings().data_dir))
+    base = yaml.safe_load(text)
+    train = [s for s in base["sources"] if s.get("pool", "train") != "screen"]
+    return {**base, "name": f"scale-{size}", "sources": train + prototype_sources(folder, size)}
+
+
 def part_campaign(sizes: list[int], folder: Path) -> None:
     from matscreen import run_campaign
     from matscreen.catalog.artifacts import ArtifactStore
     from matscreen.catalog.lineage import lineage
     from matscreen.catalog.store import Catalog
 
-    text = DEMO_SPEC.read_text().replace("${data_dir}", str(Settings().data_dir))
-    base = yaml.safe_load(text)
-    train = [s for s in base["sources"] if s.get("pool", "train") != "screen"]
     training_records = len(read_source(_cmr_source()).records)
     print("\n4. end to end (the demo campaign's training pool; SIZE candidates)")
     print(f"   {'candidates':>10} {'ranked':>8} {'wall s':>8} {'cand/s':>8} "
           f"{'peak RSS GiB':>12} {'lineage s':>9}  steps (s)")  # fmt: skip
     for size in sizes:
-        spec = {**base, "name": f"scale-{size}", "sources": train + prototype_sources(folder, size)}
+        spec = campaign_spec(folder, size)
         with tempfile.TemporaryDirectory() as home:
             os.environ["MATSCREEN_HOME"] = home
             with PeakMemory(exclude=set()) as memory:
@@ -323,12 +331,103 @@ def part_campaign(sizes: list[int], folder: Path) -> None:
               f"{memory.peak / 2**30:12.2f} {lineage_s:9.2f}  {steps}")  # fmt: skip
 
 
+def _predicted(settings: Settings) -> int:
+    """Candidates predicted by every model so far (rows of the stored prediction sets of
+    candidates, for the model with the fewest)."""
+    from matscreen.catalog.store import Catalog
+
+    if not (settings.home / "catalog.sqlite").exists():
+        return 0
+    with Catalog(settings.catalog_url) as catalog:
+        sets = [e.attributes for e in catalog.find_entities("prediction_set")]
+    rows: dict[str, int] = {}
+    for attributes in sets:
+        if "scalars" in attributes:  # predictions of candidates, not held-out ones
+            target = attributes["target"]
+            rows[target] = rows.get(target, 0) + attributes["n_rows"]
+    return min(rows.values(), default=0)
+
+
+def _featurize_steps(settings: Settings, run_id: str | None = None) -> list[Any]:
+    from matscreen.catalog.store import Catalog
+
+    with Catalog(settings.catalog_url) as catalog:
+        steps = [a for a in catalog.activities(kind="step") if a.name == "featurize"]
+    return [a for a in steps if run_id is None or a.parent_id == run_id]
+
+
+def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
+    """A campaign killed once ``fraction`` of its candidates are predicted, then run again;
+    and the same campaign uninterrupted, for comparison."""
+    import subprocess
+    import sys
+
+    from matscreen import run_campaign
+
+    spec = campaign_spec(folder, size)
+    command = [str(Path(sys.executable).parent / "matscreen"), "campaign", "run"]
+    print(f"\n5. resume: {size} candidates, killed when {fraction:.0%} are predicted")
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["MATSCREEN_HOME"] = home
+        settings = Settings()
+        path = Path(home) / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [*command, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            while (done := _predicted(settings)) < fraction * size:
+                if child.poll() is not None:
+                    raise SystemExit(f"the campaign ended (code {child.returncode}) unkilled")
+                time.sleep(2)
+        finally:
+            tree = [child, *psutil.Process(child.pid).children(recursive=True)]
+            for process in tree:
+                process.kill()
+            psutil.wait_procs(tree, timeout=60)
+        killed_at = time.perf_counter() - start
+        featurized = sum(a.parameters.get("batches", 0) > 0 for a in _featurize_steps(settings))
+        start = time.perf_counter()
+        resumed = run_campaign(spec, Path(home) / "out")
+        resume_s = time.perf_counter() - start
+        steps = _featurize_steps(settings, resumed.run_id)
+        from_store = sum(a.parameters["structures_from_store"] for a in steps)
+        computed = sum(a.parameters["batches"] > 0 for a in steps)
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["MATSCREEN_HOME"] = home
+        start = time.perf_counter()
+        whole = run_campaign(spec, Path(home) / "out")
+        whole_s = time.perf_counter() - start
+    reused = resumed.metrics["counts"]["predictions_reused"]
+    share = done / size
+    columns = [c for c in whole.ranking.columns if c in resumed.ranking.columns]
+    same = (
+        whole.ranking[columns]
+        .reset_index(drop=True)
+        .equals(resumed.ranking[columns].reset_index(drop=True))
+    )
+    print(f"   killed after {killed_at:.0f} s: {done} candidates predicted, "
+          f"{featurized} featurize steps had computed")  # fmt: skip
+    print(f"   resumed run: {resume_s:.0f} s; predictions read back for {reused} candidates "
+          f"({reused / done:.1%} of those predicted), {from_store} structures' features from "
+          f"the store, {computed} featurize steps computed anew")  # fmt: skip
+    print(f"   uninterrupted run: {whole_s:.0f} s; the resumed run took {resume_s / whole_s:.0%}"
+          f" of it, with {1 - share:.0%} of the candidates left to predict; "
+          f"same ranking: {same}")  # fmt: skip
+    redone = (resume_s - whole_s * (1 - share)) / (whole_s * share)
+    print(f"   time spent again on the finished part, estimated: {redone:.1%} of what it took "
+          "((resumed - uninterrupted x unfinished share) / (uninterrupted x finished share);"
+          " the fixed costs, training and start-up, are counted in it)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000", help="end-to-end candidate counts")
     parser.add_argument("--plain", type=int, default=20000, help="candidates for the plain loop")
     parser.add_argument("--scaling", type=int, default=60000, help="candidates for 1 vs 2 workers")
     parser.add_argument("--skip-campaign", action="store_true")
+    parser.add_argument("--resume", type=int, default=0, help="candidates for the resume part")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
@@ -343,6 +442,8 @@ def main() -> None:
                   f"({rate:,.0f}/s, one core); parts 2 and 3 skipped")  # fmt: skip
         if not args.skip_campaign:
             part_campaign([int(s) for s in args.sizes.split(",")], folder)
+        if args.resume:
+            part_resume(args.resume, folder)
 
 
 if __name__ == "__main__":

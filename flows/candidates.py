@@ -22,8 +22,9 @@ every record and failed row of the read is linked to it. Candidates of ``both`` 
 read whole with the training pool and featurized with it, take the same steps 4 and 5.
 
 A killed run resumes from what it stored: a re-run finds every record in the catalog and
-every feature row in the store by content, so of a finished chunk it recomputes only the
-predictions and hull distances.
+every feature row in the store by content, and the predictions of the same models (reused,
+as their training set is the same) from the same feature table in the catalog, so of a
+finished chunk it computes again only the hull distances.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from matscreen.tasks.featurize import featurization_config
 from matscreen.tasks.featurize.batch import ERROR_COLUMN
 from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.models.evaluation import FittedSurrogate
-from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.models.records import PredictionRecord, record_from_table, record_scalars
 from matscreen.tasks.pools import POOL_STAGE, Pools, TrainingMatcher
 from matscreen.tasks.runinfo import RunInfo, utc_now
 from matscreen.tasks.screen import (
@@ -104,7 +105,8 @@ class ScreenedCandidates:
         ``records``, ``duplicates``, ``ingest_failures``, ``featurized``,
         ``feature_failures``, ``known_candidates`` (repeats of a training record
         included), ``excluded`` (known, not repeats) and ``candidate_pool`` of the
-        streamed sources.
+        streamed sources; ``predictions_reused``: candidates whose predictions by every
+        model were read back from an earlier run's records instead of made again.
     chunks
         Chunks screened.
     """
@@ -319,6 +321,7 @@ class CandidateScreen:
         columns = list(features.columns)
         ids = [i for i in by_id if i in features.index]
         with self.timer.step("predict"):
+            predictions = self._stored_predictions(features_id, ids)
             futures = {
                 target: predict_pool_task.submit(
                     opaque(f.model),
@@ -327,8 +330,8 @@ class CandidateScreen:
                     len(f.model.train_ids),
                 )
                 for target, f in self.trained.fitted.items()
+                if target not in predictions
             }
-            predictions: dict[str, PredictionRecord] = {}
             for target, future in futures.items():
                 done = future.result()
                 predictions[target] = done.value
@@ -338,6 +341,7 @@ class CandidateScreen:
                     done.run,
                     features_id,
                     self.trained.model_ids[target],
+                    scalars=record_scalars(done.value),
                 )
                 self.result.prediction_ids.append(prediction_id)
             table = pool_table(by_id, predictions, trained_on=self.trained.train_ids)
@@ -349,6 +353,23 @@ class CandidateScreen:
             # (Should that fail, the run fails; the placement under way is not waited for.)
             self._place_pending()
             self._pending = start_placement(table, by_id, self.hull, self.spec.stability)
+
+    def _stored_predictions(self, features_id: str, ids: list[str]) -> dict[str, PredictionRecord]:
+        """The predictions of these rows that an earlier run of the same models on the
+        same feature table recorded (a killed run's finished chunks), by target."""
+        found: dict[str, PredictionRecord] = {}
+        for target, model_id in self.trained.model_ids.items():
+            stored = self.recorder.stored_predictions(model_id, features_id)
+            if stored is None:
+                continue
+            prediction_id, table, scalars = stored
+            if [str(i) for i in table.index] != ids:
+                continue
+            found[target] = record_from_table(target, table, scalars)
+            self.result.prediction_ids.append(prediction_id)
+        if found and len(found) == len(self.trained.model_ids):
+            self.result.counts["predictions_reused"] += len(ids)
+        return found
 
     def _place_pending(self) -> None:
         """Wait for the placement of the previous chunk; record its failures, keep its rows."""

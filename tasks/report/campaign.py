@@ -308,7 +308,9 @@ def run_counts(
     pool (the held-out records for a retrospective screen), ``ranked`` those ranked;
     ``excluded`` the records left out with a reason (no label, already known, no hull
     reference). ``streamed`` holds the counts of the sources screened chunk by chunk
-    (:class:`~matscreen.flows.candidates.ScreenedCandidates`), added to those read whole.
+    (:class:`~matscreen.flows.candidates.ScreenedCandidates`), added to those read whole;
+    ``predictions_reused`` counts the streamed candidates whose predictions by every model
+    an earlier run recorded (a run resumed after it was killed).
     """
     featured = set(table.frame.index)
     more = Counter(streamed or {})
@@ -333,6 +335,7 @@ def run_counts(
         "excluded": len(pools.excluded) + len(left_out) + more["excluded"],
         "candidates": len(ranking),
         "hits": int(ranking["meets_criteria"].sum()),
+        "predictions_reused": more["predictions_reused"],
     }
 
 

@@ -224,18 +224,21 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
     finished: list = []
     try:
         deadline = time.monotonic() + 600
-        while len(finished) < 2:  # two chunks featurized and recorded
+        predicted = 0
+        while len(finished) < 2 or predicted < 2:  # two chunks featurized, one predicted
             assert child.poll() is None, "the campaign ended before it was killed"
             assert time.monotonic() < deadline, "no chunk was screened"
             time.sleep(0.5)
             if (settings.home / "catalog.sqlite").exists():
                 finished = _featurize_steps(settings)[1:]  # the first: the training pool
+                predicted = len(_applied_predictions(settings))
     finally:
         tree = [child, *psutil.Process(child.pid).children(recursive=True)]
         for process in tree:
             process.kill()
         psutil.wait_procs(tree, timeout=30)
     killed = len(_featurize_steps(settings)) - 1
+    applied = _applied_predictions(settings)
 
     resumed = matscreen.run_campaign(spec, output_dir=tmp_path / "resumed")
     with Catalog(settings.catalog_url) as catalog:
@@ -248,6 +251,33 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
     assert len(ingests) == -(-(resumed.metrics["counts"]["records"] - 240) // 20)
     counts = resumed.metrics["counts"]
     assert counts["candidates"] == len(resumed.ranking) > 0
+    # The chunks the killed run predicted with every model are not predicted again: their
+    # prediction sets are read back, and the run that resumed used them.
+    assert counts["predictions_reused"] > 0
+    with Catalog(settings.catalog_url) as catalog:
+        used = {e.id for e in catalog.run_entities(resumed.run_id, ["prediction_set"])}
+    assert {e.id for e in applied} <= used
+    # A run after a finished one predicts again only the chunk whose stored predictions
+    # are corrupt (and stores them anew), and ranks the same.
+    sets = _applied_predictions(settings)
+    target = sets[0].attributes["target"]
+    rows = sum(e.attributes["n_rows"] for e in sets if e.attributes["target"] == target)
+    artifacts = ArtifactStore(settings.artifact_dir)
+    victim = sets[0].attributes
+    artifacts.path_for(victim["artifact_sha256"]).write_bytes(b"not parquet")
+    again = matscreen.run_campaign(spec, output_dir=tmp_path / "again")
+    assert again.metrics["counts"]["predictions_reused"] == rows - victim["n_rows"]
+    assert artifacts.problem(victim["artifact_sha256"]) is None
+    pd.testing.assert_frame_equal(
+        again.ranking.reset_index(drop=True), resumed.ranking.reset_index(drop=True)
+    )
+
+
+def _applied_predictions(settings: Settings) -> list:
+    """The prediction sets of candidates recorded so far (with their scalars)."""
+    with Catalog(settings.catalog_url) as catalog:
+        sets = catalog.find_entities("prediction_set")
+    return [e for e in sets if "scalars" in e.attributes]
 
 
 def _featurize_steps(settings: Settings, run_id: str | None = None) -> list:
