@@ -6,7 +6,8 @@ agents are the software and the user, and edges are the closed set of PROV relat
 """
 
 from matscreen.catalog.artifacts import ArtifactStore
+from matscreen.catalog.nodes import Activity, Edge, Entity
 from matscreen.catalog.rules import ENTITY_KINDS, RELATIONS
-from matscreen.catalog.store import Activity, Catalog, Edge, Entity
+from matscreen.catalog.store import Catalog
 
 __all__ = ["ArtifactStore", "Activity", "Catalog", "Edge", "Entity", "ENTITY_KINDS", "RELATIONS"]

@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
+from matscreen.catalog.nodes import Activity, Entity
 from matscreen.catalog.rules import UPSTREAM_RELATIONS
-from matscreen.catalog.store import Activity, Catalog, Entity
+from matscreen.catalog.store import Catalog
 from matscreen.catalog.walks import ordered_joins, runs_of
 from matscreen.tasks.errors import ArtifactError, NotFoundError
 

@@ -17,11 +17,11 @@ import pandas as pd
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.liveness import PID_PARAMETER
-from matscreen.catalog.store import Activity, Catalog, Edge, Entity
-from matscreen.tasks.errors import ArtifactError
+from matscreen.catalog.nodes import Activity, Edge, Entity
+from matscreen.catalog.store import Catalog
 from matscreen.tasks.hashing import content_hash
 from matscreen.tasks.runinfo import RunInfo, utc_now
-from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame, per_row_frame
+from matscreen.tasks.tables import frame_to_parquet, per_row_frame
 
 
 class RecordedIngest(NamedTuple):
@@ -441,112 +441,6 @@ class CampaignRecorder:
 
 
 # -- models applied to new structures (``matscreen predict``) ---------------------------------
-# Kept apart from the campaign's steps above: a campaign records the predictions of the
-# models it trains (``CampaignRecorder.model``); here a model trained earlier, possibly
-# recorded in another catalog, predicts structures it has never seen.
-
-
-class PredictionRecorder(CampaignRecorder):
-    """A recorder that can also record a stored model's predictions for new structures."""
-
-    def applied_model(
-        self,
-        trained: Any,
-        predictions: pd.DataFrame,
-        run: RunInfo,
-        features_id: str,
-        model_id: str | None = None,
-        scalars: dict[str, Any] | None = None,
-    ) -> tuple[str, str]:
-        """Record the predictions of a stored model for new structures.
-
-        Parameters
-        ----------
-        trained
-            The model (target, algorithm, params, feature_labels, versions, ``model_json``).
-        predictions
-            One row per record id (index ``id``): prediction, lower, upper (and probability).
-        run
-            The prediction task's run.
-        features_id
-            The feature table the predictions read.
-        model_id
-            The model's entity id from training; when this catalog lacks it, the model is
-            recorded here from its artifact.
-        scalars
-            The numbers of the predictions that are not per row (baseline, interval level
-            …), kept with the set so that :meth:`stored_predictions` gives all of it back.
-
-        Returns
-        -------
-        (model id, prediction set id)
-        """
-        from matscreen.tasks.errors import NotFoundError
-
-        new: list[Entity] = []
-        used = [features_id]
-        if model_id is not None:
-            try:
-                self.catalog.get_entity(model_id)
-            except NotFoundError:
-                model_id = None
-            else:
-                used.append(model_id)
-        if model_id is None:
-            model = self._model_entity(
-                trained, recorded_from="model artifact (trained outside this catalog)"
-            )
-            new.append(model)
-            model_id = model.id
-        prediction_sha = self._store_frame(predictions.astype("float64"))
-        prediction_set = Entity.new(
-            "prediction_set",
-            f"{trained.target}:{prediction_sha[:12]}",
-            {
-                "target": trained.target,
-                "n_rows": len(predictions),
-                "columns": list(predictions.columns),
-                "artifact_sha256": prediction_sha,
-                "format": "parquet",
-                **({"scalars": scalars} if scalars is not None else {}),
-            },
-        )
-        self.catalog.record_step(
-            self._activity(run, {"target": trained.target}),
-            [*new, prediction_set],
-            used=used,
-            derived=[
-                Edge("wasDerivedFrom", prediction_set.id, model_id),
-                Edge("wasDerivedFrom", prediction_set.id, features_id),
-            ],
-        )
-        return model_id, prediction_set.id
-
-    def stored_predictions(
-        self, model_id: str, features_id: str
-    ) -> tuple[str, pd.DataFrame, dict[str, Any]] | None:
-        """The predictions this model made from this feature table in an earlier run, if
-        any were recorded with their scalars: ``(prediction set id, per-row table,
-        scalars)``. A set whose table no longer reads back (missing, corrupt) is passed
-        over, so the predictions are made and stored again."""
-        from_features = {
-            e.subject_id
-            for e in self.catalog.edges(relation="wasDerivedFrom", object_id=features_id)
-        }
-        for entity in self.catalog.get_entities(sorted(from_features)):
-            scalars = entity.attributes.get("scalars")
-            if entity.kind != "prediction_set" or scalars is None:
-                continue
-            if not self.catalog.edges("wasDerivedFrom", entity.id, model_id):
-                continue
-            try:
-                data = self.artifacts.get_bytes(entity.attributes["artifact_sha256"])
-            except ArtifactError:
-                continue
-            return entity.id, parquet_to_frame(data), scalars
-        return None
-
-
 #: Rows per Parquet row group of a stored ranking: a candidate's lineage decodes the ids and
 #: then one group, not the whole table of a million candidates.
 RANKING_ROW_GROUP = 50_000

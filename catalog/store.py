@@ -1,7 +1,9 @@
-"""The catalog's read and write API over SQLAlchemy (SQLite file or PostgreSQL server).
+"""The catalog over SQLAlchemy (SQLite file or PostgreSQL server): opening it, and writing.
 
-Writes happen only in the flow's driver process, one transaction per recorded step, so a
-step's activity, its entities and their edges are stored together or not at all.
+Its records (entities, activities, edges) are in :mod:`~matscreen.catalog.nodes`, its
+reads in :mod:`~matscreen.catalog.reads`. Writes happen only in the flow's driver process,
+one transaction per recorded step, so a step's activity, its entities and their edges are
+stored together or not at all.
 """
 
 from __future__ import annotations
@@ -11,111 +13,34 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, create_engine, insert, or_, select, union, update
+from sqlalchemy import Connection, create_engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from matscreen.catalog import schema
-from matscreen.catalog.liveness import has_died, shown_status
+from matscreen.catalog.liveness import has_died
+from matscreen.catalog.nodes import Activity, Edge, Entity
+from matscreen.catalog.reads import CHUNK, CatalogReads
 from matscreen.catalog.rules import (
     ACTIVITY_STATUSES,
     AGENT_KINDS,
-    ENTITY_KINDS,
     RELATIONS,
 )
 from matscreen.tasks.errors import CatalogError, NotFoundError, ProvenanceRuleError
-from matscreen.tasks.hashing import canonical_json, content_hash, fast_canonical_json, sha256_text
+from matscreen.tasks.hashing import canonical_json, content_hash
 from matscreen.tasks.runinfo import utc_now
 from matscreen.tasks.secrets import mask_url
-
-_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class Entity:
-    """An immutable, content-addressed catalog entity.
-
-    Build new ones with :meth:`Entity.new`, which derives the id from kind, name and attributes.
-    """
-
-    id: str
-    kind: str
-    name: str
-    attributes: dict[str, Any]
-    created_at: str = ""
-
-    @classmethod
-    def new(
-        cls, kind: str, name: str, attributes: dict[str, Any], text: str | None = None
-    ) -> Entity:
-        """Create an entity whose id is the sha256 of its canonical content.
-
-        ``text``, when given, is ``fast_canonical_json(attributes)`` made beforehand (by
-        the process that read a record, for instance), which is then not made again.
-
-        Raises
-        ------
-        ProvenanceRuleError
-            If ``kind`` is not one of :data:`ENTITY_KINDS`.
-        """
-        if kind not in ENTITY_KINDS:
-            raise ProvenanceRuleError(f"unknown entity kind {kind!r} for entity {name!r}")
-        if text is None:
-            text = fast_canonical_json(attributes)
-        if text is None:
-            text = canonical_json(attributes)
-            attributes = json.loads(text)  # as stored: numpy scalars, sets, NaN made plain
-        # The canonical JSON of {"attributes": …, "kind": …, "name": …} (keys sorted),
-        # built around the attributes' text instead of serializing them again.
-        whole = f'{{"attributes":{text},"kind":{json.dumps(kind)},"name":{json.dumps(name)}}}'
-        entity = cls(id=sha256_text(whole), kind=kind, name=name, attributes=attributes)
-        object.__setattr__(entity, "_text", text)
-        return entity
-
-    @property
-    def attributes_json(self) -> str:
-        """The canonical JSON of the attributes (kept from :meth:`new` when built there)."""
-        return self.__dict__.get("_text") or canonical_json(self.attributes)
-
-
-@dataclass(frozen=True)
-class Activity:
-    """A flow or task run: what ran, when, where, with which software and parameters."""
-
-    id: str
-    kind: str
-    name: str
-    started_at: str
-    ended_at: str | None = None
-    status: str = "running"
-    prefect_run_id: str | None = None
-    parent_id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    host: str = ""
-    software: dict[str, str] = field(default_factory=dict)
-    git_commit: str | None = None
-
-
-@dataclass(frozen=True)
-class Edge:
-    """One PROV relation, read "subject relation object" (e.g. entity wasDerivedFrom entity)."""
-
-    relation: str
-    subject_id: str
-    object_id: str
-
 
 #: Tries at creating a new catalog's tables while other processes create them too.
 _CREATE_ATTEMPTS = 10
 
 
-class Catalog:
+class Catalog(CatalogReads):
     """The provenance store.
 
     Parameters
@@ -469,8 +394,8 @@ class Catalog:
 
     def _existing_entity_ids(self, conn: Connection, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
             rows = conn.execute(select(schema.entities.c.id).where(schema.entities.c.id.in_(chunk)))
             found.update(row[0] for row in rows)
         return found
@@ -542,8 +467,8 @@ class Catalog:
 
     def _node_types(self, conn: Connection, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
             rows = conn.execute(
                 select(schema.nodes.c.id, schema.nodes.c.node_type).where(
                     schema.nodes.c.id.in_(chunk)
@@ -551,126 +476,6 @@ class Catalog:
             )
             found.update({row[0]: row[1] for row in rows})
         return found
-
-    # -- reads ----------------------------------------------------------------------------
-    def get_entity(self, entity_id: str) -> Entity:
-        """Return the entity with this id (or a unique id prefix of at least 8 characters).
-
-        Raises
-        ------
-        NotFoundError
-            If no entity, or more than one, matches.
-        """
-        table = schema.entities
-        with self.engine.connect() as conn:
-            if len(entity_id) == 64:
-                rows = conn.execute(select(table).where(table.c.id == entity_id)).all()
-            elif len(entity_id) >= 8:
-                rows = conn.execute(
-                    select(table).where(table.c.id.like(f"{entity_id}%")).limit(2)
-                ).all()
-            else:
-                rows = []
-        if len(rows) != 1:
-            what = "no" if not rows else "more than one"
-            raise NotFoundError(f"{what} entity with id {entity_id!r} in {self.url_for_display}")
-        return _entity_from_row(rows[0])
-
-    def get_entities(self, ids: Sequence[str]) -> list[Entity]:
-        """Return the stored entities among ``ids`` (in no particular order)."""
-        table = schema.entities
-        found: list[Entity] = []
-        with self.engine.connect() as conn:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = list(ids[start : start + _CHUNK])
-                found += [
-                    _entity_from_row(row)
-                    for row in conn.execute(select(table).where(table.c.id.in_(chunk)))
-                ]
-        return found
-
-    def find_entities(
-        self, kind: str, name: str | None = None, name_endswith: str | None = None
-    ) -> list[Entity]:
-        """Return entities of ``kind``, optionally with an exact name or a name ending."""
-        table = schema.entities
-        query = select(table).where(table.c.kind == kind)
-        if name is not None:
-            query = query.where(table.c.name == name)
-        if name_endswith is not None:
-            query = query.where(table.c.name.endswith(name_endswith, autoescape=True))
-        with self.engine.connect() as conn:
-            return [_entity_from_row(row) for row in conn.execute(query.order_by(table.c.name))]
-
-    def run_entities(self, run_id: str, kinds: Sequence[str] | None = None) -> list[Entity]:
-        """Entities that a run's steps generated or used (of ``kinds``, if given), by name.
-
-        A run that arrived at content already stored (a re-run) *used* that entity, so
-        both relations count: the result is what the run read and produced.
-        """
-        edges, activities, entities = schema.edges, schema.activities, schema.entities
-        steps = select(activities.c.id).where(
-            or_(activities.c.parent_id == run_id, activities.c.id == run_id)
-        )
-        touched = union(
-            select(edges.c.subject_id.label("id")).where(
-                edges.c.relation == "wasGeneratedBy", edges.c.object_id.in_(steps)
-            ),
-            select(edges.c.object_id.label("id")).where(
-                edges.c.relation == "used", edges.c.subject_id.in_(steps)
-            ),
-        ).subquery()
-        query = select(entities).where(entities.c.id.in_(select(touched.c.id)))
-        if kinds is not None:
-            query = query.where(entities.c.kind.in_(list(kinds)))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(entities.c.kind, entities.c.name)).all()
-        return [_entity_from_row(row) for row in rows]
-
-    def get_activity(self, activity_id: str) -> Activity:
-        """Return the activity with this id.
-
-        Raises
-        ------
-        NotFoundError
-            If no activity has this id.
-        """
-        table = schema.activities
-        with self.engine.connect() as conn:
-            row = conn.execute(select(table).where(table.c.id == activity_id)).first()
-        if row is None:
-            raise NotFoundError(f"no activity {activity_id} in {self.url_for_display}")
-        return _activity_from_row(row)
-
-    def activities(self, parent_id: str | None = None, kind: str | None = None) -> list[Activity]:
-        """Return activities, optionally the children of ``parent_id`` or of one ``kind``."""
-        table = schema.activities
-        query = select(table)
-        if parent_id is not None:
-            query = query.where(table.c.parent_id == parent_id)
-        if kind is not None:
-            query = query.where(table.c.kind == kind)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(table.c.started_at)).all()
-        return [_activity_from_row(row) for row in rows]
-
-    def edges(
-        self,
-        relation: str | None = None,
-        subject_id: str | None = None,
-        object_id: str | None = None,
-    ) -> list[Edge]:
-        """Return stored edges matching every given filter."""
-        table = schema.edges
-        query = select(table.c.relation, table.c.subject_id, table.c.object_id)
-        if relation is not None:
-            query = query.where(table.c.relation == relation)
-        if subject_id is not None:
-            query = query.where(table.c.subject_id == subject_id)
-        if object_id is not None:
-            query = query.where(table.c.object_id == object_id)
-        with self.engine.connect() as conn:
-            return [Edge(*row) for row in conn.execute(query.order_by(table.c.id))]
 
 
 def _sqlite_read_only_url(database: Path) -> str | None:
@@ -689,31 +494,3 @@ def _sqlite_read_only_url(database: Path) -> str | None:
     immutable = not folder_writable and (not log.exists() or log.stat().st_size == 0)
     options = "mode=ro&uri=true" + ("&immutable=1" if immutable else "")
     return f"sqlite:///file:{quote(str(database.resolve()))}?{options}"
-
-
-def _entity_from_row(row: Any) -> Entity:
-    return Entity(
-        id=row.id,
-        kind=row.kind,
-        name=row.name,
-        attributes=json.loads(row.attributes),
-        created_at=row.created_at,
-    )
-
-
-def _activity_from_row(row: Any) -> Activity:
-    parameters = json.loads(row.parameters)
-    return Activity(
-        id=row.id,
-        kind=row.kind,
-        name=row.name,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        status=shown_status(row.status, row.host, parameters),
-        prefect_run_id=row.prefect_run_id,
-        parent_id=row.parent_id,
-        parameters=parameters,
-        host=row.host,
-        software=json.loads(row.software),
-        git_commit=row.git_commit,
-    )

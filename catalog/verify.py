@@ -26,7 +26,8 @@ from sqlalchemy import select, text
 from matscreen.catalog import schema
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.features import FeatureStore
-from matscreen.catalog.store import Catalog, Entity
+from matscreen.catalog.nodes import Entity
+from matscreen.catalog.store import Catalog
 from matscreen.tasks.hashing import content_hash
 
 #: Entities read per batch while their ids are checked.

@@ -14,8 +14,8 @@ from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.export import write_run_crate
+from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.catalog.queries import changes_since_previous, models_trained_as
-from matscreen.catalog.recorder import PredictionRecorder
 from matscreen.flows.artifacts import publish_artifacts
 from matscreen.flows.candidates import CandidateScreen, TrainedModels, record_loader
 from matscreen.flows.featurize import featurize_and_record, model_featurization

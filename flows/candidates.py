@@ -42,7 +42,7 @@ from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import Catalog
 from matscreen.catalog.features import FeatureStore
-from matscreen.catalog.recorder import PredictionRecorder
+from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
 from matscreen.flows.placement import HullPlacement, PendingPlacement, start_placement
 from matscreen.flows.stream import ReadEnd, read_ahead

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from matscreen.catalog import Catalog
-from matscreen.catalog.store import Entity
+from matscreen.catalog.nodes import Entity
 from matscreen.flows.runtime import software_versions
 from matscreen.tasks.errors import CatalogError, NotFoundError
 from matscreen.tasks.hashing import file_sha256

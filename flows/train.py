@@ -41,7 +41,7 @@ from matscreen.tasks.spec import (
 if TYPE_CHECKING:  # the flows' own imports load Prefect, Dask and scikit-learn when they run
     import pandas as pd
 
-    from matscreen.catalog.recorder import PredictionRecorder
+    from matscreen.catalog.prediction_recorder import PredictionRecorder
     from matscreen.tasks.models.surrogate import SurrogateModel
 
 #: File of the model document in a model folder.
@@ -137,7 +137,7 @@ def train_model(
     import pandas as pd
 
     from matscreen.catalog import Catalog
-    from matscreen.catalog.recorder import PredictionRecorder
+    from matscreen.catalog.prediction_recorder import PredictionRecorder
     from matscreen.flows.featurize import featurize_and_record, model_featurization
     from matscreen.flows.runtime import run_recorder
     from matscreen.tasks.dataset import (
@@ -387,7 +387,7 @@ def predict_properties(
     import numpy as np
 
     from matscreen.catalog import Catalog
-    from matscreen.catalog.recorder import PredictionRecorder
+    from matscreen.catalog.prediction_recorder import PredictionRecorder
     from matscreen.flows.featurize import featurize_and_record
     from matscreen.flows.runtime import run_recorder
     from matscreen.tasks.dataset import feature_failures

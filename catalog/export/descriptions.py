@@ -12,7 +12,7 @@ from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.export.facts import RunFacts, citations, licence_of, source_licences
 from matscreen.catalog.export.files import OUTPUT_FILES, CrateFile
 from matscreen.catalog.export.prov import NAMESPACE, entity_urn
-from matscreen.catalog.store import Entity
+from matscreen.catalog.nodes import Entity
 from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import file_sha256
 

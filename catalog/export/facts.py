@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from matscreen.catalog.export.subgraph import AgentNode, RunSubgraph
-from matscreen.catalog.store import Entity
+from matscreen.catalog.nodes import Entity
 from matscreen.tasks.hashing import sha256_text
 
 

@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 import prov.model as pm
 
 from matscreen.catalog.export.subgraph import RunSubgraph, run_subgraph
-from matscreen.catalog.store import Catalog, Entity
+from matscreen.catalog.nodes import Entity
+from matscreen.catalog.store import Catalog
 from matscreen.tasks.errors import ProvenanceRuleError
 from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import (

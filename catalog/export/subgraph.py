@@ -14,7 +14,8 @@ from sqlalchemy import bindparam, text
 
 from matscreen.catalog.export.redaction import redact, redact_json, secret_values
 from matscreen.catalog.lineage import PER_RECORD_SQL
-from matscreen.catalog.store import Activity, Catalog, Edge, Entity, _activity_from_row
+from matscreen.catalog.nodes import Activity, Edge, Entity, activity_from_row
+from matscreen.catalog.store import Catalog
 from matscreen.tasks.errors import NotFoundError
 
 
@@ -182,7 +183,7 @@ def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubg
         for name, query in _queries(records).items():
             rows[name] = conn.execute(text(query), {"run": run_id, "until": until}).all()
     secrets = sorted(secret_values(), key=len, reverse=True)
-    activities = [_activity_from_row(row) for row in rows["activities"]]
+    activities = [activity_from_row(row) for row in rows["activities"]]
     activities = [
         replace(a, parameters=redact(a.parameters, secrets))
         for a in sorted(activities, key=lambda a: (a.id != run_id, a.started_at, a.id))

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from matscreen.catalog.nodes import Entity
 from matscreen.catalog.queries.nodes import RunSummary, kind_runs, run_summaries
-from matscreen.catalog.store import Catalog, Entity
+from matscreen.catalog.store import Catalog
 from matscreen.catalog.walks import ordered_joins
 from matscreen.tasks.errors import NotFoundError
 

@@ -12,8 +12,8 @@ from sqlalchemy.exc import DatabaseError
 from support.runs import dead_pid, running_run
 
 from matscreen.catalog import Catalog
+from matscreen.catalog.nodes import Activity, Entity
 from matscreen.catalog.queries import find_runs
-from matscreen.catalog.store import Activity, Entity
 from matscreen.tasks.errors import ProvenanceRuleError
 from matscreen.tasks.runinfo import utc_now
 

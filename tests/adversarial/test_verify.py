@@ -13,7 +13,7 @@ import pytest
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.features import FeatureStore
-from matscreen.catalog.store import Activity, Entity
+from matscreen.catalog.nodes import Activity, Entity
 from matscreen.catalog.verify import verify_home
 from matscreen.tasks.featurize import preset_config
 from matscreen.tasks.runinfo import utc_now

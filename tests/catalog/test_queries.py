@@ -24,6 +24,7 @@ import pytest
 
 from matscreen.catalog import ArtifactStore, Catalog, schema
 from matscreen.catalog.lineage import lineage, ranking_row
+from matscreen.catalog.nodes import Entity
 from matscreen.catalog.queries import (
     candidate_rows,
     diff_runs,
@@ -37,7 +38,6 @@ from matscreen.catalog.queries import (
     summarize,
 )
 from matscreen.catalog.recorder import CampaignRecorder
-from matscreen.catalog.store import Entity
 from matscreen.tasks.errors import ArtifactError, NotFoundError, RankingError
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.rank import candidate_frame, rank_candidates

@@ -119,3 +119,18 @@ def test_leaving_the_loop_early_stops_the_reader(tmp_path: Path) -> None:
     assert len(_readers()) == 1
     stream.close()
     assert _readers() == []
+
+
+def test_an_error_that_cannot_be_sent_arrives_as_a_source_error_that_describes_it() -> None:
+    from matscreen.flows.stream import _sendable
+
+    class Unsendable(Exception):
+        def __init__(self) -> None:
+            super().__init__("the socket closed")
+            self.callback = lambda: None  # no pickle for this
+
+    sent = _sendable(Unsendable(), "remote")
+    assert isinstance(sent, SourceError)
+    assert str(sent) == "source remote: Unsendable: the socket closed"
+    kept = SourceError("source remote: HTTP 401")
+    assert _sendable(kept, "remote") is kept

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import socket
 
-from matscreen.catalog.store import Activity
+from matscreen.catalog.nodes import Activity
 from matscreen.tasks.runinfo import utc_now
 
 
