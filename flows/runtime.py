@@ -194,6 +194,33 @@ def quiet_own_errors() -> None:
             logger.addFilter(_WithoutTracebackOfOwnErrors())
 
 
+class _OnlyWarnings(logging.Filter):
+    """Drop the INFO and DEBUG lines of Prefect's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        internal = record.name == "prefect" or record.name.startswith("prefect.")
+        return record.levelno >= logging.WARNING or not internal
+
+
+def quiet_console() -> None:
+    """Keep Prefect's routine lines (a task run finished, a server started) off the console:
+    its loggers log from WARNING up (``PREFECT_LOGGING_LEVEL``, unless set), in this process
+    and in the Dask workers started after, which inherit the setting. Where Prefect is
+    imported already (its settings read), its INFO lines are filtered from the console
+    instead.
+    (Dask's LocalCluster keeps its own workers' logs at WARNING by itself.)
+    """
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if "prefect" not in sys.modules:
+        return
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # Prefect's handlers, kept by its later (incremental) set-ups
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _OnlyWarnings) for f in handler.filters):
+            handler.addFilter(_OnlyWarnings())
+
+
 def _flush_prefect_logs() -> None:
     """Send the log lines Prefect still holds to the API before that API goes away."""
     from prefect.logging.handlers import APILogWorker

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show an error's traceback instead of one line"
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the routine log lines of Prefect and Dask (task runs, servers) as well",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     add_campaign_parsers(commands)
@@ -54,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     campaign run is recorded as ``interrupted`` either way).
     """
     args = build_parser().parse_args(argv)
-    from matscreen.flows.runtime import quiet_own_errors, termination_signal
+    from matscreen.flows.runtime import quiet_console, quiet_own_errors, termination_signal
 
     if not args.debug:
         quiet_own_errors()
+    if not (args.verbose or args.debug):
+        quiet_console()
     try:
         return int(args.handler(args))
     except MatscreenError as exc:

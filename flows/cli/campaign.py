@@ -88,14 +88,23 @@ def _execute_campaign(
     settings: Settings, spec_path: Path, output: Path | None, suggest: int | None = None
 ) -> dict[str, Any]:
     """Run the campaign flow through the Python API and print its summary."""
+    from prefect.settings import PREFECT_API_URL
+
     from matscreen import execute_campaign
 
     print(f"catalog {settings.catalog_url_for_display}, data {settings.data_dir}")
+    temporary = not PREFECT_API_URL.value()
     result = execute_campaign(settings, spec_path, output, suggest)
     print(
         f"Prefect API {result['prefect_api']}; Dask scheduler {result['dask_scheduler']} "
         f"({result['startup_seconds']:.1f} s to start)"
     )
+    if temporary:
+        print(
+            "  (a temporary Prefect server, stopped with this command: its UI is gone; to "
+            "keep runs and UI, run `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        )
     _print_summary(result, result["startup_seconds"], result["total_seconds"])
     return result
 

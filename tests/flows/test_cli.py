@@ -143,3 +143,32 @@ def test_bad_suggest_count_fails_before_any_work(home: Path, tmp_path: Path, cap
     assert main(["campaign", "run", str(spec), "--suggest", "3"]) == 2
     assert "ranking.suggest: needs prediction intervals" in capsys.readouterr().err
     assert not home.exists()
+
+
+@pytest.mark.parametrize("prefect_first", [True, False])
+def test_the_console_shows_prefects_warnings_not_its_routine(prefect_first: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "\n".join(
+        [
+            "import logging",
+            "import prefect" if prefect_first else "",
+            "from matscreen.flows.runtime import quiet_console",
+            "quiet_console()",
+            "from prefect.logging.configuration import setup_logging",
+            "setup_logging()",  # as a flow run does
+            "logging.getLogger('prefect.task_runs').info('routine line')",
+            "logging.getLogger('prefect').info('routine line')",
+            "logging.getLogger('prefect.flow_runs').warning('a warning')",
+            "import os; print(os.environ['PREFECT_LOGGING_LEVEL'])",
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a warning" in done.stderr and "routine line" not in done.stderr
+    assert done.stdout.strip() == "WARNING"  # inherited by the workers started after
