@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import pickle
 import queue
 import shutil
@@ -159,10 +160,13 @@ def _serve(
     sources: list[Any], state_dir: Path | None, piece_size: int, folder: Path, channel: Any
 ) -> None:
     """The child process: read every source; send pieces, read ends, then None (or the
-    error that ended the read)."""
+    error that ended the read). Should the flow's process die (killed) while the child
+    waits to send, the child removes the folder and ends."""
     from matscreen.flows.heap import collect_rarely
 
     collect_rarely()
+    parent = multiprocessing.parent_process()
+    assert parent is not None  # a spawned child
     sent = itertools.count()
 
     def send(message: Any) -> None:
@@ -171,7 +175,14 @@ def _serve(
         with open(partial, "wb") as handle:
             pickle.dump(message, handle, protocol=pickle.HIGHEST_PROTOCOL)
         partial.rename(folder / f"{number}.pickle")
-        channel.put(number)
+        while True:
+            try:
+                channel.put(number, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                if not parent.is_alive():  # killed: nobody will read; leave nothing behind
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os._exit(0)
 
     number = 0
     try:

@@ -134,3 +134,47 @@ def test_an_error_that_cannot_be_sent_arrives_as_a_source_error_that_describes_i
     assert str(sent) == "source remote: Unsendable: the socket closed"
     kept = SourceError("source remote: HTTP 401")
     assert _sendable(kept, "remote") is kept
+
+
+def test_a_reader_whose_flow_was_killed_ends_and_leaves_no_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    # A flow's process that reads one chunk, says who its reader is, then waits: the
+    # reader fills the queue and waits too, until its parent is killed.
+    code = "\n".join(
+        [
+            "import multiprocessing, sys, time",
+            "from matscreen.flows.stream import read_ahead",
+            "from matscreen.tasks.spec import PrototypeSourceSpec",
+            "spec = PrototypeSourceSpec(kind='prototypes', name='abx3',",
+            "    prototype='perovskite_ABX3', sites={'A': ['Ca', 'Sr', 'Ba', 'La', 'Na', 'K'],",
+            "    'B': ['Ti', 'Zr', 'Al', 'Nb'], 'X': ['O']})",
+            "if __name__ == '__main__':",
+            "    stream = read_ahead([spec], None, 2, depth=1, piece=1)",
+            "    next(stream)",
+            "    (reader,) = multiprocessing.active_children()",
+            "    print(reader.pid, flush=True)",
+            "    time.sleep(600)",
+        ]
+    )
+    script = tmp_path / "flow.py"
+    script.write_text(code)
+    env = {**__import__("os").environ, "TMPDIR": str(tmp_path)}
+    flow = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
+    try:
+        reader = psutil.Process(int(flow.stdout.readline()))
+        assert list(tmp_path.glob("matscreen-read-*"))
+        flow.kill()
+        flow.wait(timeout=30)
+        gone, _ = psutil.wait_procs([reader], timeout=30)
+    finally:
+        flow.kill()
+    assert gone, "the reader outlived the flow's process"
+    deadline = time.monotonic() + 10
+    while list(tmp_path.glob("matscreen-read-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(tmp_path.glob("matscreen-read-*"))
