@@ -331,9 +331,9 @@ def part_campaign(sizes: list[int], folder: Path) -> None:
               f"{memory.peak / 2**30:12.2f} {lineage_s:9.2f}  {steps}")  # fmt: skip
 
 
-def _predicted(settings: Settings) -> int:
-    """Candidates predicted by every model so far (rows of the stored prediction sets of
-    candidates, for the model with the fewest)."""
+def _predicted(settings: Settings, models: int) -> int:
+    """Candidates predicted by every one of the ``models`` models so far (rows of the
+    stored prediction sets of candidates, for the model with the fewest)."""
     from matscreen.catalog.store import Catalog
 
     if not (settings.home / "catalog.sqlite").exists():
@@ -345,7 +345,7 @@ def _predicted(settings: Settings) -> int:
         if "scalars" in attributes:  # predictions of candidates, not held-out ones
             target = attributes["target"]
             rows[target] = rows.get(target, 0) + attributes["n_rows"]
-    return min(rows.values(), default=0)
+    return min(rows.values()) if len(rows) == models else 0
 
 
 def _featurize_steps(settings: Settings, run_id: str | None = None) -> list[Any]:
@@ -377,12 +377,15 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
             [*command, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            while (done := _predicted(settings)) < fraction * size:
+            while (done := _predicted(settings, len(spec["models"]))) < fraction * size:
                 if child.poll() is not None:
                     raise SystemExit(f"the campaign ended (code {child.returncode}) unkilled")
                 time.sleep(2)
         finally:
-            tree = [child, *psutil.Process(child.pid).children(recursive=True)]
+            try:
+                tree = [child, *psutil.Process(child.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:  # ended by itself (reported above)
+                tree = []
             for process in tree:
                 process.kill()
             psutil.wait_procs(tree, timeout=60)

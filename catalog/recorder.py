@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -453,7 +453,9 @@ def _read_entities(
     record marked ``duplicate_of`` another (looked up among these or in ``known``)."""
     # Shallow field dicts: a record holds no nested dataclass, and asdict's deep copy of
     # every structure would cost more than the catalog write itself.
-    entities = [Entity.new("structure_record", r.id, _fields(r), r.fields_json) for r in records]
+    entities = [
+        Entity.new("structure_record", r.id, r.field_values(), r.fields_json) for r in records
+    ]
     errors = [Entity.new("record_error", f.id, asdict(f)) for f in failures]
     here = {e.name: e.id for e in entities}
     earlier = known or {}
@@ -463,8 +465,3 @@ def _read_entities(
         if first is not None:
             links.append(Edge("alternateOf", entity.id, here.get(first) or earlier[first]))
     return entities, errors, links
-
-
-def _fields(record: Any) -> dict[str, Any]:
-    """A dataclass's fields as a dict, without copying their values."""
-    return {f.name: getattr(record, f.name) for f in fields(record)}

@@ -23,18 +23,20 @@ read whole with the training pool and featurized with it, take the same steps 4 
 
 A killed run resumes from what it stored: a re-run finds every record in the catalog and
 every feature row in the store by content, and the predictions of the same models (reused,
-as their training set is the same) from the same feature table in the catalog, so of a
-finished chunk it computes again only the hull distances.
+as their training set is the same) from the same feature table in the catalog. Of a
+finished chunk it computes no feature and no prediction again, but it reads, deduplicates
+and records its records again (finding them stored) and places them against the hull.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -321,7 +323,7 @@ class CandidateScreen:
         columns = list(features.columns)
         ids = [i for i in by_id if i in features.index]
         with self.timer.step("predict"):
-            predictions = self._stored_predictions(features_id, ids)
+            predictions = self._stored_predictions(features_id, ids, candidates)
             futures = {
                 target: predict_pool_task.submit(
                     opaque(f.model),
@@ -354,9 +356,12 @@ class CandidateScreen:
             self._place_pending()
             self._pending = start_placement(table, by_id, self.hull, self.spec.stability)
 
-    def _stored_predictions(self, features_id: str, ids: list[str]) -> dict[str, PredictionRecord]:
+    def _stored_predictions(
+        self, features_id: str, ids: list[str], candidates: list[StructureRecord]
+    ) -> dict[str, PredictionRecord]:
         """The predictions of these rows that an earlier run of the same models on the
-        same feature table recorded (a killed run's finished chunks), by target."""
+        same feature table recorded (a killed run's finished chunks), by target; with the
+        labels the candidates have now (a source may have changed a reported value)."""
         found: dict[str, PredictionRecord] = {}
         for target, model_id in self.trained.model_ids.items():
             stored = self.recorder.stored_predictions(model_id, features_id)
@@ -365,7 +370,11 @@ class CandidateScreen:
             prediction_id, table, scalars = stored
             if [str(i) for i in table.index] != ids:
                 continue
-            found[target] = record_from_table(target, table, scalars)
+            labels = labels_of(candidates, target)
+            found[target] = replace(
+                record_from_table(target, table, scalars),
+                y_true=[_finite_or_none(labels[i]) for i in ids],
+            )
             self.result.prediction_ids.append(prediction_id)
         if found and len(found) == len(self.trained.model_ids):
             self.result.counts["predictions_reused"] += len(ids)
@@ -463,6 +472,11 @@ def record_loader(
 ) -> Callable[[str], dict[str, Any]]:
     """``load(record id)`` -> its structure dict, for a deduplicator that released it."""
     return lambda record_id: structures_of([record_id], records, record_ids, catalog)[record_id]
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """A label as a prediction record keeps it: None where there is no finite value."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _step_run(name: str, started: str) -> RunInfo:

@@ -9,7 +9,8 @@ hashes and catalog text already made, while the flow records, deduplicates and p
 the chunk before. The child sends pieces of :data:`PIECE` items, each pickled to a file
 of a scratch folder (so only a piece at a time is held in its memory, and a child killed
 in the middle of a message leaves no half of it to read); the flow puts them together
-into chunks of the campaign's chunk size. At most ``depth`` chunks wait on disk.
+into chunks of the campaign's chunk size. At most ``depth`` chunks' worth of pieces (at
+least ``depth`` pieces) wait on disk.
 
 The child reads the sources one after the other, in the campaign's order, exactly as the
 flow's process would (same rows, same failures, same chunks, same snapshot). An error of
@@ -26,7 +27,10 @@ import os
 import pickle
 import queue
 import shutil
+import signal
 import tempfile
+import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,22 @@ class Chunk:
     source: int
     records: list[StructureRecord]
     failures: list[RecordFailure]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The read ended with ``error``; ``trace`` is its traceback in the reading process."""
+
+    error: Exception
+    trace: str
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error in the reading process (the cause of the error raised
+    here, shown with ``--debug``)."""
+
+    def __str__(self) -> str:
+        return f"\n\n{self.args[0]}"
 
 
 @dataclass(frozen=True)
@@ -140,19 +160,22 @@ def _receive(process: Any, channel: Any, folder: Path, sources: Sequence[Any], r
         try:
             number = channel.get(timeout=POLL_SECONDS)
         except queue.Empty:
-            if not process.is_alive():
+            if process.is_alive():
+                continue
+            try:  # it may have sent its last messages just before it ended
+                number = channel.get(timeout=POLL_SECONDS)
+            except queue.Empty:
                 name = sources[reading].name if reading < len(sources) else "?"
                 raise SourceError(
                     f"source {name}: the process reading it ended "
                     f"(exit code {process.exitcode}) before the read did"
                 ) from None
-            continue
         path = folder / f"{number}.pickle"
         with open(path, "rb") as handle:
             message = pickle.load(handle)
         path.unlink()
-        if isinstance(message, BaseException):
-            raise message
+        if isinstance(message, Failed):
+            raise message.error from RemoteTraceback(message.trace)
         return message
 
 
@@ -161,9 +184,13 @@ def _serve(
 ) -> None:
     """The child process: read every source; send pieces, read ends, then None (or the
     error that ended the read). Should the flow's process die (killed) while the child
-    waits to send, the child removes the folder and ends."""
+    waits to send, or before it has read the last messages, the child removes the folder
+    and ends."""
     from matscreen.flows.heap import collect_rarely
 
+    # Ctrl-C goes to the whole process group: the flow's process handles it and stops this
+    # one (which would otherwise print a traceback of its own).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     collect_rarely()
     parent = multiprocessing.parent_process()
     assert parent is not None  # a spawned child
@@ -200,9 +227,16 @@ def _serve(
                 send(piece)
             send(ReadEnd(number, read.snapshot))
     except Exception as exc:  # sent to the flow, which raises it
-        send(_sendable(exc, sources[number].name))
-        return
-    send(None)
+        send(Failed(_sendable(exc, sources[number].name), traceback.format_exc()))
+    else:
+        send(None)
+    # Until the flow has read every file: should it be killed first, nobody else would
+    # remove them.
+    while any(folder.glob("*.pickle")):
+        if not parent.is_alive():
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        time.sleep(POLL_SECONDS)
 
 
 def _sendable(error: Exception, source: str) -> Exception:

@@ -90,12 +90,17 @@ class StructureRecord:
         the many maps keyed or valued by it share one string)."""
         return f"{self.source}:{self.source_id}"
 
+    def field_values(self) -> dict[str, Any]:
+        """The record's fields by name (the values themselves, not copies): what the
+        catalog stores of it."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     @cached_property
     def fields_json(self) -> str | None:
-        """The canonical JSON of the record's fields, which the catalog stores of it, made
-        once (a reading process makes it ahead of the flow); None when a field holds
-        something other than plain JSON data (the catalog then normalizes it)."""
-        return fast_canonical_json({f.name: getattr(self, f.name) for f in fields(self)})
+        """The canonical JSON of :meth:`field_values`, made once (a reading process makes
+        it ahead of the flow); None when a field holds something other than plain JSON
+        data (the catalog then normalizes it)."""
+        return fast_canonical_json(self.field_values())
 
     @cached_property
     def structure_sha256(self) -> str:

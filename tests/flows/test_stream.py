@@ -136,25 +136,37 @@ def test_an_error_that_cannot_be_sent_arrives_as_a_source_error_that_describes_i
     assert _sendable(kept, "remote") is kept
 
 
-def test_a_reader_whose_flow_was_killed_ends_and_leaves_no_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sites", "piece"),
+    [
+        # The reader waits to send (the queue is full) when the flow is killed.
+        (
+            "{'A': ['Ca', 'Sr', 'Ba', 'La', 'Na', 'K'], 'B': ['Ti', 'Zr', 'Al', 'Nb'], 'X': ['O']}",
+            1,
+        ),
+        # The reader has sent everything and waits for its files to be read.
+        ("{'A': ['Sr'], 'B': ['Ti', 'Zr'], 'X': ['O']}", 1000),
+    ],
+)
+def test_a_reader_whose_flow_was_killed_ends_and_leaves_no_files(
+    tmp_path: Path, sites: str, piece: int
+) -> None:
     import subprocess
     import sys
     import time
 
     import psutil
 
-    # A flow's process that reads one chunk, says who its reader is, then waits: the
-    # reader fills the queue and waits too, until its parent is killed.
+    # A flow's process that reads one chunk, says who its reader is, then waits.
     code = "\n".join(
         [
             "import multiprocessing, sys, time",
             "from matscreen.flows.stream import read_ahead",
             "from matscreen.tasks.spec import PrototypeSourceSpec",
             "spec = PrototypeSourceSpec(kind='prototypes', name='abx3',",
-            "    prototype='perovskite_ABX3', sites={'A': ['Ca', 'Sr', 'Ba', 'La', 'Na', 'K'],",
-            "    'B': ['Ti', 'Zr', 'Al', 'Nb'], 'X': ['O']})",
+            f"    prototype='perovskite_ABX3', sites={sites})",
             "if __name__ == '__main__':",
-            "    stream = read_ahead([spec], None, 2, depth=1, piece=1)",
+            f"    stream = read_ahead([spec], None, 1, depth=1, piece={piece})",
             "    next(stream)",
             "    (reader,) = multiprocessing.active_children()",
             "    print(reader.pid, flush=True)",
@@ -178,3 +190,13 @@ def test_a_reader_whose_flow_was_killed_ends_and_leaves_no_files(tmp_path: Path)
     while list(tmp_path.glob("matscreen-read-*")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not list(tmp_path.glob("matscreen-read-*"))
+
+
+def test_ctrl_c_reaches_the_flow_not_the_reader(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    stream = read_ahead(sources, None, 5, depth=1)
+    items = [next(stream)]
+    (reader,) = _readers()
+    os.kill(reader.pid, signal.SIGINT)  # what the terminal sends to the process group
+    items += list(stream)
+    assert [_strip(i) for i in items] == [_strip(i) for i in _in_process(sources, 5)]
