@@ -420,7 +420,7 @@ def test_hulls_are_pymatgens_phase_diagrams_facet_for_facet(element_file: Path) 
     # above the elements' plane, polymorphs, on 1- to 4-element systems.
     from itertools import combinations as subsets
 
-    from matscreen.tasks.models import stability
+    from matscreen.tasks.models import hull
 
     rng = random.Random(7)
     elements = ["Sr", "Ti", "O", "N", "Ba", "La"]
@@ -435,7 +435,7 @@ def test_hulls_are_pymatgens_phase_diagrams_facet_for_facet(element_file: Path) 
             known.append((formula, energy + rng.choice([0.0, 0.1]), f"t:{k}b"))
     spec = StabilitySpec(formation_energy="formation_energy_per_atom", elements=element_file)
     phases = reference_phases(spec, known)
-    index = stability._index(phases)
+    index = hull.phase_index(phases)
     compared = 0
     for size in range(1, 5):
         for system in subsets(elements, size):
@@ -457,7 +457,7 @@ def test_hulls_are_pymatgens_phase_diagrams_facet_for_facet(element_file: Path) 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 diagram = PhaseDiagram(entries, elements=[Element(e) for e in system])
-            data, facets, owners = stability._lower_hull(phases, index, system, members)
+            data, facets, owners = hull._lower_hull(phases, index, system, members)
             expected = np.asarray(diagram.facets, dtype=int).reshape(len(diagram.facets), size)
             assert np.array_equal(facets, expected), system
             assert np.array_equal(data, np.asarray(diagram.qhull_data)[:-1]), system
