@@ -203,14 +203,17 @@ class _OnlyWarnings(logging.Filter):
 
 
 def quiet_console() -> None:
-    """Keep Prefect's routine lines (a task run finished, a server started) off the console:
-    its loggers log from WARNING up (``PREFECT_LOGGING_LEVEL``, unless set), in this process
-    and in the Dask workers started after, which inherit the setting. Where Prefect is
-    imported already (its settings read), its INFO lines are filtered from the console
-    instead.
-    (Dask's LocalCluster keeps its own workers' logs at WARNING by itself.)
+    """Keep Prefect's and Dask's routine lines (a task run finished, a server started, a
+    worker closed) off the console: their loggers log from WARNING up
+    (``PREFECT_LOGGING_LEVEL`` and ``DASK_LOGGING__DISTRIBUTED``, unless set), in this
+    process and in the Dask workers started after, which inherit the settings. Where
+    Prefect is imported already (its settings read), its INFO lines are filtered from the
+    console instead; where Dask is, its logger is set to WARNING.
     """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    if "distributed" in sys.modules and os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning":
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if "prefect" not in sys.modules:
         return
     from prefect.logging.configuration import ensure_logging_setup

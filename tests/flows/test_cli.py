@@ -146,7 +146,7 @@ def test_bad_suggest_count_fails_before_any_work(home: Path, tmp_path: Path, cap
 
 
 @pytest.mark.parametrize("prefect_first", [True, False])
-def test_the_console_shows_prefects_warnings_not_its_routine(prefect_first: bool) -> None:
+def test_the_console_shows_warnings_not_prefects_and_dasks_routine(prefect_first: bool) -> None:
     import os
     import subprocess
     import sys
@@ -162,10 +162,13 @@ def test_the_console_shows_prefects_warnings_not_its_routine(prefect_first: bool
             "logging.getLogger('prefect.task_runs').info('routine line')",
             "logging.getLogger('prefect').info('routine line')",
             "logging.getLogger('prefect.flow_runs').warning('a warning')",
+            "import distributed",
+            "logging.getLogger('distributed.scheduler').info('routine line')",
             "import os; print(os.environ['PREFECT_LOGGING_LEVEL'])",
         ]
     )
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_LEVEL"}
+    quiet = ("PREFECT_LOGGING_LEVEL", "DASK_LOGGING__DISTRIBUTED")
+    env = {k: v for k, v in os.environ.items() if k not in quiet}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
