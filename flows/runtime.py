@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -204,7 +205,7 @@ class _OnlyWarnings(logging.Filter):
 
 def quiet_console() -> None:
     """Keep Prefect's and Dask's routine lines (a task run finished, a server started, a
-    worker closed) off the console: their loggers log from WARNING up
+    worker closed, a large task graph sent) off the console: their loggers log from WARNING up
     (``PREFECT_LOGGING_LEVEL`` and ``DASK_LOGGING__DISTRIBUTED``, unless set), in this
     process and in the Dask workers started after, which inherit the settings. Where
     Prefect is imported already (its settings read), its INFO lines are filtered from the
@@ -212,6 +213,9 @@ def quiet_console() -> None:
     """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # Dask's hint to its own users that a task carries its data (a batch of structures,
+    # a training matrix): by design here, and nothing a matscreen user can act on.
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     if "distributed" in sys.modules and os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning":
         logging.getLogger("distributed").setLevel(logging.WARNING)
     if "prefect" not in sys.modules:

@@ -164,6 +164,8 @@ def test_the_console_shows_warnings_not_prefects_and_dasks_routine(prefect_first
             "logging.getLogger('prefect.flow_runs').warning('a warning')",
             "import distributed",
             "logging.getLogger('distributed.scheduler').info('routine line')",
+            "import warnings",
+            "warnings.warn('Sending large graph of size 14.90 MiB.', UserWarning)",
             "import os; print(os.environ['PREFECT_LOGGING_LEVEL'])",
         ]
     )
@@ -174,4 +176,5 @@ def test_the_console_shows_warnings_not_prefects_and_dasks_routine(prefect_first
     )
     assert done.returncode == 0, done.stderr
     assert "a warning" in done.stderr and "routine line" not in done.stderr
+    assert "large graph" not in done.stderr
     assert done.stdout.strip() == "WARNING"  # inherited by the workers started after
