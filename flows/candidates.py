@@ -30,7 +30,6 @@ and records its records again (finding them stored) and places them against the 
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections import Counter
@@ -54,7 +53,12 @@ from matscreen.tasks.featurize import featurization_config
 from matscreen.tasks.featurize.batch import ERROR_COLUMN
 from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.models.evaluation import FittedSurrogate
-from matscreen.tasks.models.records import PredictionRecord, record_from_table, record_scalars
+from matscreen.tasks.models.records import (
+    PredictionRecord,
+    kept_label,
+    record_from_table,
+    record_scalars,
+)
 from matscreen.tasks.pools import POOL_STAGE, Pools, TrainingMatcher
 from matscreen.tasks.runinfo import RunInfo, utc_now
 from matscreen.tasks.screen import (
@@ -373,7 +377,7 @@ class CandidateScreen:
             labels = labels_of(candidates, target)
             found[target] = replace(
                 record_from_table(target, table, scalars),
-                y_true=[_finite_or_none(labels[i]) for i in ids],
+                y_true=[kept_label(labels[i]) for i in ids],
             )
             self.result.prediction_ids.append(prediction_id)
         if found and len(found) == len(self.trained.model_ids):
@@ -472,11 +476,6 @@ def record_loader(
 ) -> Callable[[str], dict[str, Any]]:
     """``load(record id)`` -> its structure dict, for a deduplicator that released it."""
     return lambda record_id: structures_of([record_id], records, record_ids, catalog)[record_id]
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    """A label as a prediction record keeps it: None where there is no finite value."""
-    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _step_run(name: str, started: str) -> RunInfo:

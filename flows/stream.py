@@ -80,11 +80,10 @@ class ReadEnd:
     snapshot: SourceSnapshot
 
 
-def prepared(records: list[StructureRecord]) -> list[StructureRecord]:
-    """The records with their structure hash and catalog text made (kept with them)."""
-    for record in records:
-        _ = record.structure_sha256, record.fields_json
-    return records
+def prepared(record: StructureRecord) -> StructureRecord:
+    """The record with its structure hash and catalog text made (kept with it)."""
+    _ = record.structure_sha256, record.fields_json
+    return record
 
 
 def read_ahead(
@@ -217,9 +216,7 @@ def _serve(
             read = open_source(spec, state_dir)
             piece: list[Item] = []
             for item in read:
-                if isinstance(item, StructureRecord):
-                    prepared([item])
-                piece.append(item)
+                piece.append(prepared(item) if isinstance(item, StructureRecord) else item)
                 if len(piece) == piece_size:
                     send(piece)
                     piece = []

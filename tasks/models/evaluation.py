@@ -18,7 +18,7 @@ from matscreen.tasks.models.conformal import coverage, coverage_by_width
 from matscreen.tasks.models.interpret import permutation_importance
 from matscreen.tasks.models.metrics import classification_metrics, regression_metrics
 from matscreen.tasks.models.prediction import predict_surrogate
-from matscreen.tasks.models.records import PredictionRecord
+from matscreen.tasks.models.records import PredictionRecord, kept_label
 from matscreen.tasks.models.serialize import library_of
 from matscreen.tasks.models.surrogate import Predictions, SurrogateModel
 from matscreen.tasks.models.training import train_surrogate
@@ -327,7 +327,7 @@ def prediction_record(
 ) -> PredictionRecord:
     """A model's predictions for a set of rows as plain data, with the labels where known
     (None or NaN where not)."""
-    labels = [None if v is None or not np.isfinite(v) else float(v) for v in y_true]
+    labels = [kept_label(v) for v in y_true]
     return PredictionRecord(
         target=model.target,
         ids=list(predicted.ids),

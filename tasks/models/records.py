@@ -45,6 +45,11 @@ class PredictionRecord:
     in_domain: list[bool] | None = None
 
 
+def kept_label(value: float | None) -> float | None:
+    """A label as a record keeps it: the value, or None where there is no finite one."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
 #: The fields of a :class:`PredictionRecord` that are one number for all its rows.
 SCALAR_FIELDS = ("baseline", "n_train", "level", "metal_value")
 
@@ -68,7 +73,7 @@ def record_from_table(
     return PredictionRecord(
         target=target,
         ids=[str(i) for i in table.index],
-        y_true=[None if math.isnan(v) else v for v in table["y_true"].tolist()],
+        y_true=[kept_label(v) for v in table["y_true"].tolist()],
         y_pred=table["y_pred"].tolist(),
         baseline=float(scalars["baseline"]),  # type: ignore[arg-type]
         n_train=int(scalars["n_train"]),  # type: ignore[arg-type]
