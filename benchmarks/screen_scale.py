@@ -391,6 +391,7 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
             psutil.wait_procs(tree, timeout=60)
         killed_at = time.perf_counter() - start
         featurized = sum(a.parameters.get("batches", 0) > 0 for a in _featurize_steps(settings))
+        kept = len(list(settings.screen_state_dir.glob("*/*.json")))
         start = time.perf_counter()
         resumed = run_campaign(spec, Path(home) / "out")
         resume_s = time.perf_counter() - start
@@ -403,6 +404,7 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
         whole = run_campaign(spec, Path(home) / "out")
         whole_s = time.perf_counter() - start
     reused = resumed.metrics["counts"]["predictions_reused"]
+    taken = resumed.metrics["counts"]["records_resumed"]
     share = done / size
     columns = [c for c in whole.ranking.columns if c in resumed.ranking.columns]
     same = (
@@ -411,10 +413,11 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
         .equals(resumed.ranking[columns].reset_index(drop=True))
     )
     print(f"   killed after {killed_at:.0f} s: {done} candidates predicted, "
-          f"{featurized} featurize steps had computed")  # fmt: skip
-    print(f"   resumed run: {resume_s:.0f} s; predictions read back for {reused} candidates "
-          f"({reused / done:.1%} of those predicted), {from_store} structures' features from "
-          f"the store, {computed} featurize steps computed anew")  # fmt: skip
+          f"{featurized} featurize steps had computed, {kept} chunks finished")  # fmt: skip
+    print(f"   resumed run: {resume_s:.0f} s; {taken} records taken whole from the finished "
+          f"chunks; predictions read back for {reused} more candidates, {from_store} "
+          f"structures' features from the store, {computed} featurize steps computed "
+          "anew")  # fmt: skip
     print(f"   uninterrupted run: {whole_s:.0f} s; the resumed run took {resume_s / whole_s:.0%}"
           f" of it, with {1 - share:.0%} of the candidates left to predict; "
           f"same ranking: {same}")  # fmt: skip

@@ -334,6 +334,7 @@ def screen_candidates(
                 )
         # After the run is closed, so that the crate holds its end time and final status.
         crate = write_run_crate(catalog, artifacts, run_id, out)
+        screen.forget()  # the run is finished: a re-run has nothing to resume
 
     return {
         "run_id": run_id,

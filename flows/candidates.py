@@ -21,11 +21,14 @@ is kept for the final ranking. When a source's read ends, its snapshot is record
 every record and failed row of the read is linked to it. Candidates of ``both`` sources,
 read whole with the training pool and featurized with it, take the same steps 4 and 5.
 
-A killed run resumes from what it stored: a re-run finds every record in the catalog and
-every feature row in the store by content, and the predictions of the same models (reused,
-as their training set is the same) from the same feature table in the catalog. Of a
-finished chunk it computes no feature and no prediction again, but it reads, deduplicates
-and records its records again (finding them stored) and places them against the hull.
+A killed run resumes from what it stored. Every finished chunk of a streamed source is
+kept (:mod:`~matscreen.catalog.checkpoints`) under a key naming its content, everything
+read before it and the models: a re-run that reads the same chunk takes its rows, failures
+and catalog ids from there, and only tells the deduplicator its records. Of a chunk that
+was under way, a re-run finds the records in the catalog and the feature rows in the store
+by content, and the predictions of the same models (reused, as their training set is the
+same) from the same feature table in the catalog. The kept chunks of a campaign are
+removed when its run finishes (:meth:`CandidateScreen.forget`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ import pandas as pd
 from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import Catalog
+from matscreen.catalog.checkpoints import (
+    ChunkCheckpoints,
+    FinishedChunk,
+    chunk_key,
+    screen_fingerprint,
+)
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
@@ -69,6 +78,7 @@ from matscreen.tasks.sources.dedup import Deduplicator
 from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
 from matscreen.tasks.steps import predict_pool_task
 from matscreen.tasks.tables import per_row_frame
+from matscreen.tasks.versions import installed_version
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,9 @@ class ScreenedCandidates:
         ``feature_failures``, ``known_candidates`` (repeats of a training record
         included), ``excluded`` (known, not repeats) and ``candidate_pool`` of the
         streamed sources; ``predictions_reused``: candidates whose predictions by every
-        model were read back from an earlier run's records instead of made again.
+        model were read back from an earlier run's records instead of made again;
+        ``records_resumed``: records and failed rows of the chunks a killed run had
+        finished, taken whole from what it kept.
     chunks
         Chunks screened.
     """
@@ -182,7 +194,8 @@ class CandidateScreen:
         self.result = ScreenedCandidates(PoolTable(pd.DataFrame(), {}))
         self._store: FeatureStore | None = None
         self._frames: list[pd.DataFrame] = []
-        self._pending: PendingPlacement | None = None
+        self._pending: tuple[PendingPlacement, FinishedChunk] | None = None
+        self._checkpoints: ChunkCheckpoints | None = None
 
     # -- the two kinds of candidates --------------------------------------------------------
     def screen_featurized(
@@ -193,7 +206,7 @@ class CandidateScreen:
         for start in range(0, len(candidates), size):
             chunk = list(candidates[start : start + size])
             ids = [c.id for c in chunk if c.id in features.index]
-            self._predict_and_place(chunk, features.loc[ids], features_id)
+            self._predict_and_place(chunk, features.loc[ids], features_id, FinishedChunk())
 
     def screen_stream(self, sources: Sequence[Any]) -> None:
         """Read, record and screen every streamed source, chunk by chunk.
@@ -201,14 +214,17 @@ class CandidateScreen:
         The chunks overlap: a child process reads the sources ahead of this one
         (:mod:`~matscreen.flows.stream`); while the workers featurize one chunk, this
         process deduplicates and records the next; then it predicts the first, whose hull
-        placement a worker computes while the next chunk is predicted.
+        placement a worker computes while the next chunk is predicted. A chunk that an
+        earlier run of the campaign finished is taken as that run kept it.
         """
         from tqdm import tqdm
 
         size = self.spec.screen.chunk_size
         state_dir = self.settings.source_state_dir
-        pending: tuple[list[StructureRecord], PendingFeatures] | None = None
+        pending: tuple[list[StructureRecord], FinishedChunk, PendingFeatures] | None = None
         entity_ids: list[str] = []
+        self._checkpoints = ChunkCheckpoints(self.settings.screen_state_dir, self._fingerprint())
+        key = self._checkpoints.folder.name
         reading = closing(read_ahead(sources, state_dir, size))
         progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
         with reading as stream, progress as bar:
@@ -226,14 +242,28 @@ class CandidateScreen:
                         entity_ids = []
                         continue
                     source = sources[item.source]
-                    candidates = self._ingest(
-                        source, item.records, item.failures, started, entity_ids
-                    )
-                    self.seen.release()
+                    key = chunk_key(key, source.name, item.records, item.failures)
+                    kept = self._checkpoints.load(key)
+                    if kept is None:
+                        chunk = FinishedChunk(key)
+                        candidates = self._ingest(
+                            source, item.records, item.failures, started, chunk
+                        )
+                        entity_ids += chunk.entity_ids
+                        self.seen.release()
                 submitted = None
-                if candidates:
+                if kept is not None:
+                    # Chunks are added in the order read: the one before is finished first.
+                    if pending is not None:
+                        self._finish(*pending)
+                        pending = None
+                    self._resume(item.records, kept)
+                    entity_ids += kept.entity_ids
+                elif candidates:
                     with self.timer.step("featurize"):
-                        submitted = (candidates, self._start_features(candidates))
+                        submitted = (candidates, chunk, self._start_features(candidates))
+                else:
+                    self._commit(chunk)
                 if pending is not None:
                     self._finish(*pending)
                 pending = submitted
@@ -254,17 +284,44 @@ class CandidateScreen:
             self.settings.featurizer_memory_mb,
         )
 
-    def _finish(self, candidates: list[StructureRecord], pending: PendingFeatures) -> None:
+    def _finish(
+        self, candidates: list[StructureRecord], chunk: FinishedChunk, pending: PendingFeatures
+    ) -> None:
         """Collect and record a chunk's features, then predict and place it."""
         with self.timer.step("featurize"):
             table, features_id, _ = record_features(
                 pending, candidates, self.spec.featurization, self.recorder, self.record_ids
             )
         failed = feature_failures(candidates, table)
-        self.result.failures += failed
-        self.result.counts["feature_failures"] += len(failed)
-        self.result.counts["featurized"] += len(table.frame)
-        self._predict_and_place(candidates, table.frame, features_id)
+        chunk.failures += failed
+        chunk.count(feature_failures=len(failed), featurized=len(table.frame))
+        self._predict_and_place(candidates, table.frame, features_id, chunk)
+
+    def _resume(self, records: list[StructureRecord], kept: FinishedChunk) -> None:
+        """Take a chunk an earlier run finished: its records go to the deduplicator as that
+        run kept them, its rows and ids to the screen."""
+        self._place_pending()
+        self.seen.remember(records, kept.duplicates)
+        self.record_ids.update(kept.record_ids)
+        kept.count(records_resumed=len(records) + kept.counts.get("ingest_failures", 0))
+        kept.counts.pop("predictions_reused", None)
+        self._commit(kept, keep=False)
+
+    def _fingerprint(self) -> str:
+        """What the screen of every chunk depends on besides the chunks read: the spec, the
+        models, the records read before the stream, the hull's known phases, the catalog."""
+        read_whole = sorted((r.id, r.structure_sha256) for r in self.records.values())
+        return screen_fingerprint(
+            {
+                "matscreen": installed_version("matscreen"),
+                "catalog": self.settings.catalog_url_for_display,
+                "spec": self.spec.model_dump(mode="json"),
+                "models": self.trained.model_ids,
+                "train_ids": sorted(self.trained.train_ids),
+                "read_whole": read_whole,
+                "known_phases": self.hull.training if self.hull is not None else None,
+            }
+        )
 
     # -- one chunk --------------------------------------------------------------------------
     def _ingest(
@@ -273,10 +330,11 @@ class CandidateScreen:
         records: list[StructureRecord],
         failures: list[RecordFailure],
         started: str,
-        entity_ids: list[str],
+        chunk: FinishedChunk,
     ) -> list[StructureRecord]:
         """Mark repeats, record the chunk, set aside known candidates; return the rest."""
         records = [self.seen.add(record) for record in records]
+        chunk.duplicates = {r.id: r.duplicate_of for r in records if r.duplicate_of}
         recorded = self.recorder.ingest_chunk(
             source.name,
             self.result.chunks,
@@ -286,7 +344,8 @@ class CandidateScreen:
             self.record_ids,
         )
         self.record_ids.update(recorded.record_ids)
-        entity_ids += list(recorded.record_ids.values()) + list(recorded.error_ids)
+        chunk.record_ids = recorded.record_ids
+        chunk.entity_ids = list(recorded.record_ids.values()) + list(recorded.error_ids)
         fresh = [r for r in records if r.duplicate_of is None]
         known = self.training.known(fresh)
         # A repeat of a training record is known as well (and counted as a repeat).
@@ -305,29 +364,33 @@ class CandidateScreen:
             if r.id in known
         ]
         self.recorder.exclusions(excluded, _step_run("pool", started), self.record_ids)
-        counts = {
-            "records": len(records),
-            "duplicates": duplicates,
-            "ingest_failures": len(failures),
-            "known_candidates": len(known) + repeats,
-            "excluded": len(known),
-        }
-        self.result.counts.update(counts)
-        self.result.failures += list(failures) + excluded
         candidates = [r for r in fresh if r.id not in known]
-        self.result.counts["candidate_pool"] += len(candidates)
+        chunk.count(
+            records=len(records),
+            duplicates=duplicates,
+            ingest_failures=len(failures),
+            known_candidates=len(known) + repeats,
+            excluded=len(known),
+            candidate_pool=len(candidates),
+        )
+        chunk.failures += list(failures) + excluded
         return candidates
 
     def _predict_and_place(
-        self, candidates: list[StructureRecord], features: pd.DataFrame, features_id: str
+        self,
+        candidates: list[StructureRecord],
+        features: pd.DataFrame,
+        features_id: str,
+        chunk: FinishedChunk,
     ) -> None:
         if features.empty:
+            self._commit(chunk)
             return
         by_id = {c.id: c for c in candidates}
         columns = list(features.columns)
         ids = [i for i in by_id if i in features.index]
         with self.timer.step("predict"):
-            predictions = self._stored_predictions(features_id, ids, candidates)
+            predictions = self._stored_predictions(features_id, ids, candidates, chunk)
             futures = {
                 target: predict_pool_task.submit(
                     opaque(f.model),
@@ -349,19 +412,24 @@ class CandidateScreen:
                     self.trained.model_ids[target],
                     scalars=record_scalars(done.value),
                 )
-                self.result.prediction_ids.append(prediction_id)
+                chunk.prediction_ids.append(prediction_id)
             table = pool_table(by_id, predictions, trained_on=self.trained.train_ids)
         if self.hull is None:
-            self._add(table)
+            self._add(table, chunk)
             return
         with self.timer.step("stability"):
             # This chunk is placed on a worker while the next one is read and predicted.
             # (Should that fail, the run fails; the placement under way is not waited for.)
             self._place_pending()
-            self._pending = start_placement(table, by_id, self.hull, self.spec.stability)
+            placement = start_placement(table, by_id, self.hull, self.spec.stability)
+            self._pending = (placement, chunk)
 
     def _stored_predictions(
-        self, features_id: str, ids: list[str], candidates: list[StructureRecord]
+        self,
+        features_id: str,
+        ids: list[str],
+        candidates: list[StructureRecord],
+        chunk: FinishedChunk,
     ) -> dict[str, PredictionRecord]:
         """The predictions of these rows that an earlier run of the same models on the
         same feature table recorded (a killed run's finished chunks), by target; with the
@@ -379,28 +447,43 @@ class CandidateScreen:
                 record_from_table(target, table, scalars),
                 y_true=[kept_label(labels[i]) for i in ids],
             )
-            self.result.prediction_ids.append(prediction_id)
+            chunk.prediction_ids.append(prediction_id)
         if found and len(found) == len(self.trained.model_ids):
-            self.result.counts["predictions_reused"] += len(ids)
+            chunk.count(predictions_reused=len(ids))
         return found
 
     def _place_pending(self) -> None:
         """Wait for the placement of the previous chunk; record its failures, keep its rows."""
         if self._pending is None:
             return
-        table, run = self._pending.result()
+        placement, chunk = self._pending
+        table, run = placement.result()
         self._pending = None
         if run is not None:
             self.recorder.exclusions(table.failures, run, self.record_ids)
-        self._add(table)
+        self._add(table, chunk)
 
-    def _add(self, table: PoolTable) -> None:
-        self.result.table = PoolTable(
-            self.result.table.frame,
-            table.levels,
-            self.result.table.failures + table.failures,
-        )
-        self._frames.append(table.frame)
+    def _add(self, table: PoolTable, chunk: FinishedChunk) -> None:
+        """The chunk's table is made: the chunk is finished."""
+        chunk.frame, chunk.levels, chunk.left_out = table.frame, table.levels, table.failures
+        self._commit(chunk)
+
+    def _commit(self, chunk: FinishedChunk, keep: bool = True) -> None:
+        """Add a finished chunk to the screen; with ``keep``, keep it for a re-run."""
+        result = self.result
+        levels = chunk.levels or result.table.levels
+        result.table = PoolTable(result.table.frame, levels, result.table.failures + chunk.left_out)
+        self._frames.append(chunk.frame)
+        result.failures += chunk.failures
+        result.counts.update(chunk.counts)
+        result.prediction_ids += chunk.prediction_ids
+        if keep and self._checkpoints is not None:
+            self._checkpoints.save(chunk)
+
+    def forget(self) -> None:
+        """Remove the chunks kept for a re-run (the campaign's run has finished)."""
+        if self._checkpoints is not None:
+            self._checkpoints.clear()
 
     # -- the end ----------------------------------------------------------------------------
     def finish(self) -> ScreenedCandidates:

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         return self.home / "sources"
 
     @property
+    def screen_state_dir(self) -> Path:
+        """Where a campaign keeps its finished chunks of candidates until its run finishes,
+        so that a killed run resumes."""
+        return self.home / "screens"
+
+    @property
     def feature_dir(self) -> Path:
         """Folder of the feature store (cached feature rows)."""
         return self.home / "features"

@@ -310,7 +310,8 @@ def run_counts(
     reference). ``streamed`` holds the counts of the sources screened chunk by chunk
     (:class:`~matscreen.flows.candidates.ScreenedCandidates`), added to those read whole;
     ``predictions_reused`` counts the streamed candidates whose predictions by every model
-    an earlier run recorded (a run resumed after it was killed).
+    an earlier run recorded (a run resumed after it was killed), ``records_resumed`` the
+    streamed records and failed rows of the chunks such a run had finished, taken whole.
     """
     featured = set(table.frame.index)
     more = Counter(streamed or {})
@@ -336,6 +337,7 @@ def run_counts(
         "candidates": len(ranking),
         "hits": int(ranking["meets_criteria"].sum()),
         "predictions_reused": more["predictions_reused"],
+        "records_resumed": more["records_resumed"],
     }
 
 

@@ -20,7 +20,7 @@ training record never becomes a repeat of a candidate.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -125,6 +125,17 @@ class Deduplicator:
         self._by_hash[digest] = record.id
         self._by_formula[record.formula].append([record.id, record.structure, None])
         return record
+
+    def remember(self, records: Iterable[StructureRecord], duplicates: Mapping[str, str]) -> None:
+        """Keep records as :meth:`add` kept them in an earlier run, without comparing them
+        again: ``duplicates`` maps the repeats among them to the records they repeat. The
+        kept ones are held released (id and volume; the structure is read back through
+        ``loader`` when a later record needs it)."""
+        for record in records:
+            if record.duplicate_of is None and record.structure and record.id not in duplicates:
+                self._by_hash[record.structure_sha256] = record.id
+                volume = _volume_per_atom(record.structure)
+                self._by_formula[record.formula].append([record.id, None, volume])
 
     def release(self) -> None:
         """Let go of the kept structures (their ids and volumes stay)."""

@@ -221,42 +221,53 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    finished: list = []
+    kept: list[Path] = []
     try:
         deadline = time.monotonic() + 600
         predicted = 0
-        while len(finished) < 2 or predicted < 2:  # two chunks featurized, one predicted
+        # Stop it when two chunks are finished (kept) and the next one predicted.
+        while len(kept) < 2 or predicted < 2 * (len(kept) + 1):
             assert child.poll() is None, "the campaign ended before it was killed"
             assert time.monotonic() < deadline, "no chunk was screened"
             time.sleep(0.5)
             if (settings.home / "catalog.sqlite").exists():
-                finished = _featurize_steps(settings)[1:]  # the first: the training pool
                 predicted = len(_applied_predictions(settings))
+                kept = list(settings.screen_state_dir.glob("*/*.json"))
     finally:
         tree = [child, *psutil.Process(child.pid).children(recursive=True)]
         for process in tree:
             process.kill()
         psutil.wait_procs(tree, timeout=30)
-    killed = len(_featurize_steps(settings)) - 1
+    kept = list(settings.screen_state_dir.glob("*/*.json"))
+    unfinished = len(_featurize_steps(settings)) - 1 - len(kept)  # 1: the training pool
     applied = _applied_predictions(settings)
+    # One kept chunk is damaged on disk: it fails its check and is screened again.
+    kept[0].with_suffix(".parquet").write_bytes(b"not parquet")
 
     resumed = matscreen.run_campaign(spec, output_dir=tmp_path / "resumed")
     with Catalog(settings.catalog_url) as catalog:
         steps = _featurize_steps(settings, resumed.run_id)
         ingests = _chunk_steps(catalog, resumed.run_id, "ingest-chunk")
-    # Every chunk the killed run featurized comes from the store: no batch is computed.
-    from_store = [s for s in steps[1:] if s.parameters["batches"] == 0]
-    assert killed >= 2 and len(from_store) >= killed
-    assert all(s.parameters["structures_from_store"] > 0 for s in from_store)
-    assert len(ingests) == -(-(resumed.metrics["counts"]["records"] - 240) // 20)
     counts = resumed.metrics["counts"]
     assert counts["candidates"] == len(resumed.ranking) > 0
-    # The chunks the killed run predicted with every model are not predicted again: their
-    # prediction sets are read back, and the run that resumed used them.
+    # The chunks the killed run finished are taken whole: not recorded, featurized,
+    # predicted or placed again.
+    chunks = -(-(counts["records"] - 240) // 20)
+    assert counts["records_resumed"] == 20 * (len(kept) - 1) > 0
+    assert len(ingests) == chunks - len(kept) + 1 == len(steps) - 1
+    # The chunks it featurized but did not finish (and the damaged one) come from the
+    # store: no batch is computed.
+    from_store = [s for s in steps[1:] if s.parameters["batches"] == 0]
+    assert unfinished >= 1 and len(from_store) >= unfinished + 1
+    assert all(s.parameters["structures_from_store"] > 0 for s in from_store)
+    # The chunk it predicted with every model, unfinished, is not predicted again: its
+    # prediction sets are read back. The run that resumed used every prediction set.
     assert counts["predictions_reused"] > 0
     with Catalog(settings.catalog_url) as catalog:
         used = {e.id for e in catalog.run_entities(resumed.run_id, ["prediction_set"])}
     assert {e.id for e in applied} <= used
+    # A finished run keeps no chunk.
+    assert not list(settings.screen_state_dir.glob("*/*"))
     # A run after a finished one predicts again only the chunk whose stored predictions
     # are corrupt (and stores them anew), and ranks the same.
     sets = _applied_predictions(settings)

@@ -127,3 +127,25 @@ def test_releasing_needs_a_loader() -> None:
 
     with pytest.raises(ValueError, match="loader"):
         Deduplicator().release()
+
+
+def test_remembered_records_mark_later_repeats_as_added_ones_do(data_dir: Path) -> None:
+    # A resumed screen hands the deduplicator the records of chunks an earlier run
+    # finished, with the repeats that run found among them; the records after them are
+    # marked exactly as in one uninterrupted pass, with no matcher call for the first part.
+    mp = read_source(_files("mp", data_dir / "materials_project" / "summary_200.jsonl"))
+    alexandria = read_source(
+        _files("alex", data_dir / "optimade" / "alexandria_98.jsonl", id_key="entry_id")
+    )
+    records = [*mp.records, *alexandria.records]
+    expected = [r.duplicate_of for r in deduplicate(records)]
+    first, rest = records[:150], records[150:]
+    duplicates = {r.id: d for r, d in zip(first, expected, strict=False) if d}
+    assert duplicates  # the MP part holds two repeats
+
+    stored = {r.id: r.structure for r in records}
+    seen = Deduplicator(loader=stored.__getitem__)
+    seen.remember(first, duplicates)
+    assert seen.matcher_calls == 0
+    assert not {i for kept in seen._by_formula.values() for i, *_ in kept} & set(duplicates)
+    assert [seen.add(r).duplicate_of for r in rest] == expected[150:]

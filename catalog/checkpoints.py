@@ -1,0 +1,180 @@
+"""The finished chunks of a screen that has not finished yet, so that a killed run resumes.
+
+A campaign screens its streamed candidates chunk by chunk. For every chunk it finishes it
+keeps here what the chunk added to the screen: its table (predictions, intervals, hull
+columns), its failed and excluded records, its counts, and the catalog ids of its records
+and prediction sets. A re-run of the campaign that reads the same chunk again, after the
+same earlier chunks and with the same models (the same :func:`chunk_key`), takes the chunk
+from here instead of recording, featurizing, predicting and placing it again.
+
+Each chunk is two files named by its key: ``<key>.parquet`` (the table) and ``<key>.json``
+(the rest, with the sha256 of the table file and of its own content), written in that
+order through a temporary file and a rename; the JSON file's presence means the chunk is
+complete. Both digests are checked when a chunk is read: a chunk that fails the check is
+removed and screened again. The files are a resume cache, not a record: the catalog holds
+every entity they name, and a campaign's folder is removed when its run finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from matscreen.tasks.files import write_atomically
+from matscreen.tasks.hashing import canonical_json, fast_canonical_json, sha256_text
+from matscreen.tasks.sources.records import RecordFailure, StructureRecord
+from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
+
+log = logging.getLogger(__name__)
+
+#: Changes when the files' layout changes (older chunks are then not read).
+LAYOUT = 1
+
+
+@dataclass
+class FinishedChunk:
+    """What one chunk added to a screen.
+
+    Attributes
+    ----------
+    key
+        The chunk's :func:`chunk_key` (None: the chunk is not kept, e.g. candidates of a
+        source read whole).
+    frame, levels, left_out
+        The chunk's rows of the candidate table, the coverage level of each property's
+        interval, and the candidates left out of the table (no hull distance).
+    failures
+        Failed rows, known candidates set aside, structures that failed to featurize.
+    counts
+        The chunk's share of :attr:`ScreenedCandidates.counts`.
+    prediction_ids
+        The prediction sets of the chunk's candidates.
+    record_ids, entity_ids
+        ``{record id: entity id}`` of the chunk's records, and the entity ids of its
+        records and failed rows (linked to the source's snapshot when the read ends).
+    duplicates
+        ``{record id: id of the earlier record it repeats}`` of the chunk's repeats.
+    """
+
+    key: str | None = None
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)
+    levels: dict[str, float] = field(default_factory=dict)
+    left_out: list[RecordFailure] = field(default_factory=list)
+    failures: list[RecordFailure] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    prediction_ids: list[str] = field(default_factory=list)
+    record_ids: dict[str, str] = field(default_factory=dict)
+    entity_ids: list[str] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)
+
+    def count(self, **counts: int) -> None:
+        """Add to the chunk's counts."""
+        for name, value in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + value
+
+
+def chunk_key(previous: str, source: str, records: list[StructureRecord], failures: list) -> str:
+    """The key of a chunk read after the chunk keyed ``previous`` (the first chunk: after the
+    screen's fingerprint): the sha256 of that key, the source's name, and every record's
+    id, structure hash and catalog text and every failed row, in order.
+
+    A chunk's key thus names its content and everything read before it, which is what its
+    screening depends on (the deduplicator compares it with every earlier record).
+    """
+    digest = hashlib.sha256(f"{previous}\n{source}\n".encode())
+    for record in records:
+        text = record.fields_json or canonical_json(record.field_values())
+        digest.update(f"{record.id}\n{record.structure_sha256}\n{text}\n".encode())
+    for failure in failures:
+        digest.update(canonical_json(asdict(failure)).encode() + b"\n")
+    return digest.hexdigest()
+
+
+class ChunkCheckpoints:
+    """The finished chunks of one screen (one fingerprint), in ``root/<fingerprint>``."""
+
+    def __init__(self, root: Path, fingerprint: str) -> None:
+        self.folder = Path(root) / fingerprint[:32]
+
+    def save(self, chunk: FinishedChunk) -> None:
+        """Keep a finished chunk (a chunk without a key is not kept)."""
+        if chunk.key is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        table = frame_to_parquet(chunk.frame)
+        write_atomically(self.folder / f"{chunk.key}.parquet", table)
+        document = {
+            "layout": LAYOUT,
+            "frame_sha256": hashlib.sha256(table).hexdigest(),
+            "levels": chunk.levels,
+            "left_out": [asdict(f) for f in chunk.left_out],
+            "failures": [asdict(f) for f in chunk.failures],
+            "counts": chunk.counts,
+            "prediction_ids": chunk.prediction_ids,
+            "record_ids": chunk.record_ids,
+            "entity_ids": chunk.entity_ids,
+            "duplicates": chunk.duplicates,
+        }
+        text = json.dumps({"sha256": sha256_text(_canonical(document)), "chunk": document})
+        write_atomically(self.folder / f"{chunk.key}.json", text.encode())
+
+    def load(self, key: str) -> FinishedChunk | None:
+        """The finished chunk of this key; None if there is none, or if its files fail the
+        check (they are then removed, with a warning, and the chunk is screened again)."""
+        path = self.folder / f"{key}.json"
+        if not path.exists():
+            return None
+        try:
+            return self._read(key, path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("finished chunk %s unreadable (%s); it is screened again", path, exc)
+            self._remove(key)
+            return None
+
+    def _read(self, key: str, path: Path) -> FinishedChunk:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        document = stored["chunk"]
+        if sha256_text(_canonical(document)) != stored["sha256"]:
+            raise ValueError("its content does not match its sha256")
+        if document["layout"] != LAYOUT:
+            raise ValueError(f"layout {document['layout']}, not {LAYOUT}")
+        table = (self.folder / f"{key}.parquet").read_bytes()
+        if hashlib.sha256(table).hexdigest() != document["frame_sha256"]:
+            raise ValueError("its table does not match its sha256")
+        return FinishedChunk(
+            key=key,
+            frame=parquet_to_frame(table),
+            levels=document["levels"],
+            left_out=[RecordFailure(**f) for f in document["left_out"]],
+            failures=[RecordFailure(**f) for f in document["failures"]],
+            counts=document["counts"],
+            prediction_ids=document["prediction_ids"],
+            record_ids=document["record_ids"],
+            entity_ids=document["entity_ids"],
+            duplicates=document["duplicates"],
+        )
+
+    def _remove(self, key: str) -> None:
+        for suffix in (".json", ".parquet"):
+            (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Remove every chunk of this screen (its run has finished)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _canonical(document: dict[str, Any]) -> str:
+    return fast_canonical_json(document) or canonical_json(document)
+
+
+def screen_fingerprint(parts: dict[str, Any]) -> str:
+    """The sha256 of what a screen's chunks depend on besides their content (the spec,
+    the models, the records read before the stream, the catalog ...)."""
+    return sha256_text(canonical_json(parts))
