@@ -391,7 +391,7 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
             psutil.wait_procs(tree, timeout=60)
         killed_at = time.perf_counter() - start
         featurized = sum(a.parameters.get("batches", 0) > 0 for a in _featurize_steps(settings))
-        kept = len(list(settings.screen_state_dir.glob("*/*.json")))
+        kept = len(list(settings.screen_state_dir.glob("*/*/*.json")))
         start = time.perf_counter()
         resumed = run_campaign(spec, Path(home) / "out")
         resume_s = time.perf_counter() - start
@@ -421,6 +421,9 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
     print(f"   uninterrupted run: {whole_s:.0f} s; the resumed run took {resume_s / whole_s:.0%}"
           f" of it, with {1 - share:.0%} of the candidates left to predict; "
           f"same ranking: {same}")  # fmt: skip
+    for name, run in (("resumed", resumed), ("uninterrupted", whole)):
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in run.seconds.items())
+        print(f"   steps of the {name} run (s): {steps}")
     redone = (resume_s - whole_s * (1 - share)) / (whole_s * share)
     print(f"   time spent again on the finished part, estimated: {redone:.1%} of what it took "
           "((resumed - uninterrupted x unfinished share) / (uninterrupted x finished share);"

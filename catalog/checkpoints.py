@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,15 +99,42 @@ def chunk_key(previous: str, source: str, records: list[StructureRecord], failur
 
 
 class ChunkCheckpoints:
-    """The finished chunks of one screen (one fingerprint), in ``root/<fingerprint>``."""
+    """The finished chunks of one screen, in ``root/<campaign>/<fingerprint>``.
 
-    def __init__(self, root: Path, fingerprint: str) -> None:
-        self.folder = Path(root) / fingerprint[:32]
+    Parameters
+    ----------
+    root
+        The folder of every campaign's kept chunks.
+    campaign
+        The campaign's name (its folder, with any character other than letters, digits,
+        ``.``, ``_`` and ``-`` replaced by ``_``).
+    fingerprint
+        What the screen depends on besides its chunks (:func:`screen_fingerprint`): a run
+        with another spec or other models keeps its chunks apart.
+    """
+
+    def __init__(self, root: Path, campaign: str, fingerprint: str) -> None:
+        self.campaign_folder = Path(root) / re.sub(r"[^A-Za-z0-9._-]", "_", campaign)
+        self.folder = self.campaign_folder / fingerprint[:32]
+        self._unwritable = False
 
     def save(self, chunk: FinishedChunk) -> None:
-        """Keep a finished chunk (a chunk without a key is not kept)."""
-        if chunk.key is None:
+        """Keep a finished chunk (a chunk without a key is not kept). A chunk that cannot be
+        written (a full disk ...) is not kept, with one warning: a re-run screens it again."""
+        if chunk.key is None or self._unwritable:
             return
+        try:
+            self._write(chunk)
+        except OSError as exc:
+            self._unwritable = True
+            log.warning(
+                "finished chunks cannot be kept in %s (%s): a re-run of this campaign after "
+                "it is stopped screens them again",
+                self.folder,
+                exc,
+            )
+
+    def _write(self, chunk: FinishedChunk) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         table = frame_to_parquet(chunk.frame)
         write_atomically(self.folder / f"{chunk.key}.parquet", table)
@@ -166,8 +194,9 @@ class ChunkCheckpoints:
             (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
 
     def clear(self) -> None:
-        """Remove every chunk of this screen (its run has finished)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the kept chunks of the campaign, of this screen and of any earlier one
+        (its run has finished: nothing is left to resume)."""
+        shutil.rmtree(self.campaign_folder, ignore_errors=True)
 
 
 def _canonical(document: dict[str, Any]) -> str:

@@ -223,8 +223,11 @@ class CandidateScreen:
         state_dir = self.settings.source_state_dir
         pending: tuple[list[StructureRecord], FinishedChunk, PendingFeatures] | None = None
         entity_ids: list[str] = []
-        self._checkpoints = ChunkCheckpoints(self.settings.screen_state_dir, self._fingerprint())
-        key = self._checkpoints.folder.name
+        fingerprint = self._fingerprint()
+        self._checkpoints = ChunkCheckpoints(
+            self.settings.screen_state_dir, self.spec.name, fingerprint
+        )
+        key = fingerprint
         reading = closing(read_ahead(sources, state_dir, size))
         progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
         with reading as stream, progress as bar:

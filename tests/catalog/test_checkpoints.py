@@ -62,7 +62,7 @@ def _chunk(key: str = "k" * 64) -> FinishedChunk:
 
 
 def test_a_kept_chunk_reads_back_as_it_was(tmp_path: Path) -> None:
-    store = ChunkCheckpoints(tmp_path, "f" * 64)
+    store = ChunkCheckpoints(tmp_path, "perovskite screen", "f" * 64)
     chunk = _chunk()
     store.save(chunk)
     back = store.load(chunk.key)
@@ -75,8 +75,29 @@ def test_a_kept_chunk_reads_back_as_it_was(tmp_path: Path) -> None:
     # A chunk of no key (a source read whole) is not kept.
     store.save(FinishedChunk())
     assert len(list(store.folder.iterdir())) == 2
+    # The campaign's folder holds every fingerprint's chunks; a finished run removes them
+    # all (another spec's are stale), and no other campaign's.
+    other_spec = ChunkCheckpoints(tmp_path, "perovskite screen", "e" * 64)
+    other_campaign = ChunkCheckpoints(tmp_path, "other", "f" * 64)
+    other_spec.save(chunk)
+    other_campaign.save(chunk)
+    assert store.folder.parent.name == "perovskite_screen"
     store.clear()
-    assert not store.folder.exists() and store.load(chunk.key) is None
+    assert store.load(chunk.key) is None and other_spec.load(chunk.key) is None
+    assert other_campaign.load(chunk.key) is not None
+
+
+def test_a_chunk_that_cannot_be_kept_is_warned_of_once_and_the_screen_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "screens"
+    blocked.write_text("a file where the folder should be")
+    store = ChunkCheckpoints(blocked, "perovskite", "f" * 64)
+    with caplog.at_level(logging.WARNING, logger="matscreen.catalog.checkpoints"):
+        store.save(_chunk("a" * 64))
+        store.save(_chunk("b" * 64))
+    assert len(caplog.records) == 1 and "screens them again" in caplog.text
+    assert store.load("a" * 64) is None
 
 
 @pytest.mark.parametrize(
@@ -86,7 +107,7 @@ def test_a_kept_chunk_reads_back_as_it_was(tmp_path: Path) -> None:
 def test_a_kept_chunk_that_fails_its_check_is_removed_and_screened_again(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = ChunkCheckpoints(tmp_path, "f" * 64)
+    store = ChunkCheckpoints(tmp_path, "perovskite screen", "f" * 64)
     chunk = _chunk()
     store.save(chunk)
     document = store.folder / f"{chunk.key}.json"

@@ -232,13 +232,13 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
             time.sleep(0.5)
             if (settings.home / "catalog.sqlite").exists():
                 predicted = len(_applied_predictions(settings))
-                kept = list(settings.screen_state_dir.glob("*/*.json"))
+                kept = list(settings.screen_state_dir.glob("*/*/*.json"))
     finally:
         tree = [child, *psutil.Process(child.pid).children(recursive=True)]
         for process in tree:
             process.kill()
         psutil.wait_procs(tree, timeout=30)
-    kept = list(settings.screen_state_dir.glob("*/*.json"))
+    kept = list(settings.screen_state_dir.glob("*/*/*.json"))
     unfinished = len(_featurize_steps(settings)) - 1 - len(kept)  # 1: the training pool
     applied = _applied_predictions(settings)
     # One kept chunk is damaged on disk: it fails its check and is screened again.
@@ -267,7 +267,7 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
         used = {e.id for e in catalog.run_entities(resumed.run_id, ["prediction_set"])}
     assert {e.id for e in applied} <= used
     # A finished run keeps no chunk.
-    assert not list(settings.screen_state_dir.glob("*/*"))
+    assert not list(settings.screen_state_dir.glob("*/*/*"))
     # A run after a finished one predicts again only the chunk whose stored predictions
     # are corrupt (and stores them anew), and ranks the same.
     sets = _applied_predictions(settings)
