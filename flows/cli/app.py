@@ -47,7 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_parser(commands)
 
     add_lineage_parser(commands)
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (e.g. `matscreen completion bash > "
+        "~/.local/share/bash-completion/completions/matscreen`)",
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(handler=lambda args: _print_completion(args.shell))
     return parser
+
+
+#: Shells a completion script is written for.
+SHELLS = ("bash", "zsh", "tcsh")
+
+
+def _print_completion(shell: str) -> int:
+    """Print the completion script of the ``matscreen`` command for ``shell``: its
+    commands, options and choices, made from the parser itself."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=shell))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

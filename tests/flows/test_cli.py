@@ -178,3 +178,34 @@ def test_the_console_shows_warnings_not_prefects_and_dasks_routine(prefect_first
     assert "a warning" in done.stderr and "routine line" not in done.stderr
     assert "large graph" not in done.stderr
     assert done.stdout.strip() == "WARNING"  # inherited by the workers started after
+
+
+def _bash_completions(script: Path, words: list[str]) -> list[str]:
+    """What bash offers after ``words`` (the last one being completed), with ``script``
+    sourced."""
+    import shlex
+    import subprocess
+
+    line = " ".join(words)
+    commands = (
+        f"source {shlex.quote(str(script))}; COMP_WORDS=({' '.join(map(shlex.quote, words))}); "
+        f"COMP_CWORD={len(words) - 1}; COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}; "
+        '_shtab_matscreen; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", commands], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_the_bash_completion_script_completes_commands_and_options(tmp_path: Path, capsys) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "matscreen.bash"
+    script.write_text(capsys.readouterr().out)
+    assert _bash_completions(script, ["matscreen", "lin"]) == ["lineage"]
+    assert "campaign" in _bash_completions(script, ["matscreen", ""])
+    assert "--verbose" in _bash_completions(script, ["matscreen", "--"])
+    # The zsh script is made from the same parser.
+    assert main(["completion", "zsh"]) == 0
+    assert "lineage" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["completion", "fish"])
+    assert "invalid choice: 'fish'" in capsys.readouterr().err
