@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from matscreen.tasks.errors import InputError
+from matscreen.tasks.sources.rows import INVALID, csv_rows
 from matscreen.tasks.spec import FilesSourceSpec
 
 #: Column or key of each input format that holds the structure.
@@ -50,7 +51,8 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     Raises
     ------
     InputError
-        If the file cannot be read, a JSON line is not an object, or there are no rows.
+        If the file cannot be read, a JSON line is not an object, a CSV row has another
+        field count than the header, or there are no rows.
     """
     import gzip
 
@@ -60,9 +62,12 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as handle:
             if kind == "csv":
-                reader = csv.DictReader(handle)
-                rows = list(reader)
-                columns = list(reader.fieldnames or [])
+                columns, positions = csv_rows(handle)
+                rows = []
+                for position, row in positions:
+                    if INVALID in row:
+                        raise InputError(f"{path} row {position}: {row[INVALID]}")
+                    rows.append(dict(row))
             else:
                 rows = []
                 for number, line in enumerate(handle, start=1):
@@ -126,7 +131,8 @@ def check_input(path: Path, target: str | None = None, min_rows: int = 1) -> int
         for position, row in enumerate(rows, start=1):
             if _label(row.get(target)) is None:
                 name = row.get(ID_KEY, f"row {position}")
-                bad.append(f"{name}: {row.get(target)!r}")
+                value = row.get(target)
+                bad.append(f"{name}: {'empty' if value is None else repr(value)}")
         if bad:
             raise InputError(
                 f"{path}: {len(bad)} rows have no numeric {target!r} label (empty, NaN, "

@@ -2,41 +2,60 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
-
-import pandas as pd
+from typing import Any
 
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder
-from matscreen.tasks.sources.rows import parse_cif, records_from_rows
+from matscreen.tasks.sources.rows import csv_rows, parse_cif, records_from_rows
 from matscreen.tasks.spec import CsvCifSourceSpec
 
 
 def iter_csv_cif(spec: CsvCifSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
     """Read a CSV-with-CIF source into structure records, one row at a time.
 
-    A row whose CIF or property values cannot be read becomes a :class:`RecordFailure`;
-    the other rows are still read. The snapshot is identified by the file's sha256.
+    The file (UTF-8, gzipped when its name ends in ``.gz``) is read as it goes, by the
+    CSV reader the ``files`` source uses: a row whose CIF or property values cannot be
+    read, or that has another field count than the header, becomes a
+    :class:`RecordFailure`, and the other rows are still read. The snapshot is identified
+    by the file's sha256.
 
     Raises
     ------
     SourceError
-        If the file cannot be read as CSV or lacks a column the spec names.
+        If the file cannot be opened or is not UTF-8 text, or its header lacks a column the
+        spec names or repeats one.
     """
     path = Path(spec.path)
     try:
-        frame = pd.read_csv(path, dtype={spec.id_column: str}, nrows=spec.limit)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise SourceError(f"source {spec.name}: cannot read {path} as CSV: {exc}") from exc
+        raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    except OSError as exc:
+        raise SourceError(f"source {spec.name}: cannot read {path}: {exc}") from exc
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+        try:
+            header, rows = csv_rows(handle)
+            yield from _records(spec, snapshot, path, header, rows)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"source {spec.name}: cannot read {path} as CSV: {exc}") from exc
+
+
+def _records(
+    spec: CsvCifSourceSpec, snapshot: SnapshotBuilder, path: Path, header: list[str], rows: Any
+) -> Iterator[Item]:
     needed = {spec.id_column, spec.cif_column}
     needed.update(column for prop in spec.properties.values() for column in prop.columns)
-    missing = sorted(needed - set(frame.columns))
+    missing = sorted(needed - set(header))
     if missing:
         raise SourceError(
-            f"source {spec.name}: {path} lacks column(s) {missing} "
-            f"(it has {sorted(map(str, frame.columns))})"
+            f"source {spec.name}: {path} lacks column(s) {missing} (it has {sorted(header)})"
         )
+    twice = sorted(c for c in needed if header.count(c) > 1)
+    if twice:
+        raise SourceError(f"source {spec.name}: {path} has column(s) {twice} more than once")
     snapshot.set_file(path)
     snapshot.query.update(
         {
@@ -46,10 +65,9 @@ def iter_csv_cif(spec: CsvCifSourceSpec, snapshot: SnapshotBuilder) -> Iterator[
             "limit": spec.limit,
         }
     )
-    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     yield from records_from_rows(
         spec,
-        enumerate(rows, start=1),
+        islice(rows, spec.limit),
         path.name,
         spec.id_column,
         lambda row, where: parse_cif(row[spec.cif_column], where),

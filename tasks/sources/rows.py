@@ -176,13 +176,16 @@ def checked_structure(structure: Structure, where: str) -> Structure:
     return structure
 
 
-def csv_rows(text: str) -> tuple[list[str], Iterator[tuple[int, Mapping[str, Any]]]]:
-    """The header and the ``(position, row)`` pairs of a CSV text; a row with another
-    field count than the header, or that the CSV reader refuses, is an ``INVALID`` row
-    naming its line."""
+def csv_rows(
+    text: str | Iterable[str],
+) -> tuple[list[str], Iterator[tuple[int, Mapping[str, Any]]]]:
+    """The header and the ``(position, row)`` pairs of a CSV text, or of its lines as they
+    are read (a file opened with ``newline=""``: rows are then read one at a time); a row
+    with another field count than the header, or that the CSV reader refuses, is an
+    ``INVALID`` row naming its line. Empty cells are None."""
     # A cell may hold a whole CIF, beyond the csv module's default limit of 128 KiB.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text)
     header = next(reader, [])
 
     def rows() -> Iterator[tuple[int, Mapping[str, Any]]]:

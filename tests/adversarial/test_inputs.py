@@ -457,3 +457,13 @@ def test_a_catalog_file_that_is_not_a_database_is_one_line(
     monkeypatch.setenv("MATSCREEN_CATALOG_URL", f"sqlite:///{garbage}")
     assert main(["find", "runs"]) == 2
     assert "cannot open catalog at sqlite:///" in _error_line(capsys)
+
+
+def test_a_training_csv_row_with_a_field_too_many_is_refused_naming_it(tmp_path: Path) -> None:
+    from matscreen.tasks.errors import InputError
+    from matscreen.tasks.models.inputs import check_input
+
+    path = tmp_path / "train.csv"
+    path.write_text('id,cif,gap\na,"data_x",1.0\nb,"data_y",2.0,extra\n')
+    with pytest.raises(InputError, match=r"train\.csv row 2: 4 fields where the header has 3"):
+        check_input(path, "gap")

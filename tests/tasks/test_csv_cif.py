@@ -89,3 +89,48 @@ def test_missing_column_names_file_and_column(perovskite_subset: Path) -> None:
     spec = _spec(perovskite_subset, id_column="mp_id")
     with pytest.raises(SourceError, match=r"perovskites_241\.csv lacks column\(s\) \['mp_id'\]"):
         read_source(spec)
+
+
+def test_a_row_with_a_field_too_many_fails_alone_and_a_gzipped_file_reads_the_same(
+    tmp_path: Path, perovskite_subset: Path
+) -> None:
+    import csv
+    import gzip
+
+    # The CSV is read row by row: the bad row is named and the rows after it are read.
+    with open(perovskite_subset, newline="") as handle:
+        header, *rows = list(csv.reader(handle))[:4]
+    rows[1].append("a field too many")
+    broken = tmp_path / "broken.csv"
+    with open(broken, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    result = read_source(_spec(broken))
+    assert [r.row for r in result.records] == [1, 3]
+    assert result.failures[0].row == 2
+    assert f"{len(header) + 1} fields where the header has {len(header)}" in (
+        result.failures[0].message
+    )
+
+    packed = tmp_path / "perovskites.csv.gz"
+    packed.write_bytes(gzip.compress(perovskite_subset.read_bytes()))
+    plain, zipped = read_source(_spec(perovskite_subset)), read_source(_spec(packed))
+    assert [r.structure for r in zipped.records] == [r.structure for r in plain.records]
+    assert [r.properties for r in zipped.records] == [r.properties for r in plain.records]
+    assert [f.message for f in zipped.failures] == [
+        f.message.replace("perovskites_241.csv", "perovskites.csv.gz") for f in plain.failures
+    ]
+
+
+def test_a_file_that_is_not_utf8_or_repeats_a_column_is_refused_naming_it(
+    tmp_path: Path, perovskite_subset: Path
+) -> None:
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(perovskite_subset.read_bytes()[:2000] + b"\xff\xfe\x00" * 50)
+    with pytest.raises(SourceError, match=r"source cmr: cannot read .*binary\.csv as CSV"):
+        read_source(_spec(binary))
+    twice = tmp_path / "twice.csv"
+    text = perovskite_subset.read_text()
+    header, rest = text.split("\n", 1)
+    twice.write_text(header + ",heat_ref\n" + rest)
+    with pytest.raises(SourceError, match=r"twice\.csv has column\(s\) \['heat_ref'\] more"):
+        read_source(_spec(twice))
