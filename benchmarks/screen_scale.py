@@ -395,9 +395,9 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
         start = time.perf_counter()
         resumed = run_campaign(spec, Path(home) / "out")
         resume_s = time.perf_counter() - start
-        steps = _featurize_steps(settings, resumed.run_id)
-        from_store = sum(a.parameters["structures_from_store"] for a in steps)
-        computed = sum(a.parameters["batches"] > 0 for a in steps)
+        featurize_steps = _featurize_steps(settings, resumed.run_id)
+        from_store = sum(a.parameters["structures_from_store"] for a in featurize_steps)
+        computed = sum(a.parameters["batches"] > 0 for a in featurize_steps)
     with tempfile.TemporaryDirectory() as home:
         os.environ["MATSCREEN_HOME"] = home
         start = time.perf_counter()
@@ -405,7 +405,7 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
         whole_s = time.perf_counter() - start
     reused = resumed.metrics["counts"]["predictions_reused"]
     taken = resumed.metrics["counts"]["records_resumed"]
-    share = done / size
+    share = taken / size  # the chunks finished (kept); those predicted after are redone
     columns = [c for c in whole.ranking.columns if c in resumed.ranking.columns]
     same = (
         whole.ranking[columns]
@@ -419,7 +419,7 @@ def part_resume(size: int, folder: Path, fraction: float = 0.5) -> None:
           f"structures' features from the store, {computed} featurize steps computed "
           "anew")  # fmt: skip
     print(f"   uninterrupted run: {whole_s:.0f} s; the resumed run took {resume_s / whole_s:.0%}"
-          f" of it, with {1 - share:.0%} of the candidates left to predict; "
+          f" of it, with {1 - share:.0%} of the candidates in chunks not finished; "
           f"same ranking: {same}")  # fmt: skip
     for name, run in (("resumed", resumed), ("uninterrupted", whole)):
         steps = ", ".join(f"{k} {v:.0f}" for k, v in run.seconds.items())

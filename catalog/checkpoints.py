@@ -8,19 +8,22 @@ same earlier chunks and with the same models (the same :func:`chunk_key`), takes
 from here instead of recording, featurizing, predicting and placing it again.
 
 Each chunk is two files named by its key: ``<key>.parquet`` (the table) and ``<key>.json``
-(the rest, with the sha256 of the table file and of its own content), written in that
-order through a temporary file and a rename; the JSON file's presence means the chunk is
-complete. Both digests are checked when a chunk is read: a chunk that fails the check is
-removed and screened again. The files are a resume cache, not a record: the catalog holds
-every entity they name, and a campaign's folder is removed when its run finishes.
+(the sha256 of the rest on its first line, then the rest as canonical JSON, with the sha256
+of the table file), written in that order through a temporary file and a rename; the JSON
+file's presence means the chunk is complete. Both digests are checked when a chunk is
+read: a chunk that fails the check is moved to ``quarantine/`` and screened again. The
+files are a resume cache, not a record: the catalog holds every entity they name (the
+screen checks that it still does before it takes a chunk), and a campaign's chunks are
+removed when its run finishes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from matscreen.catalog.integrity import quarantine
 from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import canonical_json, fast_canonical_json, sha256_text
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
@@ -101,32 +105,57 @@ def chunk_key(previous: str, source: str, records: list[StructureRecord], failur
 class ChunkCheckpoints:
     """The finished chunks of one screen, in ``root/<campaign>/<fingerprint>``.
 
+    A run holds a lock on its folder (``<fingerprint>.lock`` beside it) from
+    :meth:`open` until :meth:`clear`: a second run of the same screen at the same time
+    keeps and takes no chunk (with a warning), and a finished run removes only the folders
+    no running screen holds.
+
     Parameters
     ----------
     root
         The folder of every campaign's kept chunks.
     campaign
-        The campaign's name (its folder, with any character other than letters, digits,
-        ``.``, ``_`` and ``-`` replaced by ``_``).
+        The campaign's name (a spec name: letters, digits, ``.``, ``_``, ``-``).
     fingerprint
         What the screen depends on besides its chunks (:func:`screen_fingerprint`): a run
         with another spec or other models keeps its chunks apart.
     """
 
     def __init__(self, root: Path, campaign: str, fingerprint: str) -> None:
-        self.campaign_folder = Path(root) / re.sub(r"[^A-Za-z0-9._-]", "_", campaign)
+        self.campaign_folder = Path(root) / campaign
         self.folder = self.campaign_folder / fingerprint[:32]
-        self._unwritable = False
+        self._lock: Any = None
+        self._usable = False
+
+    def open(self) -> None:
+        """Take the screen's lock; without it (another run holds it, or the folder cannot be
+        made) no chunk is kept or taken, with one warning."""
+        if self._lock is not None:
+            return
+        try:
+            self.campaign_folder.mkdir(parents=True, exist_ok=True)
+            self._lock = _try_lock(self.folder.with_suffix(".lock"))
+        except OSError as exc:
+            log.warning("finished chunks cannot be kept in %s (%s)", self.folder, exc)
+            return
+        if self._lock is None:
+            log.warning(
+                "another run of this campaign is screening the same candidates now: this "
+                "run keeps no finished chunk in %s and takes none",
+                self.folder,
+            )
+            return
+        self._usable = True
 
     def save(self, chunk: FinishedChunk) -> None:
         """Keep a finished chunk (a chunk without a key is not kept). A chunk that cannot be
         written (a full disk ...) is not kept, with one warning: a re-run screens it again."""
-        if chunk.key is None or self._unwritable:
+        if chunk.key is None or not self._usable:
             return
         try:
             self._write(chunk)
-        except OSError as exc:
-            self._unwritable = True
+        except (OSError, ValueError, TypeError) as exc:
+            self._usable = False
             log.warning(
                 "finished chunks cannot be kept in %s (%s): a re-run of this campaign after "
                 "it is stopped screens them again",
@@ -150,27 +179,33 @@ class ChunkCheckpoints:
             "entity_ids": chunk.entity_ids,
             "duplicates": chunk.duplicates,
         }
-        text = json.dumps({"sha256": sha256_text(_canonical(document)), "chunk": document})
-        write_atomically(self.folder / f"{chunk.key}.json", text.encode())
+        text = _canonical(document)
+        # The first line is the sha256 of the rest, which is the canonical JSON itself.
+        write_atomically(self.folder / f"{chunk.key}.json", f"{sha256_text(text)}\n{text}".encode())
 
     def load(self, key: str) -> FinishedChunk | None:
         """The finished chunk of this key; None if there is none, or if its files fail the
-        check (they are then removed, with a warning, and the chunk is screened again)."""
+        check (they are then moved to ``quarantine/`` beside the campaigns, with a warning,
+        and the chunk is screened again)."""
         path = self.folder / f"{key}.json"
-        if not path.exists():
+        if not self._usable or not path.is_file():
             return None
         try:
             return self._read(key, path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("finished chunk %s unreadable (%s); it is screened again", path, exc)
-            self._remove(key)
+            for suffix in (".json", ".parquet"):
+                quarantine(
+                    self.folder / f"{key}{suffix}",
+                    self.campaign_folder.parent,
+                    f"is a damaged finished chunk ({exc}); the chunk is screened again",
+                )
             return None
 
     def _read(self, key: str, path: Path) -> FinishedChunk:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        document = stored["chunk"]
-        if sha256_text(_canonical(document)) != stored["sha256"]:
+        digest, _, text = path.read_text(encoding="utf-8").partition("\n")
+        if sha256_text(text) != digest:
             raise ValueError("its content does not match its sha256")
+        document = json.loads(text)
         if document["layout"] != LAYOUT:
             raise ValueError(f"layout {document['layout']}, not {LAYOUT}")
         table = (self.folder / f"{key}.parquet").read_bytes()
@@ -189,14 +224,45 @@ class ChunkCheckpoints:
             duplicates=document["duplicates"],
         )
 
-    def _remove(self, key: str) -> None:
-        for suffix in (".json", ".parquet"):
-            (self.folder / f"{key}{suffix}").unlink(missing_ok=True)
-
     def clear(self) -> None:
-        """Remove the kept chunks of the campaign, of this screen and of any earlier one
-        (its run has finished: nothing is left to resume)."""
-        shutil.rmtree(self.campaign_folder, ignore_errors=True)
+        """Remove the kept chunks of the campaign (its run has finished: nothing is left to
+        resume): this screen's, and those of earlier specs that no running screen holds."""
+        if self._lock is None:
+            return
+        _remove(self.folder)
+        for lock_path in self.campaign_folder.glob("*.lock"):
+            if lock_path == self.folder.with_suffix(".lock"):
+                continue
+            other = _try_lock(lock_path)
+            if other is not None:
+                _remove(lock_path.with_suffix(""))
+                lock_path.unlink(missing_ok=True)
+                other.close()
+        self.folder.with_suffix(".lock").unlink(missing_ok=True)
+        self._lock.close()
+        self._lock = None
+        self._usable = False
+        with contextlib.suppress(OSError):
+            self.campaign_folder.rmdir()  # when no other screen's chunks are left
+
+
+def _try_lock(path: Path) -> Any:
+    """An open file holding an exclusive lock on ``path``; None if another process holds it."""
+    handle = open(path, "a+b")  # noqa: SIM115 - held open as the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _remove(folder: Path) -> None:
+    """Remove a folder of kept chunks; what cannot be removed is warned of once."""
+    failed: list[str] = []
+    shutil.rmtree(folder, onerror=lambda _f, path, exc: failed.append(f"{path}: {exc[1]}"))
+    if failed and not (len(failed) == 1 and not folder.exists()):
+        log.warning("finished chunks left in %s: %s", folder, failed[0])
 
 
 def _canonical(document: dict[str, Any]) -> str:

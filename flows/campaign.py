@@ -17,7 +17,7 @@ from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.catalog.queries import changes_since_previous, models_trained_as
 from matscreen.flows.artifacts import publish_artifacts
-from matscreen.flows.candidates import CandidateScreen, TrainedModels, record_loader
+from matscreen.flows.candidates import CandidateScreen, record_loader
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.flows.heap import rare_collections
 from matscreen.flows.ingest import ingest_and_record
@@ -46,6 +46,7 @@ from matscreen.tasks.report.outputs import with_space_groups, write_outputs
 from matscreen.tasks.report.pictures import structure_picture_png
 from matscreen.tasks.runinfo import RunInfo, StepTimer, traced, utc_now
 from matscreen.tasks.screen import (
+    TrainedModels,
     expected_hits,
     pool_table,
     reported_values,

@@ -35,33 +35,27 @@ from __future__ import annotations
 
 import os
 import socket
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import Catalog
-from matscreen.catalog.checkpoints import (
-    ChunkCheckpoints,
-    FinishedChunk,
-    chunk_key,
-    screen_fingerprint,
-)
+from matscreen.catalog.checkpoints import FinishedChunk
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
 from matscreen.flows.placement import HullPlacement, PendingPlacement, start_placement
+from matscreen.flows.resume import ScreenResume
 from matscreen.flows.stream import ReadEnd, read_ahead
 from matscreen.tasks.dataset import candidate_arrays, feature_failures, labels_of
 from matscreen.tasks.errors import ScreenError
 from matscreen.tasks.featurize import featurization_config
 from matscreen.tasks.featurize.batch import ERROR_COLUMN
 from matscreen.tasks.hashing import structure_hash
-from matscreen.tasks.models.evaluation import FittedSurrogate
 from matscreen.tasks.models.records import (
     PredictionRecord,
     kept_label,
@@ -72,70 +66,14 @@ from matscreen.tasks.pools import POOL_STAGE, Pools, TrainingMatcher
 from matscreen.tasks.runinfo import RunInfo, utc_now
 from matscreen.tasks.screen import (
     PoolTable,
+    ScreenedCandidates,
+    TrainedModels,
     pool_table,
 )
 from matscreen.tasks.sources.dedup import Deduplicator
-from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
+from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 from matscreen.tasks.steps import predict_pool_task
 from matscreen.tasks.tables import per_row_frame
-from matscreen.tasks.versions import installed_version
-
-
-@dataclass(frozen=True)
-class TrainedModels:
-    """What predicting candidates needs of the training step.
-
-    Attributes
-    ----------
-    fitted
-        The fitted surrogate of each target.
-    model_ids
-        The catalog id of each target's model.
-    train_ids
-        Ids of the records the models learned from (a ``both`` candidate among them is
-        flagged ``in_training``).
-    """
-
-    fitted: dict[str, FittedSurrogate]
-    model_ids: dict[str, str]
-    train_ids: frozenset[str]
-
-
-@dataclass
-class ScreenedCandidates:
-    """Every candidate of a campaign, predicted and ready to rank.
-
-    Attributes
-    ----------
-    table
-        One row per candidate (the pool table, hull columns included); ``failures`` holds
-        the candidates that could not be placed against the hull when that is required.
-    prediction_ids
-        Catalog ids of every prediction set (one per chunk and model).
-    snapshots, snapshot_ids
-        Snapshot and catalog id of each streamed source.
-    failures
-        Records of the streamed sources left out before prediction: failed rows, known
-        training records, structures that failed to featurize.
-    counts
-        ``records``, ``duplicates``, ``ingest_failures``, ``featurized``,
-        ``feature_failures``, ``known_candidates`` (repeats of a training record
-        included), ``excluded`` (known, not repeats) and ``candidate_pool`` of the
-        streamed sources; ``predictions_reused``: candidates whose predictions by every
-        model were read back from an earlier run's records instead of made again;
-        ``records_resumed``: records and failed rows of the chunks a killed run had
-        finished, taken whole from what it kept.
-    chunks
-        Chunks screened.
-    """
-
-    table: PoolTable
-    prediction_ids: list[str] = field(default_factory=list)
-    snapshots: list[SourceSnapshot] = field(default_factory=list)
-    snapshot_ids: list[str] = field(default_factory=list)
-    failures: list[RecordFailure] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    chunks: int = 0
 
 
 class CandidateScreen:
@@ -195,7 +133,7 @@ class CandidateScreen:
         self._store: FeatureStore | None = None
         self._frames: list[pd.DataFrame] = []
         self._pending: tuple[PendingPlacement, FinishedChunk] | None = None
-        self._checkpoints: ChunkCheckpoints | None = None
+        self._resume = ScreenResume(spec, settings, recorder, trained.model_ids, record_ids, hull)
 
     # -- the two kinds of candidates --------------------------------------------------------
     def screen_featurized(
@@ -223,11 +161,7 @@ class CandidateScreen:
         state_dir = self.settings.source_state_dir
         pending: tuple[list[StructureRecord], FinishedChunk, PendingFeatures] | None = None
         entity_ids: list[str] = []
-        fingerprint = self._fingerprint()
-        self._checkpoints = ChunkCheckpoints(
-            self.settings.screen_state_dir, self.spec.name, fingerprint
-        )
-        key = fingerprint
+        self._resume.open()
         reading = closing(read_ahead(sources, state_dir, size))
         progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
         with reading as stream, progress as bar:
@@ -245,28 +179,30 @@ class CandidateScreen:
                         entity_ids = []
                         continue
                     source = sources[item.source]
-                    key = chunk_key(key, source.name, item.records, item.failures)
-                    kept = self._checkpoints.load(key)
+                    key = self._resume.next_key(source.name, item.records, item.failures)
+                    kept = self._resume.take(key)
+                    chunk = kept or FinishedChunk(key)
+                    candidates = []
                     if kept is None:
-                        chunk = FinishedChunk(key)
                         candidates = self._ingest(
                             source, item.records, item.failures, started, chunk
                         )
-                        entity_ids += chunk.entity_ids
                         self.seen.release()
+                    entity_ids += chunk.entity_ids
                 submitted = None
-                if kept is not None:
-                    # Chunks are added in the order read: the one before is finished first.
-                    if pending is not None:
-                        self._finish(*pending)
-                        pending = None
-                    self._resume(item.records, kept)
-                    entity_ids += kept.entity_ids
-                elif candidates:
+                if candidates:
                     with self.timer.step("featurize"):
                         submitted = (candidates, chunk, self._start_features(candidates))
                 else:
-                    self._commit(chunk)
+                    # Chunks are added in the order read: the ones before are finished first.
+                    if pending is not None:
+                        self._finish(*pending)
+                        pending = None
+                    self._place_pending()
+                    if kept is not None:
+                        self._take(item.records, kept)
+                    else:
+                        self._commit(chunk)
                 if pending is not None:
                     self._finish(*pending)
                 pending = submitted
@@ -300,31 +236,14 @@ class CandidateScreen:
         chunk.count(feature_failures=len(failed), featurized=len(table.frame))
         self._predict_and_place(candidates, table.frame, features_id, chunk)
 
-    def _resume(self, records: list[StructureRecord], kept: FinishedChunk) -> None:
+    def _take(self, records: list[StructureRecord], kept: FinishedChunk) -> None:
         """Take a chunk an earlier run finished: its records go to the deduplicator as that
         run kept them, its rows and ids to the screen."""
-        self._place_pending()
         self.seen.remember(records, kept.duplicates)
         self.record_ids.update(kept.record_ids)
         kept.count(records_resumed=len(records) + kept.counts.get("ingest_failures", 0))
         kept.counts.pop("predictions_reused", None)
         self._commit(kept, keep=False)
-
-    def _fingerprint(self) -> str:
-        """What the screen of every chunk depends on besides the chunks read: the spec, the
-        models, the records read before the stream, the hull's known phases, the catalog."""
-        read_whole = sorted((r.id, r.structure_sha256) for r in self.records.values())
-        return screen_fingerprint(
-            {
-                "matscreen": installed_version("matscreen"),
-                "catalog": self.settings.catalog_url_for_display,
-                "spec": self.spec.model_dump(mode="json"),
-                "models": self.trained.model_ids,
-                "train_ids": sorted(self.trained.train_ids),
-                "read_whole": read_whole,
-                "known_phases": self.hull.training if self.hull is not None else None,
-            }
-        )
 
     # -- one chunk --------------------------------------------------------------------------
     def _ingest(
@@ -387,6 +306,7 @@ class CandidateScreen:
         chunk: FinishedChunk,
     ) -> None:
         if features.empty:
+            self._place_pending()  # chunks are added in the order read
             self._commit(chunk)
             return
         by_id = {c.id: c for c in candidates}
@@ -480,13 +400,12 @@ class CandidateScreen:
         result.failures += chunk.failures
         result.counts.update(chunk.counts)
         result.prediction_ids += chunk.prediction_ids
-        if keep and self._checkpoints is not None:
-            self._checkpoints.save(chunk)
+        if keep:
+            self._resume.keep(chunk)
 
     def forget(self) -> None:
         """Remove the chunks kept for a re-run (the campaign's run has finished)."""
-        if self._checkpoints is not None:
-            self._checkpoints.clear()
+        self._resume.forget()
 
     # -- the end ----------------------------------------------------------------------------
     def finish(self) -> ScreenedCandidates:

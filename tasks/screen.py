@@ -8,6 +8,7 @@ any worker and can be checked without one.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matscreen.tasks.models.evaluation import prediction_record
+from matscreen.tasks.models.evaluation import FittedSurrogate, prediction_record
 from matscreen.tasks.models.prediction import predict_surrogate
 from matscreen.tasks.models.records import PredictionRecord
 from matscreen.tasks.models.surrogate import SurrogateModel
 from matscreen.tasks.rank import add_intervals, candidate_frame
-from matscreen.tasks.sources.records import RecordFailure, StructureRecord
+from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
 from matscreen.tasks.spec import HULL_PROPERTY
 
 #: Stage name of a candidate that could not be placed against the hull.
@@ -235,3 +236,60 @@ def expected_hits(ranked: pd.DataFrame) -> float | None:
     if "p_success" not in ranked.columns:
         return None
     return float(ranked["p_success"].sum())
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    """What predicting candidates needs of the training step.
+
+    Attributes
+    ----------
+    fitted
+        The fitted surrogate of each target.
+    model_ids
+        The catalog id of each target's model.
+    train_ids
+        Ids of the records the models learned from (a ``both`` candidate among them is
+        flagged ``in_training``).
+    """
+
+    fitted: dict[str, FittedSurrogate]
+    model_ids: dict[str, str]
+    train_ids: frozenset[str]
+
+
+@dataclass
+class ScreenedCandidates:
+    """Every candidate of a campaign, predicted and ready to rank.
+
+    Attributes
+    ----------
+    table
+        One row per candidate (the pool table, hull columns included); ``failures`` holds
+        the candidates that could not be placed against the hull when that is required.
+    prediction_ids
+        Catalog ids of every prediction set (one per chunk and model).
+    snapshots, snapshot_ids
+        Snapshot and catalog id of each streamed source.
+    failures
+        Records of the streamed sources left out before prediction: failed rows, known
+        training records, structures that failed to featurize.
+    counts
+        ``records``, ``duplicates``, ``ingest_failures``, ``featurized``,
+        ``feature_failures``, ``known_candidates`` (repeats of a training record
+        included), ``excluded`` (known, not repeats) and ``candidate_pool`` of the
+        streamed sources; ``predictions_reused``: candidates whose predictions by every
+        model were read back from an earlier run's records instead of made again;
+        ``records_resumed``: records and failed rows of the chunks a killed run had
+        finished, taken whole from what it kept.
+    chunks
+        Chunks screened.
+    """
+
+    table: PoolTable
+    prediction_ids: list[str] = field(default_factory=list)
+    snapshots: list[SourceSnapshot] = field(default_factory=list)
+    snapshot_ids: list[str] = field(default_factory=list)
+    failures: list[RecordFailure] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    chunks: int = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from matscreen.flows.cli.campaign import add_campaign_parsers
 from matscreen.flows.cli.ingest import add_ingest_parser
@@ -52,22 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a shell completion script (e.g. `matscreen completion bash > "
         "~/.local/share/bash-completion/completions/matscreen`)",
     )
-    completion.add_argument("shell", choices=SHELLS)
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     completion.set_defaults(handler=lambda args: _print_completion(args.shell))
     return parser
 
 
-#: Shells a completion script is written for.
-SHELLS = ("bash", "zsh", "tcsh")
-
-
 def _print_completion(shell: str) -> int:
     """Print the completion script of the ``matscreen`` command for ``shell``: its
-    commands, options and choices, made from the parser itself."""
+    commands, options and choices, made from the parser itself, and file names where an
+    argument is a file or a folder."""
     import shtab
 
-    print(shtab.complete(build_parser(), shell=shell))
+    parser = build_parser()
+    _complete_paths(parser, shtab.FILE)
+    print(shtab.complete(parser, shell=shell))
     return 0
+
+
+#: Arguments that name a file or a folder, by destination (besides those of type Path).
+PATH_ARGUMENTS = frozenset({"spec", "path", "prototype", "input", "output", "out", "model"})
+
+
+def _complete_paths(parser: argparse.ArgumentParser, files: Any) -> None:
+    """Have every file or folder argument of ``parser`` and its subcommands complete file
+    names (argparse keeps the actions and subcommands in these attributes)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _complete_paths(command, files)
+        elif action.type is Path or action.dest in PATH_ARGUMENTS:
+            action.complete = files  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,14 +9,13 @@ structure is parsed, a feature computed or a model fitted.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from matscreen.tasks.errors import InputError
-from matscreen.tasks.sources.rows import INVALID, csv_rows
+from matscreen.tasks.sources.rows import INVALID, UNREADABLE, csv_rows, open_text
 from matscreen.tasks.spec import FilesSourceSpec
 
 #: Column or key of each input format that holds the structure.
@@ -45,31 +44,32 @@ def input_format(path: Path) -> str:
     raise InputError(f"{path}: expected a .csv file (cif column) or a .jsonl file")
 
 
-def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def read_rows(path: Path, strict: bool = True) -> tuple[list[str], list[dict[str, Any]]]:
     """The columns (keys of the first row for JSON lines) and raw rows of an input.
+
+    A CSV row with another field count than the header is refused when ``strict``, and
+    left out otherwise (the ``files`` source that reads the input then reports it as an
+    error of that row).
 
     Raises
     ------
     InputError
-        If the file cannot be read, a JSON line is not an object, a CSV row has another
-        field count than the header, or there are no rows.
+        If the file cannot be read, a JSON line is not an object, a CSV row is malformed
+        (``strict``), or there are no rows.
     """
-    import gzip
-
     path = Path(path)
     kind = input_format(path)
-    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    rows: list[dict[str, Any]] = []
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        with open_text(path) as handle:
             if kind == "csv":
                 columns, positions = csv_rows(handle)
-                rows = []
                 for position, row in positions:
-                    if INVALID in row:
+                    if INVALID not in row:
+                        rows.append(dict(row))
+                    elif strict:
                         raise InputError(f"{path} row {position}: {row[INVALID]}")
-                    rows.append(dict(row))
             else:
-                rows = []
                 for number, line in enumerate(handle, start=1):
                     if not line.strip():
                         continue
@@ -81,7 +81,7 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
                         raise InputError(f"{path} line {number}: not a JSON object")
                     rows.append(row)
                 columns = list(rows[0]) if rows else []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (*UNREADABLE, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
     if not rows:
         raise InputError(f"{path}: no rows")
@@ -120,7 +120,7 @@ def check_input(path: Path, target: str | None = None, min_rows: int = 1) -> int
     """
     path = Path(path)
     kind = input_format(path)
-    columns, rows = read_rows(path)
+    columns, rows = read_rows(path, strict=target is not None)
     structure_key = STRUCTURE_KEYS[kind]
     if structure_key not in columns:
         raise InputError(f"{path}: no {structure_key!r} column (columns: {columns})")
@@ -130,7 +130,7 @@ def check_input(path: Path, target: str | None = None, min_rows: int = 1) -> int
         bad = []
         for position, row in enumerate(rows, start=1):
             if _label(row.get(target)) is None:
-                name = row.get(ID_KEY, f"row {position}")
+                name = row.get(ID_KEY) or f"row {position}"
                 value = row.get(target)
                 bad.append(f"{name}: {'empty' if value is None else repr(value)}")
         if bad:
@@ -145,7 +145,7 @@ def check_input(path: Path, target: str | None = None, min_rows: int = 1) -> int
 
 def has_ids(path: Path) -> bool:
     """Whether the input names its rows with an ``id`` column or key."""
-    columns, _ = read_rows(path)
+    columns, _ = read_rows(path, strict=False)
     return ID_KEY in columns
 
 

@@ -308,7 +308,7 @@ def run_counts(
     pool (the held-out records for a retrospective screen), ``ranked`` those ranked;
     ``excluded`` the records left out with a reason (no label, already known, no hull
     reference). ``streamed`` holds the counts of the sources screened chunk by chunk
-    (:class:`~matscreen.flows.candidates.ScreenedCandidates`), added to those read whole;
+    (:class:`~matscreen.tasks.screen.ScreenedCandidates`), added to those read whole;
     ``predictions_reused`` counts the streamed candidates whose predictions by every model
     an earlier run recorded (a run resumed after it was killed), ``records_resumed`` the
     streamed records and failed rows of the chunks such a run had finished, taken whole.

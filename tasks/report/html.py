@@ -7,7 +7,6 @@ import io
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -144,17 +143,19 @@ def _number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("matscreen.tasks.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
 _ENVIRONMENT.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
 _ENVIRONMENT.filters["num"] = _number
 _ENVIRONMENT.filters["prob"] = _probability
 _ENVIRONMENT.filters["utc"] = _utc
 _ENVIRONMENT.filters["breakable"] = _breakable
 _ENVIRONMENT.globals["FEW_TRUE_HITS"] = FEW_TRUE_HITS
-#: The report's page (a Jinja template beside this module; ``c`` is the ReportContext).
-_TEMPLATE = _ENVIRONMENT.from_string(
-    (Path(__file__).parent / "templates" / "report.html.j2").read_text(encoding="utf-8")
-)
+#: The report's page (``templates/report.html.j2``; ``c`` is the ReportContext).
+_TEMPLATE = _ENVIRONMENT.get_template("report.html.j2")
 
 
 #: Records left out that the report lists per step (all of them are in the catalog).

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import gzip
-import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder
-from matscreen.tasks.sources.rows import csv_rows, parse_cif, records_from_rows
+from matscreen.tasks.sources.rows import (
+    UNREADABLE,
+    csv_rows,
+    open_text,
+    parse_cif,
+    records_from_rows,
+)
 from matscreen.tasks.spec import CsvCifSourceSpec
 
 
@@ -27,25 +31,46 @@ def iter_csv_cif(spec: CsvCifSourceSpec, snapshot: SnapshotBuilder) -> Iterator[
     Raises
     ------
     SourceError
-        If the file cannot be opened or is not UTF-8 text, or its header lacks a column the
-        spec names or repeats one.
+        If the file cannot be opened, read or decoded as UTF-8 (naming the last row read),
+        or its header lacks a column the spec names or repeats one.
     """
     path = Path(spec.path)
+    read = 0
+
+    def counted(rows: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[Any]:
+        nonlocal read
+        for position, row in rows:
+            read = position  # the position read last, for the message of a failed read
+            yield position, row
+
     try:
-        raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    except OSError as exc:
-        raise SourceError(f"source {spec.name}: cannot read {path}: {exc}") from exc
-    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
-        try:
+        with open_text(path) as handle:
             header, rows = csv_rows(handle)
-            yield from _records(spec, snapshot, path, header, rows)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SourceError(f"source {spec.name}: cannot read {path} as CSV: {exc}") from exc
+            _check_header(spec, path, header)
+            snapshot.set_file(path)
+            snapshot.query.update(
+                {
+                    "id_column": spec.id_column,
+                    "cif_column": spec.cif_column,
+                    "properties": {
+                        k: v.model_dump(exclude_none=True) for k, v in spec.properties.items()
+                    },
+                    "limit": spec.limit,
+                }
+            )
+            yield from records_from_rows(
+                spec,
+                counted(islice(rows, spec.limit)),
+                path.name,
+                spec.id_column,
+                lambda row, where: parse_cif(row[spec.cif_column], where),
+            )
+    except (*UNREADABLE, UnicodeDecodeError) as exc:
+        where = f"after row {read}" if read else "in its header"
+        raise SourceError(f"source {spec.name}: cannot read {path} as CSV {where}: {exc}") from exc
 
 
-def _records(
-    spec: CsvCifSourceSpec, snapshot: SnapshotBuilder, path: Path, header: list[str], rows: Any
-) -> Iterator[Item]:
+def _check_header(spec: CsvCifSourceSpec, path: Path, header: list[str]) -> None:
     needed = {spec.id_column, spec.cif_column}
     needed.update(column for prop in spec.properties.values() for column in prop.columns)
     missing = sorted(needed - set(header))
@@ -56,19 +81,3 @@ def _records(
     twice = sorted(c for c in needed if header.count(c) > 1)
     if twice:
         raise SourceError(f"source {spec.name}: {path} has column(s) {twice} more than once")
-    snapshot.set_file(path)
-    snapshot.query.update(
-        {
-            "id_column": spec.id_column,
-            "cif_column": spec.cif_column,
-            "properties": {k: v.model_dump(exclude_none=True) for k, v in spec.properties.items()},
-            "limit": spec.limit,
-        }
-    )
-    yield from records_from_rows(
-        spec,
-        islice(rows, spec.limit),
-        path.name,
-        spec.id_column,
-        lambda row, where: parse_cif(row[spec.cif_column], where),
-    )

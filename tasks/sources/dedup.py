@@ -130,7 +130,15 @@ class Deduplicator:
         """Keep records as :meth:`add` kept them in an earlier run, without comparing them
         again: ``duplicates`` maps the repeats among them to the records they repeat. The
         kept ones are held released (id and volume; the structure is read back through
-        ``loader`` when a later record needs it)."""
+        ``loader`` when a later record needs it).
+
+        Raises
+        ------
+        ValueError
+            If the deduplicator has no loader.
+        """
+        if self.loader is None:
+            raise ValueError("a deduplicator without a loader cannot remember released records")
         for record in records:
             if record.duplicate_of is None and record.structure and record.id not in duplicates:
                 self._by_hash[record.structure_sha256] = record.id

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import csv
 import errno
-import gzip
 import json
 import os
 import warnings
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pymatgen.core import Structure
 
@@ -48,9 +46,11 @@ from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
 from matscreen.tasks.sources.rows import (
     INVALID,
+    UNREADABLE,
     checked_structure,
     csv_rows,
     lookup,
+    open_bytes,
     parse_cif,
     parse_cif_blocks,
     records_from_rows,
@@ -103,10 +103,6 @@ def detect_format(path: Path) -> str:
     return found
 
 
-def _open_bytes(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-
-
 def _read_text(path: Path, label: str) -> str:
     """The file's text (gunzipped), newlines as ``\n``.
 
@@ -115,7 +111,7 @@ def _read_text(path: Path, label: str) -> str:
     RecordError
         If the text is not UTF-8; the message names the file, line and byte offset.
     """
-    with _open_bytes(path) as handle:
+    with open_bytes(path) as handle:
         data = handle.read()
     try:
         text = data.decode("utf-8-sig")
@@ -234,7 +230,7 @@ def _read_jsonl(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]
     key = spec.structure_key or "structure"
 
     def rows() -> Iterator[tuple[int, Mapping[str, Any]]]:
-        with _open_bytes(path) as handle:
+        with open_bytes(path) as handle:
             for position, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
@@ -347,7 +343,6 @@ _READERS = {
 
 #: What can go wrong reading a file's bytes: I/O and permission errors, a corrupt or
 #: truncated gzip stream.
-_UNREADABLE = (OSError, EOFError, zlib.error)
 
 
 def _files(spec: FilesSourceSpec) -> tuple[Path, list[Path]]:
@@ -389,7 +384,7 @@ def _read_file(
     if problem is None and snapshot.file_sha256 is None:
         try:
             snapshot.add_document({"file": label, "sha256": file_sha256(path)})
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             problem = f"cannot read the file ({_os_reason(exc)})"
     if problem is None and form is None:
         problem = (
@@ -407,7 +402,7 @@ def _read_file(
         for item in _READERS[str(form)](spec, path, label):
             count += 1
             yield item
-    except _UNREADABLE as exc:
+    except UNREADABLE as exc:
         after = f" after {count} records" if count else ""
         yield failure(
             spec, label, count + 1, f"{label}: cannot read the file{after} ({_os_reason(exc)})"
@@ -460,7 +455,7 @@ def iter_files(spec: FilesSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
     if single:
         try:
             snapshot.set_file(paths[0])
-        except _UNREADABLE:
+        except UNREADABLE:
             pass  # _read_file reports it as the file's failure
     for path in paths:
         yield from _read_file(

@@ -37,13 +37,18 @@ class NotFiniteError(RecordError, ValueError):
     """
 
 
+#: How tables and JSON write "no value" (compared in lower case): the empty string, JSON's
+#: null, Python's None, NaN, and the NA marks of spreadsheets, R and pandas.
+MISSING = frozenset({"", "null", "none", "nan", "-nan", "na", "n/a", "#n/a", "<na>"})
+
+
 def as_number(value: object) -> float | None:
     """Return a reported value as a float (booleans as 1.0/0.0), None for missing values.
 
-    Missing is None, an empty string, ``null``, ``none`` or NaN (how tables and JSON
-    write "no value"). Infinity (``inf``, ``-Infinity``, ``1e999`` …) is not missing and
-    not a usable number: it is refused, so the record fails with the reason instead of
-    being stored and silently left out of training.
+    Missing is None or a string of :data:`MISSING` (empty, ``null``, ``none``, NaN,
+    ``NA``, ``N/A``, ``#N/A``, ``<NA>``), in any case. Infinity (``inf``, ``-Infinity``,
+    ``1e999`` …) is not missing and not a usable number: it is refused, so the record
+    fails with the reason instead of being stored and silently left out of training.
 
     Raises
     ------
@@ -59,7 +64,7 @@ def as_number(value: object) -> float | None:
         return 1.0 if value else 0.0
     if isinstance(value, str):
         text = value.strip()
-        if text.lower() in ("", "null", "none", "nan"):
+        if text.lower() in MISSING:
             return None
         try:
             if "_" in text:  # Python reads "1_000" as 1000; no table or database means that

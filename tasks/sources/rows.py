@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from pymatgen.core import Structure
@@ -174,6 +177,21 @@ def checked_structure(structure: Structure, where: str) -> Structure:
     if not structure.lattice.volume > 1e-6:
         raise RecordError(f"{where}: degenerate cell (volume {structure.lattice.volume:g} Å³)")
     return structure
+
+
+#: What reading a (possibly gzipped) file may raise when the file or the disk is bad.
+UNREADABLE = (OSError, EOFError, zlib.error)
+
+
+def open_bytes(path: Path) -> IO[bytes]:
+    """Open a file for reading bytes, gunzipped when its name ends in ``.gz``."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a (possibly gzipped) UTF-8 file as text for :func:`csv_rows` (a byte-order
+    mark is dropped; newlines are left to the CSV reader)."""
+    return io.TextIOWrapper(open_bytes(Path(path)), encoding="utf-8-sig", newline="")
 
 
 def csv_rows(

@@ -467,3 +467,17 @@ def test_a_training_csv_row_with_a_field_too_many_is_refused_naming_it(tmp_path:
     path.write_text('id,cif,gap\na,"data_x",1.0\nb,"data_y",2.0,extra\n')
     with pytest.raises(InputError, match=r"train\.csv row 2: 4 fields where the header has 3"):
         check_input(path, "gap")
+
+
+def test_a_prediction_csv_row_with_a_field_too_many_is_left_to_the_source(tmp_path: Path) -> None:
+    # Prediction needs no label: the malformed row is not refused up front; the files
+    # source that reads the input reports it as an error of that row, the others are read.
+    from matscreen.tasks.models.inputs import check_input, input_source
+
+    path = tmp_path / "new.csv"
+    path.write_text('\ufeffid,cif\na,"data_x"\nb,"data_y",extra\n')  # with a byte-order mark
+    assert check_input(path) == 1
+    result = read_source(input_source(path))
+    messages = [f.message for f in result.failures]
+    assert any("3 fields where the header has 2" in m for m in messages)
+    assert {f.source_id for f in result.failures} >= {"a"}  # its CIF is unreadable

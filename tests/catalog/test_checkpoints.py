@@ -1,5 +1,5 @@
-"""Finished chunks kept for a resumed screen: round trip, keys, and files that fail their
-check."""
+"""Finished chunks kept for a resumed screen: round trip, keys, locks, and files that fail
+their check."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _chunk(key: str = "k" * 64) -> FinishedChunk:
         levels={"band_gap": 0.9},
         left_out=[failure],
         failures=[RecordFailure("decorations", "4", 4, "ingest", "no structure")],
-        counts={"records": 4, "duplicates": 1},
+        counts={"records": 4, "duplicates": np.int64(1)},  # numpy values are written too
         prediction_ids=["p1", "p2"],
         record_ids={"decorations:1": "e1", "decorations:2": "e2"},
         entity_ids=["e1", "e2", "e4"],
@@ -61,8 +61,14 @@ def _chunk(key: str = "k" * 64) -> FinishedChunk:
     )
 
 
+def _opened(root: Path, campaign: str = "perovskite-screen", fingerprint: str = "f" * 64):
+    store = ChunkCheckpoints(root, campaign, fingerprint)
+    store.open()
+    return store
+
+
 def test_a_kept_chunk_reads_back_as_it_was(tmp_path: Path) -> None:
-    store = ChunkCheckpoints(tmp_path, "perovskite screen", "f" * 64)
+    store = _opened(tmp_path)
     chunk = _chunk()
     store.save(chunk)
     back = store.load(chunk.key)
@@ -75,64 +81,112 @@ def test_a_kept_chunk_reads_back_as_it_was(tmp_path: Path) -> None:
     # A chunk of no key (a source read whole) is not kept.
     store.save(FinishedChunk())
     assert len(list(store.folder.iterdir())) == 2
-    # The campaign's folder holds every fingerprint's chunks; a finished run removes them
-    # all (another spec's are stale), and no other campaign's.
-    other_spec = ChunkCheckpoints(tmp_path, "perovskite screen", "e" * 64)
-    other_campaign = ChunkCheckpoints(tmp_path, "other", "f" * 64)
-    other_spec.save(chunk)
-    other_campaign.save(chunk)
-    assert store.folder.parent.name == "perovskite_screen"
+
+
+def test_a_finished_run_removes_its_campaigns_chunks_but_not_those_in_use(tmp_path: Path) -> None:
+    chunk = _chunk()
+    store = _opened(tmp_path)
+    stale = _opened(tmp_path, fingerprint="e" * 64)  # an earlier spec's, its run killed
+    running = _opened(tmp_path, fingerprint="d" * 64)  # another spec's, running now
+    other = _opened(tmp_path, campaign="other")
+    for each in (store, stale, running, other):
+        each.save(chunk)
+    stale._lock.close()  # the killed run's lock went with its process
     store.clear()
-    assert store.load(chunk.key) is None and other_spec.load(chunk.key) is None
-    assert other_campaign.load(chunk.key) is not None
-
-
-def test_a_chunk_that_cannot_be_kept_is_warned_of_once_and_the_screen_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    blocked = tmp_path / "screens"
-    blocked.write_text("a file where the folder should be")
-    store = ChunkCheckpoints(blocked, "perovskite", "f" * 64)
-    with caplog.at_level(logging.WARNING, logger="matscreen.catalog.checkpoints"):
-        store.save(_chunk("a" * 64))
-        store.save(_chunk("b" * 64))
-    assert len(caplog.records) == 1 and "screens them again" in caplog.text
-    assert store.load("a" * 64) is None
+    assert not store.folder.exists() and not stale.folder.exists()
+    assert running.load(chunk.key) is not None and other.load(chunk.key) is not None
+    # A second run of the same screen at the same time keeps and takes nothing.
+    again = _opened(tmp_path, fingerprint="d" * 64)
+    again.save(_chunk("a" * 64))
+    assert again.load(chunk.key) is None and running.load("a" * 64) is None
 
 
 @pytest.mark.parametrize(
     "damage",
-    ["json bytes", "json value", "table bytes", "table gone", "layout", "truncated json"],
-)
-def test_a_kept_chunk_that_fails_its_check_is_removed_and_screened_again(
+    ["json bytes", "json value", "table bytes", "table gone", "layout", "truncated json",
+     "json is a folder", "json is null"],
+)  # fmt: skip
+def test_a_kept_chunk_that_fails_its_check_is_set_aside_and_screened_again(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = ChunkCheckpoints(tmp_path, "perovskite screen", "f" * 64)
+    store = _opened(tmp_path)
     chunk = _chunk()
     store.save(chunk)
     document = store.folder / f"{chunk.key}.json"
     table = store.folder / f"{chunk.key}.parquet"
-    stored = json.loads(document.read_text())
+    digest, text = document.read_text().split("\n", 1)
     if damage == "json bytes":
         document.write_bytes(b"\x00" * 10)
     elif damage == "json value":  # valid JSON, one id changed: the digest no longer matches
-        stored["chunk"]["record_ids"]["decorations:1"] = "e9"
-        document.write_text(json.dumps(stored))
+        document.write_text(digest + "\n" + text.replace('"e1"', '"e9"'))
     elif damage == "table bytes":
         data = bytearray(table.read_bytes())
         data[len(data) // 2] ^= 0xFF
         table.write_bytes(bytes(data))
     elif damage == "table gone":
         table.unlink()
-    elif damage == "layout":
-        stored["chunk"]["layout"] = 0
-        document.write_text(json.dumps(stored))
+    elif damage == "layout":  # an older layout, its digest right
+        from matscreen.tasks.hashing import sha256_text
+
+        changed = text.replace('"layout":1', '"layout":0')
+        document.write_text(sha256_text(changed) + "\n" + changed)
+    elif damage == "json is a folder":
+        document.unlink()
+        document.mkdir()
+    elif damage == "json is null":
+        from matscreen.tasks.hashing import sha256_text
+
+        document.write_text(sha256_text("null") + "\nnull")
     else:
         document.write_text(document.read_text()[:40])
-    with caplog.at_level(logging.WARNING, logger="matscreen.catalog.checkpoints"):
+    with caplog.at_level(logging.WARNING):
         assert store.load(chunk.key) is None
-    assert "screened again" in caplog.text and chunk.key in caplog.text
-    assert not document.exists() and not table.exists()
+    if damage != "json is a folder":  # not a file: no chunk, nothing to set aside
+        assert "screened again" in caplog.text and chunk.key in caplog.text
+        assert not document.exists() and not table.exists()
+        assert list((tmp_path / "quarantine").iterdir())
+    # The chunk is screened again and kept anew.
+    if damage != "json is a folder":
+        store.save(chunk)
+        assert store.load(chunk.key) is not None
+
+
+def test_a_damaged_chunk_in_a_read_only_folder_is_not_taken_and_the_screen_goes_on(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders")
+    store = _opened(tmp_path)
+    chunk = _chunk()
+    store.save(chunk)
+    (store.folder / f"{chunk.key}.parquet").write_bytes(b"damaged")
+    store.folder.chmod(0o500)
+    try:
+        assert store.load(chunk.key) is None
+    finally:
+        store.folder.chmod(0o700)
+
+
+def test_a_chunk_that_cannot_be_kept_is_warned_of_once_and_the_screen_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _opened(tmp_path)
+    store.folder.parent.joinpath(store.folder.name).write_text("a file where the folder goes")
+    with caplog.at_level(logging.WARNING, logger="matscreen.catalog.checkpoints"):
+        store.save(_chunk("a" * 64))
+        store.save(_chunk("b" * 64))
+    assert len(caplog.records) == 1 and "screens them again" in caplog.text
+    assert store.load("a" * 64) is None
+    # A home where no folder can be made: nothing is kept, with one warning.
+    blocked = tmp_path / "screens"
+    blocked.write_text("a file where the folder should be")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="matscreen.catalog.checkpoints"):
+        unusable = _opened(blocked)
+        unusable.save(_chunk())
+    assert len(caplog.records) == 1 and unusable.load("k" * 64) is None
 
 
 def test_a_chunk_key_names_its_content_and_everything_before_it() -> None:
@@ -149,3 +203,4 @@ def test_a_chunk_key_names_its_content_and_everything_before_it() -> None:
         chunk_key("start", "decorations", records, [replace(failure, message="unreadable!")]),
     ]
     assert len({key, *others}) == len(others) + 1
+    assert json.dumps(key)  # a plain hex string

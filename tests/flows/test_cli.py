@@ -203,9 +203,16 @@ def test_the_bash_completion_script_completes_commands_and_options(tmp_path: Pat
     assert _bash_completions(script, ["matscreen", "lin"]) == ["lineage"]
     assert "campaign" in _bash_completions(script, ["matscreen", ""])
     assert "--verbose" in _bash_completions(script, ["matscreen", "--"])
-    # The zsh script is made from the same parser.
-    assert main(["completion", "zsh"]) == 0
-    assert "lineage" in capsys.readouterr().out
+    # File and folder arguments complete file names.
+    (tmp_path / "spec_a.yaml").write_text("")
+    spec_words = ["matscreen", "campaign", "run", str(tmp_path / "spec_")]
+    assert _bash_completions(script, spec_words) == [str(tmp_path / "spec_a.yaml")]
+    input_words = ["matscreen", "train", "--input", str(tmp_path / "spec_")]
+    assert _bash_completions(script, input_words) == [str(tmp_path / "spec_a.yaml")]
+    # The zsh and tcsh scripts are made from the same parser.
+    for shell in ("zsh", "tcsh"):
+        assert main(["completion", shell]) == 0
+        assert "lineage" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["completion", "fish"])
     assert "invalid choice: 'fish'" in capsys.readouterr().err

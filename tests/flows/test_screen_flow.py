@@ -282,6 +282,12 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
     pd.testing.assert_frame_equal(
         again.ranking.reset_index(drop=True), resumed.ranking.reset_index(drop=True)
     )
+    # Taken whole or screened again, every chunk counts the same.
+    reuse = {"predictions_reused", "records_resumed"}
+    assert again.metrics["counts"]["records_resumed"] == 0
+    assert {k: v for k, v in counts.items() if k not in reuse} == {
+        k: v for k, v in again.metrics["counts"].items() if k not in reuse
+    }
 
 
 def _applied_predictions(settings: Settings) -> list:

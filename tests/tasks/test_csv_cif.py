@@ -134,3 +134,39 @@ def test_a_file_that_is_not_utf8_or_repeats_a_column_is_refused_naming_it(
     twice.write_text(header + ",heat_ref\n" + rest)
     with pytest.raises(SourceError, match=r"twice\.csv has column\(s\) \['heat_ref'\] more"):
         read_source(_spec(twice))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_gzipped_file_is_one_line_naming_it(
+    tmp_path: Path, perovskite_subset: Path, damage: str
+) -> None:
+    import gzip
+
+    packed = gzip.compress(perovskite_subset.read_bytes())
+    path = tmp_path / "perovskites.csv.gz"
+    if damage == "truncated":
+        path.write_bytes(packed[: len(packed) // 2])
+    else:
+        middle = len(packed) // 2
+        path.write_bytes(packed[:middle] + bytes(b ^ 0xFF for b in packed[middle:]))
+    with pytest.raises(SourceError, match=r"source cmr: cannot read .*perovskites\.csv\.gz as CSV"):
+        read_source(_spec(path))
+
+
+def test_na_marks_of_spreadsheets_are_missing_values(
+    tmp_path: Path, perovskite_subset: Path
+) -> None:
+    import csv
+
+    with open(perovskite_subset, newline="") as handle:
+        header, *rows = list(csv.reader(handle))[:7]
+    column = header.index("heat_ref")
+    for row, mark in zip(rows, ["NA", "N/A", "#N/A", "<NA>", "n/a"], strict=False):
+        row[column] = mark
+    path = tmp_path / "marks.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    result = read_source(_spec(path))
+    assert not result.failures
+    assert [r.properties["heat_of_formation"] for r in result.records][:5] == [None] * 5
+    assert result.records[5].properties["heat_of_formation"] == float(rows[5][column])

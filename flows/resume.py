@@ -1,0 +1,124 @@
+"""Which chunks of a streamed screen an earlier, unfinished run of the campaign finished.
+
+A chunk's result depends on its records, on every record read before it (the
+deduplicator compares it with all of them), on the spec, the models and the software, and
+on the hull's known phases. :class:`ScreenResume` names each chunk by a key chained over
+all of these (:func:`~matscreen.catalog.checkpoints.chunk_key`), keeps every finished
+chunk under its key, and gives a re-run the chunks it finds, once it has checked that the
+catalog still holds the prediction sets and records they name and that their artifacts
+are intact. A campaign whose hull takes phases from the Materials Project keeps no chunk:
+those phases, and the snapshots that record them, are read per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from matscreen.catalog.checkpoints import (
+    ChunkCheckpoints,
+    FinishedChunk,
+    chunk_key,
+    screen_fingerprint,
+)
+from matscreen.catalog.prediction_recorder import PredictionRecorder
+from matscreen.tasks.hashing import file_sha256
+from matscreen.tasks.sources.records import RecordFailure, StructureRecord
+
+log = logging.getLogger(__name__)
+
+
+class ScreenResume:
+    """Keeps the finished chunks of a screen, and takes them back in a re-run.
+
+    Parameters
+    ----------
+    spec, settings, recorder
+        The campaign's spec, settings and recorder (its catalog, artifacts and software).
+    model_ids
+        The catalog id of each target's model.
+    known
+        ``{record id: entity id}`` of every record read before the stream (the training
+        and ``both`` sources, excluded records included).
+    hull
+        The campaign's hull placement (None without a stability section).
+    """
+
+    def __init__(
+        self,
+        spec: Any,
+        settings: Any,
+        recorder: PredictionRecorder,
+        model_ids: Mapping[str, str],
+        known: Mapping[str, str],
+        hull: Any,
+    ) -> None:
+        self.recorder = recorder
+        self.store: ChunkCheckpoints | None = None
+        self._key = ""
+        stability = spec.stability
+        if stability is not None and stability.mp is not None:
+            return  # the Materials Project's phases are read, and recorded, per chunk
+        reference_files = []
+        if stability is not None:
+            reference_files = [p for p in [stability.elements, *stability.entries] if p]
+        self._key = screen_fingerprint(
+            {
+                "spec": spec.fingerprint(),
+                "software": recorder.software,
+                "catalog": settings.catalog_url_for_display,
+                "models": dict(model_ids),
+                "read_before": sorted(known.items()),
+                "known_phases": hull.training if hull is not None else None,
+                "reference_files": [file_sha256(p) for p in reference_files],
+            }
+        )
+        self.store = ChunkCheckpoints(settings.screen_state_dir, spec.name, self._key)
+
+    def open(self) -> None:
+        """Start keeping chunks (see :meth:`ChunkCheckpoints.open`)."""
+        if self.store is not None:
+            self.store.open()
+
+    def next_key(
+        self, source: str, records: list[StructureRecord], failures: list[RecordFailure]
+    ) -> str | None:
+        """The key of the next chunk read (None: chunks are not kept)."""
+        if self.store is None:
+            return None
+        self._key = chunk_key(self._key, source, records, failures)
+        return self._key
+
+    def take(self, key: str | None) -> FinishedChunk | None:
+        """The chunk an earlier run finished under this key, if the catalog still holds
+        what it names; None otherwise (the chunk is then screened)."""
+        if key is None or self.store is None:
+            return None
+        kept = self.store.load(key)
+        if kept is None:
+            return None
+        named = kept.prediction_ids + kept.entity_ids[:1] + kept.entity_ids[-1:]
+        found = self.recorder.catalog.get_entities(named)
+        problems = self.recorder.artifacts.problems_of(found)
+        if len({e.id for e in found}) != len(set(named)) or problems:
+            log.warning(
+                "finished chunk %s names catalog entries that are gone or damaged; it is "
+                "screened again",
+                key,
+            )
+            return None
+        return kept
+
+    def keep(self, chunk: FinishedChunk) -> None:
+        """Keep a finished chunk for a re-run."""
+        if self.store is not None:
+            self.store.save(chunk)
+
+    def forget(self) -> None:
+        """Remove the campaign's kept chunks (its run has finished)."""
+        if self.store is None:
+            return
+        if self.store.campaign_folder.exists():
+            self.store.open()
+            self.store.clear()
