@@ -276,7 +276,7 @@ def _corrupt(aflow_dir: Path, change) -> dict[str, Any]:
         (lambda e: e.update(geometry=[8.2, 8.2, 4.7, 90, 90]), "six numbers"),
         (lambda e: e.update(geometry=[8.2, 8.2, 4.7, 10, 10, 120]), "do not span a cell"),
         (lambda e: e["positions_fractional"][3].__setitem__(1, "x"), "not a number"),
-        (lambda e: e.update(Egap="n/a"), "Egap is not a number: 'n/a'"),
+        (lambda e: e.update(Egap="1.2 eV"), "Egap is not a number: '1.2 eV'"),
         (lambda e: e.update(positions_fractional=5), "positions_fractional is not a list"),
     ],
 )

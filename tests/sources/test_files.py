@@ -190,7 +190,7 @@ def test_unknown_extension_is_named(tmp_path: Path) -> None:
 
 def test_bad_rows_fail_alone(tmp_path: Path, data_dir: Path) -> None:
     rows = _jsonl(data_dir / "materials_project" / "mp2018_subset_100.jsonl")[:5]
-    rows[1]["eform"] = "n/a"
+    rows[1]["eform"] = "-0.5 eV"
     rows[3] = {"id": rows[3]["id"], "structure": {"lattice": "?"}}
     lines = [json.dumps(r) for r in rows]
     lines.insert(2, "{not json")
