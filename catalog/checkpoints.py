@@ -105,8 +105,8 @@ def chunk_key(previous: str, source: str, records: list[StructureRecord], failur
 class ChunkCheckpoints:
     """The finished chunks of one screen, in ``root/<campaign>/<fingerprint>``.
 
-    A run holds a lock on its folder (``<fingerprint>.lock`` beside it) from
-    :meth:`open` until :meth:`clear`: a second run of the same screen at the same time
+    A run holds a lock on its folder (``<fingerprint>.lock`` beside it) from :meth:`open`
+    until :meth:`close` or :meth:`clear`: a second run of the same screen at the same time
     keeps and takes no chunk (with a warning), and a finished run removes only the folders
     no running screen holds.
 
@@ -146,6 +146,13 @@ class ChunkCheckpoints:
             )
             return
         self._usable = True
+
+    def close(self) -> None:
+        """Release the lock (the chunks stay for a re-run)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        self._usable = False
 
     def save(self, chunk: FinishedChunk) -> None:
         """Keep a finished chunk (a chunk without a key is not kept). A chunk that cannot be
@@ -239,9 +246,7 @@ class ChunkCheckpoints:
                 lock_path.unlink(missing_ok=True)
                 other.close()
         self.folder.with_suffix(".lock").unlink(missing_ok=True)
-        self._lock.close()
-        self._lock = None
-        self._usable = False
+        self.close()
         with contextlib.suppress(OSError):
             self.campaign_folder.rmdir()  # when no other screen's chunks are left
 

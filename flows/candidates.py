@@ -164,7 +164,7 @@ class CandidateScreen:
         self._resume.open()
         reading = closing(read_ahead(sources, state_dir, size))
         progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
-        with reading as stream, progress as bar:
+        with reading as stream, progress as bar, closing(self._resume):
             while True:
                 with self.timer.step("ingest"):
                     started = utc_now()

@@ -81,6 +81,11 @@ class ScreenResume:
         if self.store is not None:
             self.store.open()
 
+    def close(self) -> None:
+        """Stop keeping chunks (those kept stay for a re-run)."""
+        if self.store is not None:
+            self.store.close()
+
     def next_key(
         self, source: str, records: list[StructureRecord], failures: list[RecordFailure]
     ) -> str | None:
@@ -122,3 +127,4 @@ class ScreenResume:
         if self.store.campaign_folder.exists():
             self.store.open()
             self.store.clear()
+            self.store.close()
