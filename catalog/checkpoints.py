@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,33 +233,44 @@ class ChunkCheckpoints:
         )
 
     def clear(self) -> None:
-        """Remove the kept chunks of the campaign (its run has finished: nothing is left to
-        resume): this screen's, and those of earlier specs that no running screen holds."""
-        if self._lock is None:
-            return
-        _remove(self.folder)
-        for lock_path in self.campaign_folder.glob("*.lock"):
-            if lock_path == self.folder.with_suffix(".lock"):
-                continue
-            other = _try_lock(lock_path)
-            if other is not None:
-                _remove(lock_path.with_suffix(""))
-                lock_path.unlink(missing_ok=True)
-                other.close()
-        self.folder.with_suffix(".lock").unlink(missing_ok=True)
-        self.close()
+        """Remove the kept chunks of the campaign that no running screen holds: this
+        screen's, and those of earlier specs (its run has finished: nothing is left to
+        resume). What cannot be removed is warned of; the lock is released."""
+        try:
+            for lock_path in sorted(self.campaign_folder.glob("*.lock")):
+                own = lock_path == self.folder.with_suffix(".lock") and self._lock is not None
+                handle = self._lock if own else _try_lock(lock_path)
+                if handle is None:
+                    continue  # another run is screening with these chunks
+                try:
+                    _remove(lock_path.with_suffix(""))
+                    lock_path.unlink(missing_ok=True)
+                finally:
+                    if not own:
+                        handle.close()
+        except OSError as exc:
+            log.warning("finished chunks left in %s: %s", self.campaign_folder, exc)
+        finally:
+            self.close()
         with contextlib.suppress(OSError):
             self.campaign_folder.rmdir()  # when no other screen's chunks are left
 
 
 def _try_lock(path: Path) -> Any:
-    """An open file holding an exclusive lock on ``path``; None if another process holds it."""
+    """An open file holding an exclusive lock on ``path``; None if another process holds it
+    (or removed the file while this one waited for it: whoever locks it next makes a new
+    one)."""
     handle = open(path, "a+b")  # noqa: SIM115 - held open as the lock
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        if os.fstat(handle.fileno()).st_ino != os.stat(path).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
         handle.close()
         return None
+    except OSError:
+        handle.close()
+        raise
     return handle
 
 

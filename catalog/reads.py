@@ -60,6 +60,19 @@ class CatalogReads:
                 ]
         return found
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that the catalog holds (an entity or an activity is not
+        read, only looked up)."""
+        table = schema.entities
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), CHUNK):
+                chunk = list(ids[start : start + CHUNK])
+                found.update(
+                    conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars()
+                )
+        return found
+
     def find_entities(
         self, kind: str, name: str | None = None, name_endswith: str | None = None
     ) -> list[Entity]:

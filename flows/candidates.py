@@ -161,10 +161,10 @@ class CandidateScreen:
         state_dir = self.settings.source_state_dir
         pending: tuple[list[StructureRecord], FinishedChunk, PendingFeatures] | None = None
         entity_ids: list[str] = []
-        self._resume.open()
         reading = closing(read_ahead(sources, state_dir, size))
         progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
         with reading as stream, progress as bar, closing(self._resume):
+            self._resume.open()
             while True:
                 with self.timer.step("ingest"):
                     started = utc_now()
@@ -210,6 +210,8 @@ class CandidateScreen:
                 bar.update(len(item.records) + len(item.failures))
             if pending is not None:
                 self._finish(*pending)
+            with self.timer.step("stability"):
+                self._place_pending()  # the last chunk is finished, and kept, here
 
     def _start_features(self, candidates: list[StructureRecord]) -> PendingFeatures:
         if self._store is None:

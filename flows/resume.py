@@ -23,6 +23,7 @@ from matscreen.catalog.checkpoints import (
     screen_fingerprint,
 )
 from matscreen.catalog.prediction_recorder import PredictionRecorder
+from matscreen.flows.runtime import git_commit
 from matscreen.tasks.hashing import file_sha256
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 
@@ -55,11 +56,9 @@ class ScreenResume:
         hull: Any,
     ) -> None:
         self.recorder = recorder
-        self.store: ChunkCheckpoints | None = None
-        self._key = ""
         stability = spec.stability
-        if stability is not None and stability.mp is not None:
-            return  # the Materials Project's phases are read, and recorded, per chunk
+        # The Materials Project's phases are read, and recorded, per chunk: none is kept.
+        self.keeps = stability is None or stability.mp is None
         reference_files = []
         if stability is not None:
             reference_files = [p for p in [stability.elements, *stability.entries] if p]
@@ -67,6 +66,7 @@ class ScreenResume:
             {
                 "spec": spec.fingerprint(),
                 "software": recorder.software,
+                "commit": git_commit(),
                 "catalog": settings.catalog_url_for_display,
                 "models": dict(model_ids),
                 "read_before": sorted(known.items()),
@@ -78,19 +78,18 @@ class ScreenResume:
 
     def open(self) -> None:
         """Start keeping chunks (see :meth:`ChunkCheckpoints.open`)."""
-        if self.store is not None:
+        if self.keeps:
             self.store.open()
 
     def close(self) -> None:
         """Stop keeping chunks (those kept stay for a re-run)."""
-        if self.store is not None:
-            self.store.close()
+        self.store.close()
 
     def next_key(
         self, source: str, records: list[StructureRecord], failures: list[RecordFailure]
     ) -> str | None:
         """The key of the next chunk read (None: chunks are not kept)."""
-        if self.store is None:
+        if not self.keeps:
             return None
         self._key = chunk_key(self._key, source, records, failures)
         return self._key
@@ -98,15 +97,17 @@ class ScreenResume:
     def take(self, key: str | None) -> FinishedChunk | None:
         """The chunk an earlier run finished under this key, if the catalog still holds
         what it names; None otherwise (the chunk is then screened)."""
-        if key is None or self.store is None:
+        if key is None:
             return None
         kept = self.store.load(key)
         if kept is None:
             return None
-        named = kept.prediction_ids + kept.entity_ids[:1] + kept.entity_ids[-1:]
-        found = self.recorder.catalog.get_entities(named)
-        problems = self.recorder.artifacts.problems_of(found)
-        if len({e.id for e in found}) != len(set(named)) or problems:
+        catalog = self.recorder.catalog
+        named = set(kept.entity_ids) | set(kept.record_ids.values())
+        predictions = catalog.get_entities(kept.prediction_ids)
+        problems = self.recorder.artifacts.problems_of(predictions)
+        whole = len(predictions) == len(set(kept.prediction_ids))
+        if not whole or problems or catalog.existing_ids(list(named)) != named:
             log.warning(
                 "finished chunk %s names catalog entries that are gone or damaged; it is "
                 "screened again",
@@ -117,14 +118,10 @@ class ScreenResume:
 
     def keep(self, chunk: FinishedChunk) -> None:
         """Keep a finished chunk for a re-run."""
-        if self.store is not None:
+        if self.keeps:
             self.store.save(chunk)
 
     def forget(self) -> None:
-        """Remove the campaign's kept chunks (its run has finished)."""
-        if self.store is None:
-            return
-        if self.store.campaign_folder.exists():
-            self.store.open()
-            self.store.clear()
-            self.store.close()
+        """Remove the campaign's kept chunks, of this screen and of earlier specs (its run
+        has finished); a screen another run is using keeps its chunks."""
+        self.store.clear()

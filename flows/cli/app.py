@@ -72,7 +72,9 @@ def _print_completion(shell: str) -> int:
 
 
 #: Arguments that name a file or a folder, by destination (besides those of type Path).
-PATH_ARGUMENTS = frozenset({"spec", "path", "prototype", "input", "output", "out", "model"})
+PATH_ARGUMENTS = frozenset(
+    {"spec", "path", "prototype", "input", "output", "outputs", "out", "model", "prefect_file"}
+)
 
 
 def _complete_paths(parser: argparse.ArgumentParser, files: Any) -> None:

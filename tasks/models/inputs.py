@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from matscreen.tasks.errors import InputError
-from matscreen.tasks.sources.rows import INVALID, UNREADABLE, csv_rows, open_text
+from matscreen.tasks.sources.rows import (
+    INVALID,
+    UNREADABLE,
+    csv_rows,
+    open_text,
+    repeated_columns,
+)
 from matscreen.tasks.spec import FilesSourceSpec
 
 #: Column or key of each input format that holds the structure.
@@ -54,8 +60,8 @@ def read_rows(path: Path, strict: bool = True) -> tuple[list[str], list[dict[str
     Raises
     ------
     InputError
-        If the file cannot be read, a JSON line is not an object, a CSV row is malformed
-        (``strict``), or there are no rows.
+        If the file cannot be read, a JSON line is not an object, a CSV header repeats a
+        column, a CSV row is malformed (``strict``), or there are no rows.
     """
     path = Path(path)
     kind = input_format(path)
@@ -64,6 +70,9 @@ def read_rows(path: Path, strict: bool = True) -> tuple[list[str], list[dict[str
         with open_text(path) as handle:
             if kind == "csv":
                 columns, positions = csv_rows(handle)
+                twice = repeated_columns(columns)
+                if twice:
+                    raise InputError(f"{path}: column(s) {twice} appear twice in the header")
                 for position, row in positions:
                     if INVALID not in row:
                         rows.append(dict(row))

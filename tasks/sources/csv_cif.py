@@ -15,6 +15,7 @@ from matscreen.tasks.sources.rows import (
     open_text,
     parse_cif,
     records_from_rows,
+    repeated_columns,
 )
 from matscreen.tasks.spec import CsvCifSourceSpec
 
@@ -78,6 +79,6 @@ def _check_header(spec: CsvCifSourceSpec, path: Path, header: list[str]) -> None
         raise SourceError(
             f"source {spec.name}: {path} lacks column(s) {missing} (it has {sorted(header)})"
         )
-    twice = sorted(c for c in needed if header.count(c) > 1)
+    twice = repeated_columns(header)
     if twice:
         raise SourceError(f"source {spec.name}: {path} has column(s) {twice} more than once")

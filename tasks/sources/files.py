@@ -54,6 +54,7 @@ from matscreen.tasks.sources.rows import (
     parse_cif,
     parse_cif_blocks,
     records_from_rows,
+    repeated_columns,
 )
 from matscreen.tasks.spec import FilesSourceSpec
 
@@ -264,7 +265,7 @@ def _read_csv(spec: FilesSourceSpec, path: Path, label: str) -> Iterator[Item]:
     except csv.Error as exc:
         yield failure(spec, label, 1, f"{label}: unreadable CSV header ({exc})")
         return
-    twice = sorted({name for name in header if header.count(name) > 1})
+    twice = repeated_columns(header)
     if twice:
         yield failure(spec, label, 1, f"{label}: column(s) {twice} appear twice in the header")
         return
@@ -339,10 +340,6 @@ _READERS = {
     "extxyz": _read_extxyz,
     "aflowlib": _read_aflowlib,
 }
-
-
-#: What can go wrong reading a file's bytes: I/O and permission errors, a corrupt or
-#: truncated gzip stream.
 
 
 def _files(spec: FilesSourceSpec) -> tuple[Path, list[Path]]:

@@ -8,6 +8,7 @@ import io
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -188,10 +189,32 @@ def open_bytes(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open a (possibly gzipped) UTF-8 file as text for :func:`csv_rows` (a byte-order
-    mark is dropped; newlines are left to the CSV reader)."""
-    return io.TextIOWrapper(open_bytes(Path(path)), encoding="utf-8-sig", newline="")
+@contextmanager
+def open_text(path: Path) -> Iterator[Iterator[str]]:
+    """The lines of a (possibly gzipped) UTF-8 file, each decoded as it is read, for
+    :func:`csv_rows` or JSON lines: a byte-order mark is dropped and line ends are kept
+    (for the CSV reader). A byte that is not UTF-8 raises UnicodeDecodeError naming its
+    line, when that line is reached."""
+    with open_bytes(Path(path)) as handle:
+
+        def lines() -> Iterator[str]:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    reason = f"{exc.reason} (line {number}, byte {exc.start + 1} of it)"
+                    raise UnicodeDecodeError(
+                        exc.encoding, exc.object, exc.start, exc.end, reason
+                    ) from None
+                yield text.removeprefix("\ufeff") if number == 1 else text
+
+        yield lines()
+
+
+def repeated_columns(header: list[str]) -> list[str]:
+    """The column names a CSV header holds more than once (a table whose rows could be read
+    two ways), sorted."""
+    return sorted({name for name in header if header.count(name) > 1})
 
 
 def csv_rows(

@@ -467,6 +467,10 @@ def test_a_training_csv_row_with_a_field_too_many_is_refused_naming_it(tmp_path:
     path.write_text('id,cif,gap\na,"data_x",1.0\nb,"data_y",2.0,extra\n')
     with pytest.raises(InputError, match=r"train\.csv row 2: 4 fields where the header has 3"):
         check_input(path, "gap")
+    # A repeated column could be read two ways: refused before any work.
+    path.write_text('id,cif,gap,gap\na,"data_x",1.0,2.0\n')
+    with pytest.raises(InputError, match=r"column\(s\) \['gap'\] appear twice"):
+        check_input(path, "gap")
 
 
 def test_a_prediction_csv_row_with_a_field_too_many_is_left_to_the_source(tmp_path: Path) -> None:

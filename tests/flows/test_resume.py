@@ -16,6 +16,9 @@ class _Catalog:
     def get_entities(self, ids: list[str]) -> list:
         return [SimpleNamespace(id=i, attributes={}) for i in ids if i in self.ids]
 
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        return set(ids) & self.ids
+
 
 def _resume(tmp_path: Path, **changes) -> ScreenResume:
     entries = tmp_path / "entries.json"
@@ -30,6 +33,7 @@ def _resume(tmp_path: Path, **changes) -> ScreenResume:
         "known": {"cmr:1": "entity-1"},
         "phases": [("SrTiO3", -3.5, "cmr:1")],
         "catalog_ids": {"p1", "e1", "e2"},
+        "damaged": set(),
     } | changes
     stability = SimpleNamespace(elements=None, entries=[entries], mp=parts["mp"])
     spec = SimpleNamespace(name="screen", stability=stability, fingerprint=lambda: parts["spec"])
@@ -39,7 +43,11 @@ def _resume(tmp_path: Path, **changes) -> ScreenResume:
     recorder = SimpleNamespace(
         software=parts["software"],
         catalog=_Catalog(parts["catalog_ids"]),
-        artifacts=SimpleNamespace(problems_of=lambda entities: {}),
+        artifacts=SimpleNamespace(
+            problems_of=lambda entities: {
+                e.id: "corrupt" for e in entities if e.id in parts["damaged"]
+            }
+        ),
     )
     hull = SimpleNamespace(training=parts["phases"])
     resume = ScreenResume(spec, settings, recorder, parts["models"], parts["known"], hull)
@@ -70,10 +78,17 @@ def test_the_key_changes_with_everything_a_chunk_depends_on(tmp_path: Path) -> N
 
 
 def test_phases_from_the_materials_project_keep_no_chunk(tmp_path: Path) -> None:
+    # An earlier run of the campaign, without them, was killed and kept a chunk.
+    earlier = _resume(tmp_path)
+    earlier.keep(FinishedChunk(key=_first_key(earlier), counts={"records": 1}))
+    earlier.close()
     resume = _resume(tmp_path, mp=SimpleNamespace(chemsys=True))
     assert _first_key(resume) is None and resume.take(None) is None
     resume.keep(FinishedChunk(key="k", counts={"records": 1}))
-    assert not (tmp_path / "screens").exists()
+    assert [p.name for p in (tmp_path / "screens" / "screen").glob("*/*.json")] != ["k.json"]
+    # Its run finishing removes the earlier run's chunks too.
+    resume.forget()
+    assert not (tmp_path / "screens" / "screen").exists()
 
 
 def test_a_chunk_naming_catalog_entries_that_are_gone_is_screened_again(tmp_path: Path) -> None:
@@ -91,5 +106,12 @@ def test_a_chunk_naming_catalog_entries_that_are_gone_is_screened_again(tmp_path
     emptied = _resume(tmp_path, catalog_ids={"e1", "e2"})
     assert _first_key(emptied) == key and emptied.take(key) is None
     emptied.close()
+    # A prediction set whose stored table is damaged.
+    damaged = _resume(tmp_path, damaged={"p1"})
+    assert damaged.take(key) is None
+    damaged.close()
     again = _resume(tmp_path)
     assert _first_key(again) == key and again.take(key) is not None
+    # The run finishes: its campaign's chunks, lock files and folder are removed.
+    again.forget()
+    assert not (tmp_path / "screens" / "screen").exists()

@@ -124,10 +124,19 @@ def test_a_row_with_a_field_too_many_fails_alone_and_a_gzipped_file_reads_the_sa
 def test_a_file_that_is_not_utf8_or_repeats_a_column_is_refused_naming_it(
     tmp_path: Path, perovskite_subset: Path
 ) -> None:
+    import csv
+
+    # The bad byte is named by its line, after the last row read.
+    with open(perovskite_subset, newline="") as handle:
+        header, *rows = list(csv.reader(handle))[:4]
     binary = tmp_path / "binary.csv"
-    binary.write_bytes(perovskite_subset.read_bytes()[:2000] + b"\xff\xfe\x00" * 50)
-    with pytest.raises(SourceError, match=r"source cmr: cannot read .*binary\.csv as CSV"):
+    with open(binary, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    line = binary.read_bytes().count(b"\n") + 1
+    binary.write_bytes(binary.read_bytes() + b"x1,\xff\xfe\n")
+    with pytest.raises(SourceError, match=r"source cmr: cannot read .*binary\.csv as CSV") as bad:
         read_source(_spec(binary))
+    assert "after row 3" in str(bad.value) and f"line {line}, byte 4 of it" in str(bad.value)
     twice = tmp_path / "twice.csv"
     text = perovskite_subset.read_text()
     header, rest = text.split("\n", 1)
