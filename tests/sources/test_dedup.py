@@ -94,16 +94,21 @@ def test_volume_tolerance_separates_compressed_copies(data_dir: Path) -> None:
     assert [r.duplicate_of for r in marked] == [None, record.id, None]
 
 
-def test_released_structures_are_read_back_when_a_match_needs_them(data_dir: Path) -> None:
-    # A stream of chunks keeps only ids and volumes of earlier chunks; a later record of
-    # the same crystal is still found (the kept structure read back through the loader),
-    # exactly as without releasing.
+def _mp_and_alexandria(data_dir: Path) -> tuple[list, list[str | None]]:
+    """The MP summaries and Alexandria entries in one list, and what each one repeats."""
     mp = read_source(_files("mp", data_dir / "materials_project" / "summary_200.jsonl"))
     alexandria = read_source(
         _files("alex", data_dir / "optimade" / "alexandria_98.jsonl", id_key="entry_id")
     )
     records = [*mp.records, *alexandria.records]
-    expected = [r.duplicate_of for r in deduplicate(records)]
+    return records, [r.duplicate_of for r in deduplicate(records)]
+
+
+def test_released_structures_are_read_back_when_a_match_needs_them(data_dir: Path) -> None:
+    # A stream of chunks keeps only ids and volumes of earlier chunks; a later record of
+    # the same crystal is still found (the kept structure read back through the loader),
+    # exactly as without releasing.
+    records, expected = _mp_and_alexandria(data_dir)
 
     stored = {r.id: r.structure for r in records}
     loaded: list[str] = []
@@ -133,12 +138,7 @@ def test_remembered_records_mark_later_repeats_as_added_ones_do(data_dir: Path) 
     # A resumed screen hands the deduplicator the records of chunks an earlier run
     # finished, with the repeats that run found among them; the records after them are
     # marked exactly as in one uninterrupted pass, with no matcher call for the first part.
-    mp = read_source(_files("mp", data_dir / "materials_project" / "summary_200.jsonl"))
-    alexandria = read_source(
-        _files("alex", data_dir / "optimade" / "alexandria_98.jsonl", id_key="entry_id")
-    )
-    records = [*mp.records, *alexandria.records]
-    expected = [r.duplicate_of for r in deduplicate(records)]
+    records, expected = _mp_and_alexandria(data_dir)
     first, rest = records[:150], records[150:]
     duplicates = {r.id: d for r, d in zip(first, expected, strict=False) if d}
     assert duplicates  # the MP part holds two repeats
