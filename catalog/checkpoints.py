@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import pandas as pd
 
 from matscreen.catalog.integrity import quarantine
 from matscreen.tasks.files import write_atomically
-from matscreen.tasks.hashing import canonical_json, fast_canonical_json, sha256_text
+from matscreen.tasks.hashing import canonical_json, sha256_text
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 
@@ -74,16 +75,11 @@ class FinishedChunk:
     levels: dict[str, float] = field(default_factory=dict)
     left_out: list[RecordFailure] = field(default_factory=list)
     failures: list[RecordFailure] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
     prediction_ids: list[str] = field(default_factory=list)
     record_ids: dict[str, str] = field(default_factory=dict)
     entity_ids: list[str] = field(default_factory=list)
     duplicates: dict[str, str] = field(default_factory=dict)
-
-    def count(self, **counts: int) -> None:
-        """Add to the chunk's counts."""
-        for name, value in counts.items():
-            self.counts[name] = self.counts.get(name, 0) + value
 
 
 def chunk_key(previous: str, source: str, records: list[StructureRecord], failures: list) -> str:
@@ -118,8 +114,9 @@ class ChunkCheckpoints:
     campaign
         The campaign's name (a spec name: letters, digits, ``.``, ``_``, ``-``).
     fingerprint
-        What the screen depends on besides its chunks (:func:`screen_fingerprint`): a run
-        with another spec or other models keeps its chunks apart.
+        What the screen depends on besides its chunks (the sha256 of the spec, the models,
+        the records read before the stream ...): a run with another spec or other models
+        keeps its chunks apart.
     """
 
     def __init__(self, root: Path, campaign: str, fingerprint: str) -> None:
@@ -187,7 +184,7 @@ class ChunkCheckpoints:
             "entity_ids": chunk.entity_ids,
             "duplicates": chunk.duplicates,
         }
-        text = _canonical(document)
+        text = canonical_json(document)
         # The first line is the sha256 of the rest, which is the canonical JSON itself.
         write_atomically(self.folder / f"{chunk.key}.json", f"{sha256_text(text)}\n{text}".encode())
 
@@ -225,7 +222,7 @@ class ChunkCheckpoints:
             levels=document["levels"],
             left_out=[RecordFailure(**f) for f in document["left_out"]],
             failures=[RecordFailure(**f) for f in document["failures"]],
-            counts=document["counts"],
+            counts=Counter(document["counts"]),
             prediction_ids=document["prediction_ids"],
             record_ids=document["record_ids"],
             entity_ids=document["entity_ids"],
@@ -280,13 +277,3 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(folder, onerror=lambda _f, path, exc: failed.append(f"{path}: {exc[1]}"))
     if failed and not (len(failed) == 1 and not folder.exists()):
         log.warning("finished chunks left in %s: %s", folder, failed[0])
-
-
-def _canonical(document: dict[str, Any]) -> str:
-    return fast_canonical_json(document) or canonical_json(document)
-
-
-def screen_fingerprint(parts: dict[str, Any]) -> str:
-    """The sha256 of what a screen's chunks depend on besides their content (the spec,
-    the models, the records read before the stream, the catalog ...)."""
-    return sha256_text(canonical_json(parts))

@@ -200,7 +200,7 @@ class CandidateScreen:
                         pending = None
                     self._place_pending()
                     if kept is not None:
-                        self._take(item.records, kept)
+                        self._take(item.records, len(item.failures), kept)
                     else:
                         self._commit(chunk)
                 if pending is not None:
@@ -235,15 +235,16 @@ class CandidateScreen:
             )
         failed = feature_failures(candidates, table)
         chunk.failures += failed
-        chunk.count(feature_failures=len(failed), featurized=len(table.frame))
+        chunk.counts.update(feature_failures=len(failed), featurized=len(table.frame))
         self._predict_and_place(candidates, table.frame, features_id, chunk)
 
-    def _take(self, records: list[StructureRecord], kept: FinishedChunk) -> None:
-        """Take a chunk an earlier run finished: its records go to the deduplicator as that
-        run kept them, its rows and ids to the screen."""
+    def _take(self, records: list[StructureRecord], failed: int, kept: FinishedChunk) -> None:
+        """Take a chunk an earlier run finished (its records and ``failed`` rows): its
+        records go to the deduplicator as that run kept them, its rows and ids to the
+        screen."""
         self.seen.remember(records, kept.duplicates)
         self.record_ids.update(kept.record_ids)
-        kept.count(records_resumed=len(records) + kept.counts.get("ingest_failures", 0))
+        kept.counts.update(records_resumed=len(records) + failed)
         kept.counts.pop("predictions_reused", None)
         self._commit(kept, keep=False)
 
@@ -289,7 +290,7 @@ class CandidateScreen:
         ]
         self.recorder.exclusions(excluded, _step_run("pool", started), self.record_ids)
         candidates = [r for r in fresh if r.id not in known]
-        chunk.count(
+        chunk.counts.update(
             records=len(records),
             duplicates=duplicates,
             ingest_failures=len(failures),
@@ -374,7 +375,7 @@ class CandidateScreen:
             )
             chunk.prediction_ids.append(prediction_id)
         if found and len(found) == len(self.trained.model_ids):
-            chunk.count(predictions_reused=len(ids))
+            chunk.counts.update(predictions_reused=len(ids))
         return found
 
     def _place_pending(self) -> None:

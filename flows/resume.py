@@ -20,11 +20,10 @@ from matscreen.catalog.checkpoints import (
     ChunkCheckpoints,
     FinishedChunk,
     chunk_key,
-    screen_fingerprint,
 )
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.runtime import git_commit
-from matscreen.tasks.hashing import file_sha256
+from matscreen.tasks.hashing import content_hash, file_sha256
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class ScreenResume:
         reference_files = []
         if stability is not None:
             reference_files = [p for p in [stability.elements, *stability.entries] if p]
-        self._key = screen_fingerprint(
+        self._key = content_hash(
             {
                 "spec": spec.fingerprint(),
                 "software": recorder.software,

@@ -90,6 +90,9 @@ def canonical_json(value: Any) -> str:
     TypeError
         If ``value`` holds an object JSON cannot represent.
     """
+    fast = fast_canonical_json(value)  # plain data needs no normalizing walk
+    if fast is not None:
+        return fast
     return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
