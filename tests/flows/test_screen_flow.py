@@ -232,17 +232,17 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
     kept: list[Path] = []
     try:
         deadline = time.monotonic() + 600
-        predicted = 0
-        # Stop it when two chunks are finished (kept) and the next one predicted.
-        while len(kept) < 2 or predicted < 2 * (len(kept) + 1):
+        # Stop it once two chunks are finished (kept: they stay until the run's very end).
+        while len(kept) < 2:
             assert child.poll() is None, "the campaign ended before it was killed"
             assert time.monotonic() < deadline, "no chunk was screened"
             time.sleep(0.5)
-            if (settings.home / "catalog.sqlite").exists():
-                predicted = len(_applied_predictions(settings))
-                kept = list(settings.screen_state_dir.glob("*/*/*.json"))
+            kept = list(settings.screen_state_dir.glob("*/*/*.json"))
     finally:
-        tree = [child, *psutil.Process(child.pid).children(recursive=True)]
+        try:
+            tree = [child, *psutil.Process(child.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:  # it ended by itself (the assertion above says so)
+            tree = []
         for process in tree:
             process.kill()
         psutil.wait_procs(tree, timeout=30)
@@ -266,10 +266,11 @@ def test_a_killed_screen_resumes_from_its_finished_chunks(
     # The chunks it featurized but did not finish (and the damaged one) come from the
     # store: no batch is computed.
     from_store = [s for s in steps[1:] if s.parameters["batches"] == 0]
-    assert unfinished >= 1 and len(from_store) >= unfinished + 1
+    assert len(from_store) >= unfinished + 1
     assert all(s.parameters["structures_from_store"] > 0 for s in from_store)
-    # The chunk it predicted with every model, unfinished, is not predicted again: its
-    # prediction sets are read back. The run that resumed used every prediction set.
+    # The chunks it predicted with every model but that are not taken (the damaged one, and
+    # one under way) are not predicted again: their prediction sets are read back. The run
+    # that resumed used every prediction set.
     assert counts["predictions_reused"] > 0
     with Catalog(settings.catalog_url) as catalog:
         used = {e.id for e in catalog.run_entities(resumed.run_id, ["prediction_set"])}
