@@ -37,7 +37,7 @@ from pymatgen.core import Element
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.sources.aflowlib import KEYWORD, parse_aflowlib_entry
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
-from matscreen.tasks.sources.entry_cache import EntryCache, Listed
+from matscreen.tasks.sources.entry_cache import EntryCache, read_incrementally
 from matscreen.tasks.sources.http import JsonClient
 from matscreen.tasks.spec import AflowSourceSpec
 
@@ -261,7 +261,8 @@ def iter_aflow(spec: AflowSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
         if snapshot.state_dir is not None and spec.incremental:
             identity = {"endpoint": spec.endpoint, "matchbook": matchbook}
             cache = EntryCache.open(Path(snapshot.state_dir), "aflow", identity)
-            entries = _refreshed_entries(client, spec, cache, snapshot)
+            read, snapshot.changes = read_incrementally(cache, _AfluxQuery(client, spec, snapshot))
+            entries = None if read is None else enumerate(read, start=1)
         if entries is None:
             entries = aflux_entries(client, spec, matchbook, size, spec.limit, snapshot)
         for row, (index, entry) in enumerate(entries, start=1):
@@ -331,77 +332,45 @@ def _entry_id(entry: dict[str, Any], index: int) -> str:
     return str(entry.get("auid") or entry.get("aurl") or f"entry {index}")
 
 
-def _refreshed_entries(
-    client: JsonClient, spec: AflowSourceSpec, cache: EntryCache, snapshot: SnapshotBuilder
-) -> list[tuple[int, dict[str, Any]]] | None:
-    """The query's ``(index, entry)`` pairs in listing order, fetching only what changed.
+class _AfluxQuery:
+    """The matchbook of a spec as an :class:`IncrementalQuery` (entries keyed by auid)."""
 
-    With nothing saved yet, the query is read in full, its entries being their own listing.
-    Saves the refreshed entries and sets ``snapshot.changes``. Returns None, and the read
-    fetches every entry as usual, when the listing holds an entry without a usable auid.
-    """
-    size = page_size(spec)
-    if not cache.entries:
-        matchbook = aflux_matchbook(spec)
-        entries = list(aflux_entries(client, spec, matchbook, size, spec.limit, snapshot))
-        listing = _listing(entries, spec.name)
-        if listing is None:
-            return entries
+    def __init__(self, client: JsonClient, spec: AflowSourceSpec, snapshot: SnapshotBuilder):
+        self.client, self.spec, self.snapshot = client, spec, snapshot
+        self.source = spec.name
+        self.size = page_size(spec)
+
+    def _entries(self, matchbook: str) -> Iterator[dict[str, Any]]:
+        pages = aflux_entries(
+            self.client, self.spec, matchbook, self.size, self.spec.limit, self.snapshot
+        )
+        return (entry for _, entry in pages)
+
+    def everything(self) -> Iterator[dict[str, Any]]:
+        return self._entries(aflux_matchbook(self.spec))
+
+    def listing(self) -> Iterator[dict[str, Any]]:
+        return self._entries(aflux_matchbook(self.spec, LISTING_KEYWORDS))
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The full entries of ``ids``, asked for in batches of the spec's keywords."""
         fetched: dict[str, dict[str, Any]] = {}
-        for _, entry in entries:
-            fetched.setdefault(entry["auid"], entry)
-    else:
-        matchbook = aflux_matchbook(spec, LISTING_KEYWORDS)
-        listed = aflux_entries(client, spec, matchbook, size, spec.limit, snapshot)
-        listing = _listing(listed, spec.name)
-        if listing is None:
-            return None
-        fetched = _fetch_by_auid(client, spec, cache.stale(listing))
-    documents, snapshot.changes = cache.refresh(listing, fetched, _aflowlib_date)
-    cache.save()
-    log.info("source %s: %s", spec.name, snapshot.changes.describe())
-    return [
-        (index, documents[auid])
-        for index, (auid, _) in enumerate(listing, start=1)
-        if auid in documents
-    ]
+        batch_size = min(self.size, MAX_IDS_PER_REQUEST)
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            matchbook = aflux_matchbook(self.spec, auids=batch)
+            asked = set(batch)
+            for _, entry in aflux_entries(self.client, self.spec, matchbook, batch_size):
+                if entry.get("auid") in asked:
+                    fetched.setdefault(entry["auid"], entry)
+        return fetched
 
-
-def _aflowlib_date(entry: dict[str, Any]) -> Any:
-    return entry.get("aflowlib_date")
-
-
-def _listing(entries: Iterable[tuple[int, dict[str, Any]]], source: str) -> list[Listed] | None:
-    """``(auid, aflowlib_date)`` of every entry; None if one has no auid that can be quoted."""
-    listing: list[Listed] = []
-    for _, entry in entries:
+    def id_of(self, entry: dict[str, Any]) -> str | None:
         auid = entry.get("auid")
-        if not isinstance(auid, str) or not _AUID.fullmatch(auid):
-            log.warning(
-                "source %s: AFLUX lists an entry without a usable auid (%r); every entry is "
-                "fetched and none is saved",
-                source,
-                auid,
-            )
-            return None
-        listing.append((auid, _aflowlib_date(entry)))
-    return listing
+        return auid if isinstance(auid, str) and _AUID.fullmatch(auid) else None
 
-
-def _fetch_by_auid(
-    client: JsonClient, spec: AflowSourceSpec, auids: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """The full entries of ``auids`` by auid, asked for in batches of the spec's keywords."""
-    fetched: dict[str, dict[str, Any]] = {}
-    batch_size = min(page_size(spec), MAX_IDS_PER_REQUEST)
-    for start in range(0, len(auids), batch_size):
-        batch = auids[start : start + batch_size]
-        matchbook = aflux_matchbook(spec, auids=batch)
-        asked = set(batch)
-        for _, entry in aflux_entries(client, spec, matchbook, batch_size):
-            if entry.get("auid") in asked:
-                fetched.setdefault(entry["auid"], entry)
-    return fetched
+    def modified_of(self, entry: dict[str, Any]) -> Any:
+        return entry.get("aflowlib_date")
 
 
 def _record(

@@ -13,16 +13,19 @@ sha256 of its document's canonical JSON and the document as received. The file i
 whole (a temporary file, then a rename), so a read killed at any point leaves either the
 previous file or the new one. An unreadable file, or an entry whose document does not match
 its hash, is ignored: those entries are simply fetched again.
+
+:func:`read_incrementally` is that algorithm, for any source that describes its query as an
+:class:`IncrementalQuery` (the AFLOW and OPTIMADE sources do).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import canonical_json, content_hash
@@ -205,3 +208,88 @@ def _load_entries(path: Path) -> dict[str, SavedEntry]:
         else:
             log.warning("ignoring saved entry %s in %s: it does not match its hash", entry_id, path)
     return entries
+
+
+class IncrementalQuery(Protocol):
+    """What :func:`read_incrementally` needs of one remote query.
+
+    Attributes
+    ----------
+    source
+        The source's name, for messages.
+    """
+
+    source: str
+
+    def everything(self) -> Iterable[Any]:
+        """Every entry the query selects, in full."""
+        ...
+
+    def listing(self) -> Iterable[Any]:
+        """Every entry the query selects, with its id and modification time only."""
+        ...
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The full entries of ``ids``, by id."""
+        ...
+
+    def id_of(self, entry: Any) -> str | None:
+        """An entry's id; None if it has none that can be saved and asked for again."""
+        ...
+
+    def modified_of(self, entry: dict[str, Any]) -> Any:
+        """An entry's modification time as the provider wrote it, or None."""
+        ...
+
+
+def read_incrementally(
+    cache: EntryCache, query: IncrementalQuery
+) -> tuple[list[Any] | None, RefreshCounts | None]:
+    """The query's entries in listing order, fetching in full only new and changed ones.
+
+    With nothing saved yet, the query is read in full, its entries being their own listing.
+    The refreshed entries are saved for the next read.
+
+    Returns
+    -------
+    entries
+        Every entry, in listing order (an id listed twice appears twice). None when the
+        listing holds an entry without a usable id: the caller then reads the query in full.
+    changes
+        New, changed, unchanged and removed entries; None when nothing could be saved
+        because an entry has no usable id.
+    """
+    if not cache.entries:
+        entries = list(query.everything())
+        listing = _listing(entries, query)
+        if listing is None:
+            return entries, None
+        fetched: dict[str, dict[str, Any]] = {}
+        for (entry_id, _), entry in zip(listing, entries, strict=True):
+            fetched.setdefault(entry_id, entry)
+    else:
+        listing = _listing(query.listing(), query)
+        if listing is None:
+            return None, None
+        fetched = query.fetch(cache.stale(listing))
+    documents, changes = cache.refresh(listing, fetched, query.modified_of)
+    cache.save()
+    log.info("source %s: %s", query.source, changes.describe())
+    return [documents[entry_id] for entry_id, _ in listing if entry_id in documents], changes
+
+
+def _listing(entries: Iterable[Any], query: IncrementalQuery) -> list[Listed] | None:
+    """``(id, modification time)`` of every entry; None if one has no usable id."""
+    listing: list[Listed] = []
+    for entry in entries:
+        entry_id = query.id_of(entry)
+        if entry_id is None:
+            log.warning(
+                "source %s: the provider lists an entry without a usable id (%.120r); every "
+                "entry is fetched and none is saved",
+                query.source,
+                entry,
+            )
+            return None
+        listing.append((entry_id, query.modified_of(entry)))
+    return listing

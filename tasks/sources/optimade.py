@@ -39,7 +39,7 @@ from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
-from matscreen.tasks.sources.entry_cache import EntryCache, Listed
+from matscreen.tasks.sources.entry_cache import EntryCache, read_incrementally
 from matscreen.tasks.sources.http import JsonClient, redact
 from matscreen.tasks.spec import OptimadeSourceSpec
 
@@ -293,7 +293,8 @@ def iter_optimade(spec: OptimadeSourceSpec, snapshot: SnapshotBuilder) -> Iterat
                 "response_fields": params["response_fields"],
             }
             cache = EntryCache.open(Path(snapshot.state_dir), "optimade", identity)
-            entries = _refreshed_entries(spec, pages, cache, params, snapshot)
+            query = _StructuresQuery(spec, pages, params)
+            entries, snapshot.changes = read_incrementally(cache, query)
         if entries is None:
             entries = itertools.islice(pages.entries(params), spec.limit)
         for row, entry in enumerate(entries, start=1):
@@ -364,78 +365,44 @@ def id_filter(ids: Sequence[str]) -> str:
     return " OR ".join(f'id="{entry_id}"' for entry_id in quoted)
 
 
-def _last_modified(entry: dict[str, Any]) -> Any:
-    attributes = entry.get("attributes")
-    return attributes.get("last_modified") if isinstance(attributes, dict) else None
+class _StructuresQuery:
+    """A spec's ``structures`` query as an :class:`IncrementalQuery` (entries keyed by id)."""
 
+    def __init__(self, spec: OptimadeSourceSpec, pages: StructurePages, params: dict[str, Any]):
+        self.spec, self.pages, self.params = spec, pages, params
+        self.source = spec.name
 
-def _refreshed_entries(
-    spec: OptimadeSourceSpec,
-    pages: StructurePages,
-    cache: EntryCache,
-    params: dict[str, Any],
-    snapshot: SnapshotBuilder,
-) -> list[Any] | None:
-    """The query's entries in listing order, fetching only new and changed ones in full.
+    def everything(self) -> Iterator[Any]:
+        return itertools.islice(self.pages.entries(self.params), self.spec.limit)
 
-    With nothing saved yet, the query is read in full, its entries being their own listing.
-    Saves the refreshed entries and sets ``snapshot.changes``. Returns None, and the read
-    fetches every document as usual, when the listing holds an entry without an id.
-    """
-    if not cache.entries:
-        entries = list(itertools.islice(pages.entries(params), spec.limit))
-        listing = _listing(entries, spec.name)
-        if listing is None:
-            return entries
+    def listing(self) -> Iterator[Any]:
+        listed = self.pages.entries({**self.params, "response_fields": LISTING_FIELDS})
+        return itertools.islice(listed, self.spec.limit)
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The full entries of ``ids``, asked for in batches (``id="a" OR id="b" …``)."""
         fetched: dict[str, dict[str, Any]] = {}
-        for entry in entries:
-            fetched.setdefault(entry["id"], entry)
-    else:
-        listed = pages.entries({**params, "response_fields": LISTING_FIELDS})
-        listing = _listing(itertools.islice(listed, spec.limit), spec.name)
-        if listing is None:
-            return None
-        fetched = _fetch_by_id(pages, cache.stale(listing), spec.page_limit, params)
-    documents, snapshot.changes = cache.refresh(listing, fetched, _last_modified)
-    cache.save()
-    log.info("source %s: %s", spec.name, snapshot.changes.describe())
-    return [documents[entry_id] for entry_id, _ in listing if entry_id in documents]
+        batch_size = min(self.spec.page_limit, MAX_IDS_PER_REQUEST)
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            query = {
+                "filter": id_filter(batch),
+                "page_limit": len(batch),
+                "response_fields": self.params["response_fields"],
+            }
+            asked = set(batch)
+            for entry in self.pages.entries(query):
+                if isinstance(entry, dict) and entry.get("id") in asked:
+                    fetched.setdefault(entry["id"], entry)
+        return fetched
 
-
-def _listing(entries: Iterable[Any], source: str) -> list[Listed] | None:
-    """``(id, last_modified)`` of every entry; None if one has no id (it cannot be saved)."""
-    listing: list[Listed] = []
-    for entry in entries:
+    def id_of(self, entry: Any) -> str | None:
         entry_id = entry.get("id") if isinstance(entry, dict) else None
-        if not isinstance(entry_id, str) or not entry_id:
-            log.warning(
-                "source %s: the provider lists an entry without an id; every document is "
-                "fetched and none is saved",
-                source,
-            )
-            return None
-        listing.append((entry_id, _last_modified(entry)))
-    return listing
+        return entry_id if isinstance(entry_id, str) and entry_id else None
 
-
-def _fetch_by_id(
-    pages: StructurePages, ids: Sequence[str], page_limit: int, params: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """The full entries of ``ids`` by id, asked for in batches (``id="a" OR id="b" …``)."""
-    fetched: dict[str, dict[str, Any]] = {}
-    batch_size = min(page_limit, MAX_IDS_PER_REQUEST)
-    for start in range(0, len(ids), batch_size):
-        batch = ids[start : start + batch_size]
-        query = {
-            "filter": id_filter(batch),
-            "page_limit": len(batch),
-            "response_fields": params["response_fields"],
-        }
-        asked = set(batch)
-        for entry in pages.entries(query):
-            if isinstance(entry, dict) and entry.get("id") in asked:
-                fetched.setdefault(entry["id"], entry)
-    return fetched
+    def modified_of(self, entry: dict[str, Any]) -> Any:
+        attributes = entry.get("attributes")
+        return attributes.get("last_modified") if isinstance(attributes, dict) else None
 
 
 def _page_warnings(page: dict[str, Any]) -> list[str]:

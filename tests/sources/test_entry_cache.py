@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from matscreen.tasks.sources.entry_cache import EntryCache
+import pytest
+
+from matscreen.tasks.sources.entry_cache import EntryCache, read_incrementally
 from matscreen.tasks.sources.records import RefreshCounts
 
 QUERY = {"endpoint": "http://example.org", "filter": 'elements HAS "O"'}
@@ -59,3 +62,66 @@ def test_an_entry_that_does_not_match_its_hash_is_ignored(tmp_path: Path) -> Non
     cache.path.write_text(json.dumps(content))
 
     assert set(EntryCache.open(tmp_path, "test", QUERY).entries) == {"a"}
+
+
+class _Provider:
+    """An in-memory query: full documents by id, counting what was asked of it."""
+
+    source = "test"
+
+    def __init__(self, documents: dict[str, dict[str, Any]]) -> None:
+        self.documents = documents
+        self.asked: list[str] = []
+
+    def everything(self) -> list[dict[str, Any]]:
+        self.asked.append("everything")
+        return list(self.documents.values())
+
+    def listing(self) -> list[dict[str, Any]]:
+        self.asked.append("listing")
+        return [{"id": d.get("id"), "date": d.get("date")} for d in self.documents.values()]
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        self.asked.append("fetch " + ",".join(ids))
+        return {d["id"]: d for d in self.documents.values() if d["id"] in ids}
+
+    def id_of(self, entry: dict[str, Any]) -> str | None:
+        return entry.get("id") or None
+
+    def modified_of(self, entry: dict[str, Any]) -> Any:
+        return entry.get("date")
+
+
+def test_a_reread_fetches_only_new_and_changed_entries_in_listing_order(tmp_path: Path) -> None:
+    provider = _Provider({k: {"id": k, "date": "1", "v": 0} for k in "abc"})
+    first, changes = read_incrementally(EntryCache.open(tmp_path, "test", QUERY), provider)
+    assert [d["id"] for d in first or []] == ["a", "b", "c"]
+    assert changes == RefreshCounts(3, new=3, changed=0, unchanged=0, removed=0, fetched=3)
+
+    provider.documents["b"] = {"id": "b", "date": "2", "v": 1}
+    provider.documents["d"] = {"id": "d", "date": "1", "v": 0}
+    del provider.documents["a"]
+    again, changes = read_incrementally(EntryCache.open(tmp_path, "test", QUERY), provider)
+
+    assert provider.asked == ["everything", "listing", "fetch b,d"]
+    assert again == [provider.documents[k] for k in "bcd"]
+    assert changes == RefreshCounts(3, new=1, changed=1, unchanged=1, removed=1, fetched=2)
+
+
+def test_an_entry_without_an_id_saves_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = _Provider({"a": {"id": "a", "date": "1"}, "b": {"id": "", "date": "1"}})
+    cache = EntryCache.open(tmp_path, "test", QUERY)
+
+    entries, changes = read_incrementally(cache, provider)
+
+    assert entries == list(provider.documents.values()) and changes is None
+    assert not cache.path.exists()
+    assert "source test: the provider lists an entry without a usable id" in caplog.text
+
+    # Once entries are saved, a listing with an unusable id sends the read back to a full one.
+    del provider.documents["b"]
+    read_incrementally(cache, provider)
+    provider.documents["b"] = {"id": "", "date": "1"}
+    assert read_incrementally(EntryCache.open(tmp_path, "test", QUERY), provider) == (None, None)
