@@ -139,7 +139,7 @@ def upstream_ids(
     frontier = [start_id]
     with ordered_joins(catalog) as conn:
         while frontier:
-            kinds = dict(conn.execute(_KINDS, {"ids": frontier}).all())
+            kinds: dict[str, str] = dict(conn.execute(_KINDS, {"ids": frontier}).all())
             if predictions is not None:
                 frontier = [
                     i for i in frontier if kinds.get(i) != "prediction_set" or i in predictions
@@ -316,6 +316,6 @@ def lineage(
         if edges:
             generated_by[entity.id] = catalog.get_activity(edges[0].object_id)
     damaged = artifacts.problems_of(entities)
-    for ranking_id, exc in unreadable.items():
-        damaged[ranking_id] = f"a newer ranking, passed over: {exc}"
+    for ranking_id, problem in unreadable.items():
+        damaged[ranking_id] = f"a newer ranking, passed over: {problem}"
     return Lineage(record.name, record, ranking, row, entities, generated_by, damaged)

@@ -15,7 +15,7 @@ from matscreen.catalog import schema
 from matscreen.catalog.rules import ACTIVITY_STATUSES, in_check_sql
 
 
-def _version(cursor) -> str:  # type: ignore[no-untyped-def]
+def _version(cursor) -> str:
     cursor.execute("SELECT value FROM catalog_info WHERE key = 'schema'")
     return str(cursor.fetchone()[0])
 
@@ -34,6 +34,7 @@ def _upgrade_sqlite(engine: Engine) -> None:
     raw = engine.raw_connection()
     try:
         connection = raw.driver_connection
+        assert connection is not None  # a raw connection that is open has its driver's
         connection.isolation_level = None  # explicit transaction below
         cursor = connection.cursor()
         cursor.execute("PRAGMA foreign_keys = OFF")

@@ -14,15 +14,22 @@ from sqlalchemy import or_, select, union
 from matscreen.catalog import schema
 from matscreen.catalog.nodes import Activity, Edge, Entity, activity_from_row, entity_from_row
 from matscreen.tasks.errors import NotFoundError
+from matscreen.tasks.secrets import mask_url
 
 #: Ids per ``IN (...)`` list of a query.
 CHUNK = 500
 
 
 class CatalogReads:
-    """The read half of the catalog (needs ``self.engine``)."""
+    """The read half of the catalog (needs ``self.engine`` and ``self.url``)."""
 
     engine: Any
+    url: str
+
+    @property
+    def url_for_display(self) -> str:
+        """The catalog URL with any password masked."""
+        return mask_url(self.url)
 
     def get_entity(self, entity_id: str) -> Entity:
         """Return the entity with this id (or a unique id prefix of at least 8 characters).

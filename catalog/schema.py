@@ -188,7 +188,7 @@ def trigger_sql(dialect: str) -> list[str]:
 
 
 @event.listens_for(metadata, "after_create")
-def _create_triggers(_target: MetaData, connection: Connection, tables=(), **_: object) -> None:  # type: ignore[no-untyped-def]
+def _create_triggers(_target: MetaData, connection: Connection, tables=(), **_: object) -> None:
     """Create the triggers with the tables, once, when a catalog is created."""
     if any(table.name == "edges" for table in tables) and connection.dialect.name in (
         "sqlite",
@@ -205,7 +205,7 @@ def enable_sqlite_foreign_keys(engine: Engine, wal: bool = True) -> None:
         return
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
         if wal:

@@ -153,11 +153,6 @@ class Catalog(CatalogReads):
 
             upgrade(self.engine)
 
-    @property
-    def url_for_display(self) -> str:
-        """The catalog URL with any password masked."""
-        return mask_url(self.url)
-
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()

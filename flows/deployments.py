@@ -10,7 +10,7 @@ the command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow
 
@@ -124,7 +124,7 @@ def register_deployments(
         If ``names`` holds a deployment the file does not define.
     """
     from prefect import Flow
-    from prefect.deployments.runner import DeploymentApplyError
+    from prefect.deployments.runner import DeploymentApplyError, RunnerDeployment
     from prefect.schedules import Cron
 
     from matscreen.tasks.errors import MatscreenError, SpecError
@@ -138,12 +138,16 @@ def register_deployments(
     ensure_work_pools({d["work_pool"]["name"] for d in chosen})
     registered = {}
     for deployment in chosen:
-        source = Flow.from_source(source=str(REPOSITORY_ROOT), entrypoint=deployment["entrypoint"])
+        # Called from synchronous code, Prefect's sync-or-async methods return their result.
+        source = cast(
+            Flow[..., Any],
+            Flow.from_source(source=str(REPOSITORY_ROOT), entrypoint=deployment["entrypoint"]),
+        )
         schedules = [
             Cron(s["cron"], timezone=s.get("timezone", "UTC"))
             for s in deployment.get("schedules") or []
         ]
-        runner = source.to_deployment(
+        runner: RunnerDeployment = source.to_deployment(  # type: ignore[assignment]
             name=deployment["name"],
             description=deployment.get("description"),
             parameters=deployment.get("parameters") or {},

@@ -31,7 +31,7 @@ import signal
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def read_ahead(
     size: int,
     depth: int = 2,
     piece: int = PIECE,
-) -> Iterator[Chunk | ReadEnd]:
+) -> Generator[Chunk | ReadEnd, None, None]:
     """Read ``sources`` in a child process: every chunk of ``size`` items (records and
     failures, as :func:`~matscreen.tasks.sources.base.iter_chunks` makes them) in turn,
     and after each source's last chunk its :class:`ReadEnd`. The child sends ``piece``

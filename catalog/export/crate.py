@@ -134,7 +134,7 @@ def _build_crate(
     for model in facts.models:
         sha = model.attributes["artifact_sha256"]
         artifact = artifacts.path_for(sha)
-        properties = {
+        properties: dict[str, Any] = {
             "@type": "CreativeWork",
             "name": model.name,
             "description": (
@@ -151,7 +151,7 @@ def _build_crate(
     entities = {}
     for item in files:
         path = folder / item.name
-        properties: dict[str, Any] = {
+        properties = {
             "name": item.name,
             "description": item.description,
             "encodingFormat": item.media_type,

@@ -191,10 +191,10 @@ def gather_outputs(
             continue
         # Files that cannot be rebuilt are taken from where the run wrote them, if they
         # are still there unchanged.
-        source = Path(entry["path"]) if entry else None
-        if entry and source and source.is_file() and file_sha256(source) == entry["sha256"]:
-            data = source.read_bytes()
-            _check_secrets(data, source, secrets)
+        written = Path(entry["path"]) if entry else None
+        if entry and written and written.is_file() and file_sha256(written) == entry["sha256"]:
+            data = written.read_bytes()
+            _check_secrets(data, written, secrets)
             (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
             write_atomically(out_dir / name, data)
             files.append(CrateFile(name, media_type, _written_by(facts, name)))

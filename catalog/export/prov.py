@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,13 +118,13 @@ def to_prov_document(subgraph: RunSubgraph) -> pm.ProvDocument:
         # A software agent's attributes are the package versions it ran with.
         software = agent.kind == "software"
         kind = pm.PROV["SoftwareAgent"] if software else pm.PROV["Person"]
-        attributes = {"versions" if software else "attributes": agent.attributes}
+        attributes: dict[str, Any] = {"versions" if software else "attributes": agent.attributes}
         doc.agent(
             node_name("agent", agent.id),
-            [(pm.PROV_TYPE, kind), (pm.PROV_LABEL, agent.name)] + _pairs(attributes),
+            [(pm.PROV_TYPE, kind), (pm.PROV_LABEL, agent.name), *_pairs(attributes)],
         )
     for activity in subgraph.activities:
-        attributes: dict[str, Any] = {
+        attributes = {
             "status": activity.status,
             "host": activity.host,
             "prefect_run_id": activity.prefect_run_id,
@@ -134,8 +134,11 @@ def to_prov_document(subgraph: RunSubgraph) -> pm.ProvDocument:
         # Children share the run's software; repeat it only where it differs.
         if activity.id == subgraph.run.id or activity.software != subgraph.run.software:
             attributes["software"] = activity.software
-        pairs = [(pm.PROV_TYPE, ns[activity.kind]), (pm.PROV_LABEL, activity.name)]
-        pairs += _pairs(attributes)
+        pairs: list[tuple[Any, Any]] = [
+            (pm.PROV_TYPE, ns[activity.kind]),
+            (pm.PROV_LABEL, activity.name),
+            *_pairs(attributes),
+        ]
         if activity.parent_id:
             pairs.append((ns["partOf"], ns[f"activity:{activity.parent_id}"]))
         doc.activity(
@@ -159,7 +162,7 @@ def to_prov_document(subgraph: RunSubgraph) -> pm.ProvDocument:
         **{e: "entity" for e in subgraph.entities},
         **{a: "agent" for a in subgraph.agents},
     }
-    relations = {
+    relations: dict[str, Callable[..., Any]] = {
         "used": doc.used,
         "wasGeneratedBy": doc.wasGeneratedBy,
         "wasDerivedFrom": doc.wasDerivedFrom,
@@ -201,8 +204,10 @@ def export_prov(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ProvFiles(out_dir / "prov.json", out_dir / "prov.ttl")
-    write_atomically(paths.json, doc.serialize(format="json", indent=1).encode("utf-8"))
-    turtle = doc.serialize(format="rdf", rdf_format="turtle")
+    # Without a destination, ``serialize`` returns the text.
+    as_json = str(doc.serialize(format="json", indent=1))
+    write_atomically(paths.json, as_json.encode("utf-8"))
+    turtle = str(doc.serialize(format="rdf", rdf_format="turtle"))
     write_atomically(paths.turtle, turtle.encode("utf-8"))
     return paths
 

@@ -6,6 +6,7 @@ import functools
 import os
 import pickle
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,7 @@ def featurize_batch(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for position, (key, structure_dict) in enumerate(items):
+            row: Sequence[float] | np.ndarray
             if position in computed:
                 row = computed[position]
             else:

@@ -150,33 +150,14 @@ def _compositions(z: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def read_cells(structure_dicts: Sequence[dict[str, Any]]) -> Cells:
     """Parse the structures the array path can take; the others are left out of ``rows``."""
-    parsed: dict[int, list[tuple[Any, ...]]] = {}
-    for row, d in enumerate(structure_dicts):
-        try:
-            lattice = d["lattice"]
-            if not all(lattice.get("pbc", (True, True, True))):
-                continue
-            if not 0 < len(d["sites"]) <= MAX_SITES:
-                continue
-            parsed_sites = _site_numbers(d)
-            if parsed_sites is None:
-                continue
-            z, moments = parsed_sites
-            matrix = [[float(x) for x in vector] for vector in lattice["matrix"]]
-            frac = [[float(x) for x in site["abc"]] for site in d["sites"]]
-            if len(matrix) != 3 or any(len(v) != 3 for v in matrix + frac):
-                continue
-        except (KeyError, TypeError, AttributeError, ValueError):
-            continue  # malformed: the row-by-row path reports it
-        parsed.setdefault(len(z), []).append((row, d, z, matrix, frac, moments))
     groups = []
-    for size, cells in parsed.items():
+    for size, cells in _parse_cells(structure_dicts).items():
         matrices = np.asarray([c[3] for c in cells], dtype=np.float64)
         frac = np.asarray([c[4] for c in cells], dtype=np.float64).reshape(-1, size, 3)
-        volumes = np.abs(
+        cell_volumes = np.abs(
             np.einsum("ij,ij->i", np.cross(matrices[:, 0], matrices[:, 1]), matrices[:, 2])
         )
-        good = (volumes > 0) & np.isfinite(frac).all(axis=(1, 2)) & np.isfinite(volumes)
+        good = (cell_volumes > 0) & np.isfinite(frac).all(axis=(1, 2)) & np.isfinite(cell_volumes)
         z = np.asarray([c[2] for c in cells], dtype=np.int64)
         moments = np.asarray([c[5] for c in cells], dtype=np.int64)
         keep = np.flatnonzero(good)
@@ -185,14 +166,18 @@ def read_cells(structure_dicts: Sequence[dict[str, Any]]) -> Cells:
                 (
                     [cells[i] for i in keep],
                     matrices[keep],
-                    volumes[keep],
+                    cell_volumes[keep],
                     frac[keep],
                     z[keep],
                     moments[keep],
                 )
             )
     width = max((int(_distinct(g[4]).max()) for g in groups), default=1)
-    rows, dicts, site_z, lattices, volumes, families, elements, amounts = ([] for _ in range(8))
+    rows: list[int] = []
+    dicts: list[dict[str, Any]] = []
+    site_z: list[np.ndarray] = []
+    families: list[Any] = []
+    lattices, volumes, elements, amounts = [], [], [], []
     for cells, matrices, vols, frac, z, moments in groups:
         rows += [c[0] for c in cells]
         dicts += [c[1] for c in cells]
@@ -218,6 +203,30 @@ def read_cells(structure_dicts: Sequence[dict[str, Any]]) -> Cells:
         amounts=np.concatenate(amounts),
         families=families,
     )
+
+
+def _parse_cells(structure_dicts: Sequence[dict[str, Any]]) -> dict[int, list[tuple[Any, ...]]]:
+    """``(row, dict, site numbers, matrix, fractional coordinates, moments)`` by site count."""
+    parsed: dict[int, list[tuple[Any, ...]]] = {}
+    for row, d in enumerate(structure_dicts):
+        try:
+            lattice = d["lattice"]
+            if not all(lattice.get("pbc", (True, True, True))):
+                continue
+            if not 0 < len(d["sites"]) <= MAX_SITES:
+                continue
+            parsed_sites = _site_numbers(d)
+            if parsed_sites is None:
+                continue
+            z, moments = parsed_sites
+            matrix = [[float(x) for x in vector] for vector in lattice["matrix"]]
+            frac = [[float(x) for x in site["abc"]] for site in d["sites"]]
+            if len(matrix) != 3 or any(len(v) != 3 for v in matrix + frac):
+                continue
+        except (KeyError, TypeError, AttributeError, ValueError):
+            continue  # malformed: the row-by-row path reports it
+        parsed.setdefault(len(z), []).append((row, d, z, matrix, frac, moments))
+    return parsed
 
 
 def element_table(lookup: Callable[[Any], Any]) -> np.ndarray:

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from matscreen.tasks.errors import FeaturizationError, RecordError
 from matscreen.tasks.hashing import canonical_json
@@ -27,7 +27,7 @@ _HEADER = struct.Struct("!Q")
 STARTUP_LIMIT_S = 300.0
 
 
-def send(stream: BinaryIO, message: Any) -> None:
+def send(stream: IO[bytes], message: Any) -> None:
     """Write one length-prefixed pickled message and flush."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(body)) + body)

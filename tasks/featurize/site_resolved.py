@@ -79,7 +79,7 @@ class CoordinationElementProperty(BaseFeaturizer):
             EconNN(cutoff=self.ECON_CUTOFF) if coordination == "econ" else CrystalNN()
         )
 
-    def _site_property(self, site, prop: str) -> float:  # type: ignore[no-untyped-def]
+    def _site_property(self, site, prop: str) -> float:
         return float(
             sum(
                 occupancy * self._magpie.get_elemental_property(specie, prop)
@@ -99,7 +99,12 @@ class CoordinationElementProperty(BaseFeaturizer):
         numbers = []
         for i, site in enumerate(structure):
             try:
-                numbers.append(self._neighbours.get_cn(structure, i, use_weights=weighted))
+                # (pymatgen types use_weights as a literal True or False)
+                numbers.append(
+                    self._neighbours.get_cn(structure, i, use_weights=True)
+                    if weighted
+                    else self._neighbours.get_cn(structure, i, use_weights=False)
+                )
             except ValueError:  # EconNN takes the min() of no bond lengths
                 if weighted and not structure.get_neighbors(site, self.ECON_CUTOFF):
                     raise ValueError(
@@ -148,6 +153,7 @@ class CoordinationElementProperty(BaseFeaturizer):
         if self.coordination != "econ":
             raise ValueError("only effective coordination numbers scale")
         every = EconNN(tol=0.0, cutoff=self.ECON_CUTOFF)
+        assert isinstance(self._neighbours, EconNN)  # as the coordination is "econ"
         tol = self._neighbours.tol
         raw, settled = [], True
         for i in range(len(structure)):

@@ -193,7 +193,7 @@ class SiteRoleProperty(BaseFeaturizer):
         )
         return [float(v) for v in role_statistics(large, small, anion, values[None])[0]]
 
-    def _site_value(self, site, prop: str) -> float:  # type: ignore[no-untyped-def]
+    def _site_value(self, site, prop: str) -> float:
         """``prop`` of the site's species, weighted by their occupancies."""
         elements = _elements(site)
         value = sum(
@@ -216,7 +216,7 @@ class SiteRoleProperty(BaseFeaturizer):
         return ["matscreen"]
 
 
-def _elements(site) -> dict[Element, str]:  # type: ignore[no-untyped-def]
+def _elements(site) -> dict[Element, str]:
     """Element -> symbol of every species on a site, in the site's order.
 
     Raises

@@ -81,7 +81,7 @@ def held_out_metrics(model: SurrogateModel, record: PredictionRecord) -> dict[st
             )
     else:
         truth = y_true
-        metrics = regression_metrics(record)
+        metrics = dict(regression_metrics(record))
         if predicted.level is not None:
             metrics["coverage_by_width_quintile"] = coverage_by_width(
                 truth, predicted.lower, predicted.upper

@@ -26,7 +26,7 @@ def label_classes(spec: ModelSpec, ids: Sequence[str], y: np.ndarray) -> np.ndar
     """0/1 classes of a classifier's labels (label <= ``positive_at_most``, or the labels)."""
     if spec.positive_at_most is not None:
         return (y <= spec.positive_at_most).astype(int)
-    bad = [ids[i] for i in np.flatnonzero((y != 0) & (y != 1))]
+    bad = [ids[int(i)] for i in np.flatnonzero((y != 0) & (y != 1))]
     if bad:
         raise ModelError(
             f"{spec.target}: a classifier needs labels 0 or 1 (or positive_at_most); "
@@ -64,7 +64,7 @@ def check_training_data(
     except (TypeError, ValueError) as exc:
         bad = [i for i, v in zip(ids, y, strict=True) if not _is_number(v)]
         raise ModelError(f"{target}: labels are not numbers, e.g. {bad[:5]}") from exc
-    bad = [ids[i] for i in np.flatnonzero(~np.isfinite(values))]
+    bad = [ids[int(i)] for i in np.flatnonzero(~np.isfinite(values))]
     if bad:
         raise ModelError(
             f"{target}: {len(bad)} training labels are NaN or infinite, e.g. {bad[:5]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def _predict_block(model: SurrogateModel, x: np.ndarray) -> dict[str, np.ndarray
     else:
         parts["point"], parts["probability"], _ = model_outputs(model.kind, estimator, x)
     if model.kind != "classifier" and model.clip_min is not None:
-        parts["point"] = np.maximum(parts["point"], model.clip_min)
+        parts["point"] = np.maximum(cast(np.ndarray, parts["point"]), model.clip_min)
     for name, fitted in (
         ("difficulty", model.difficulty_model()),
         ("gap_difficulty", model.conditional_difficulty_model()),

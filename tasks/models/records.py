@@ -80,11 +80,11 @@ def record_from_table(
         lower=column("lower"),
         upper=column("upper"),
         probability=column("probability"),
-        level=scalars.get("level"),  # type: ignore[arg-type]
+        level=scalars.get("level"),
         gap_pred=column("gap_pred"),
         gap_lower=column("gap_lower"),
         gap_upper=column("gap_upper"),
-        metal_value=scalars.get("metal_value"),  # type: ignore[arg-type]
+        metal_value=scalars.get("metal_value"),
         domain_distance=column("domain_distance"),
         in_domain=None if in_domain is None else [v == 1.0 for v in in_domain],
     )

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from matscreen.tasks.errors import ModelError
 from matscreen.tasks.sources.records import SourceSnapshot
@@ -339,7 +339,10 @@ def _build_entry(raw: Any, where: str) -> Any:
     from pymatgen.analysis.phase_diagram import PDEntry
     from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
-    classes = {"ComputedEntry": ComputedEntry, "ComputedStructureEntry": ComputedStructureEntry}
+    classes: dict[str, Any] = {
+        "ComputedEntry": ComputedEntry,
+        "ComputedStructureEntry": ComputedStructureEntry,
+    }
     classes["PDEntry"] = PDEntry
     name = raw.get("@class") if isinstance(raw, dict) else None
     if name not in classes:
@@ -369,7 +372,7 @@ def _symbols(item: str) -> tuple[str, ...]:
     return tuple(sorted(str(el) for el in composition.elements))
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

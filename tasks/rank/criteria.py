@@ -8,6 +8,7 @@ margin is its smallest margin over all criteria: it meets the campaign exactly w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -137,7 +138,7 @@ def criterion_margin(values: np.ndarray, criterion: CriterionSpec) -> np.ndarray
 
 
 def meeting_criteria(
-    table: pd.DataFrame, criteria: list[CriterionSpec | dict[str, Any]], ranking: str
+    table: pd.DataFrame, criteria: Sequence[CriterionSpec | dict[str, Any]], ranking: str
 ) -> pd.DataFrame:
     """The rows of a stored ranking's table whose predictions meet ``criteria``, by rank.
 
@@ -230,7 +231,7 @@ def screening_summary(
     criteria: list[CriterionSpec],
     shortlist_size: int,
     shortlist_ids: list[str] | None = None,
-) -> dict[str, int | float | None]:
+) -> dict[str, Any]:
     """Compare a ranking with the reported (true) values of the held-out candidates.
 
     Parameters

@@ -66,7 +66,7 @@ def true_hits(
             raise RankingError(f"validation: no true values of {prop!r}")
         known = reported[prop]
         values[prop] = np.array(
-            [np.nan if known.get(i) is None else float(known[i]) for i in ids], dtype=float
+            [np.nan if (v := known.get(i)) is None else float(v) for i in ids], dtype=float
         )
     labelled = np.ones(len(ids), dtype=bool)
     for array in values.values():
@@ -135,7 +135,7 @@ def screening_validation(
                 "hits": hits,
                 "recall": hits / n_hits if n_hits else None,
                 "precision": hits / k if k else None,
-                "enrichment": (hits / k) / hit_rate if k and n_hits else None,
+                "enrichment": (hits / k) / hit_rate if k and hit_rate else None,
             }
         )
     return {

@@ -122,7 +122,7 @@ def read_structure(candidate_id: str, value: Any) -> Structure:
         raise RecordError(f"candidate {candidate_id}: not a pymatgen structure dict")
     else:
         try:
-            structure = Structure.from_dict(value)
+            structure = Structure.from_dict(dict(value))
         # A malformed dict fails deep inside pymatgen with any of these.
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise RecordError(

@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pymatgen.core import Structure
 
@@ -34,7 +34,7 @@ from matscreen.tasks.sources.records import (
     StructureRecord,
 )
 
-Item = StructureRecord | RecordFailure
+Item: TypeAlias = StructureRecord | RecordFailure
 
 #: source kind -> "module:function" of its reader, imported on first use so that reading
 #: local files never imports mp-api or the OPTIMADE package.
@@ -310,7 +310,10 @@ def read_source(
     records: list[StructureRecord] = []
     failures: list[RecordFailure] = []
     for item in read:
-        (records if isinstance(item, StructureRecord) else failures).append(item)
+        if isinstance(item, StructureRecord):
+            records.append(item)
+        else:
+            failures.append(item)
         if progress is not None:
             progress(item)
     return IngestResult(
@@ -326,7 +329,10 @@ def iter_chunks(
     records: list[StructureRecord] = []
     failures: list[RecordFailure] = []
     for item in read:
-        (records if isinstance(item, StructureRecord) else failures).append(item)
+        if isinstance(item, StructureRecord):
+            records.append(item)
+        else:
+            failures.append(item)
         if len(records) + len(failures) >= size:
             yield records, failures
             records, failures = [], []

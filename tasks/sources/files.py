@@ -143,7 +143,7 @@ def _structure_from_dict(value: Any, where: str) -> Structure:
     if not isinstance(value, Mapping) or "lattice" not in value or "sites" not in value:
         raise RecordError(f"{where}: not a pymatgen structure dict")
     try:
-        return Structure.from_dict(value)
+        return Structure.from_dict(dict(value))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise RecordError(
             f"{where}: unreadable structure dict ({type(exc).__name__}: {exc})"

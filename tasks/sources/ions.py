@@ -38,7 +38,8 @@ def icsd_occurrence() -> dict[tuple[str, int], int]:
     table: dict[tuple[str, int], int] = {}
     for name, count in occurrence.items():
         species = Species.from_str(name)
-        table[(species.symbol, int(species.oxi_state))] = int(count)
+        if species.oxi_state is not None:
+            table[(species.symbol, int(species.oxi_state))] = int(count)
     return table
 
 

@@ -143,6 +143,9 @@ sleep: Callable[[float], None] = time.sleep
 #: parse (orjson's error is a ValueError), a JSON answer without the expected keys.
 _REQUEST_ERRORS: tuple[type[BaseException], ...] = (requests.RequestException, ValueError, KeyError)
 
+#: What a call of the client may raise that :meth:`_transient` judges.
+_CALL_ERRORS: tuple[type[BaseException], ...] = (MPRestError, *_REQUEST_ERRORS)
+
 
 def iter_mp(spec: MPSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Item]:
     """Read the summary documents a spec selects into structure records, page by page.
@@ -436,7 +439,7 @@ class SummaryClient:
             self._last = None
             try:
                 return call()
-            except (MPRestError, *_REQUEST_ERRORS) as exc:
+            except _CALL_ERRORS as exc:
                 retry_after, problem = self._transient(exc, where)
                 raise Transient(problem, retry_after) from exc
 

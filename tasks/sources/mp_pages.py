@@ -99,7 +99,7 @@ def pages(
             page = client.fetch_page(criteria, fields, skip=index * size, limit=size)
             if store is not None:
                 store.save(index, page)
-        else:
+        elif store is not None:
             log.info("source %s: page %d read from %s", client.spec.name, index, store.folder)
         documents = page["documents"]
         yield documents

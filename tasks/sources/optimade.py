@@ -131,10 +131,10 @@ def describe_database(info: Any, url: str, source: str) -> tuple[str, str]:
         raise SourceError(
             f"source {source}: {redact(url)} did not answer an OPTIMADE info response (no 'data')"
         )
-    meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
+    meta: dict[str, Any] = info["meta"] if isinstance(info.get("meta"), dict) else {}
     attributes = info["data"].get("attributes") or {}
     api_version = attributes.get("api_version") or meta.get("api_version") or "unknown"
-    provider = meta.get("provider") if isinstance(meta.get("provider"), dict) else {}
+    provider: dict[str, Any] = meta["provider"] if isinstance(meta.get("provider"), dict) else {}
     prefix = str(provider.get("prefix") or "")
     described = prefix or "unknown provider"
     database = meta.get("database")

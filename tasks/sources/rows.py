@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 from pymatgen.core import Structure
@@ -186,7 +186,9 @@ UNREADABLE = (OSError, EOFError, zlib.error)
 
 def open_bytes(path: Path) -> IO[bytes]:
     """Open a file for reading bytes, gunzipped when its name ends in ``.gz``."""
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    if path.name.lower().endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
 
 
 @contextmanager

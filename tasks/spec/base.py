@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def located(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> ValidationError:
+def located(
+    title: str, problems: Sequence[tuple[tuple[str | int, ...], str, Any]]
+) -> ValidationError:
     """Errors at key paths below the model being validated, as pydantic reports its own
     (so that a message names ``models.0.params.n_estimators``, not ``models.0``)."""
     return ValidationError.from_exception_data(

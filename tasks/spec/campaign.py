@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def _substitute(value: Any, variables: dict[str, str], where: str) -> Any:
     return value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     # A tagged union puts the tag (``sources.0.mp.…``) in the path; the user wrote none.
     loc = error["loc"]
     parts = [
