@@ -10,23 +10,22 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.utilities.annotations import opaque
 
-from matscreen.catalog import ArtifactStore, Catalog
+from matscreen.catalog import Catalog
 from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.prediction_recorder import PredictionRecorder
-from matscreen.catalog.queries import changes_since_previous, models_trained_as
+from matscreen.catalog.queries import changes_since_previous
 from matscreen.flows.artifacts import publish_artifacts
 from matscreen.flows.candidates import CandidateScreen, record_loader
-from matscreen.flows.featurize import featurize_and_record, model_featurization
+from matscreen.flows.fitting import fit_models, split_and_featurize
 from matscreen.flows.heap import rare_collections
 from matscreen.flows.ingest import ingest_and_record
 from matscreen.flows.placement import HullPlacement, place_on_hull
 from matscreen.flows.runtime import interruptions, run_recorder
 from matscreen.flows.settings import Settings
-from matscreen.tasks.dataset import candidate_arrays, labels_of, training_arrays
+from matscreen.tasks.dataset import labels_of
 from matscreen.tasks.featurize import describe, featurization_config
-from matscreen.tasks.models.evaluation import FittedSurrogate, reusable_model, training_fingerprint
+from matscreen.tasks.models.evaluation import FittedSurrogate
 from matscreen.tasks.pools import assign_pools
 from matscreen.tasks.rank import (
     screening_summary,
@@ -55,13 +54,7 @@ from matscreen.tasks.screen import (
 from matscreen.tasks.sources.dedup import Deduplicator
 from matscreen.tasks.sources.records import IngestResult
 from matscreen.tasks.spec import HULL_PROPERTY, load_spec, with_suggestions
-from matscreen.tasks.split import record_groups
-from matscreen.tasks.steps import (
-    choose_split_task,
-    evaluate_model_task,
-    fit_surrogate_task,
-    rank_candidates_task,
-)
+from matscreen.tasks.steps import rank_candidates_task
 
 #: Shortlisted candidates whose unit cells the report pictures.
 PICTURED = 8
@@ -132,43 +125,40 @@ def screen_candidates(
                 recorder.exclusions(pools.excluded, sorted_pools.run, record_ids)
                 if not streamed:
                     pools.check_candidates()
-            training = pools.training
-
-            with timer.step("split"):
-                groups = record_groups(training, spec.split.method)
-                split = choose_split_task(
-                    opaque([r.id for r in training]), spec.split, opaque(groups)
-                )
-                split_id = recorder.split(split.value, split.run, ingested.snapshot_ids)
-            train_ids, test_ids = split.value.train_ids, split.value.test_ids
-
             # A record of a 'both' source is in both pools: featurized once.
-            records = list({r.id: r for r in training + pools.candidates}.values())
+            records = list({r.id: r for r in pools.training + pools.candidates}.values())
             by_id = {r.id: r for r in records}
             seen.loader = record_loader(by_id, record_ids, catalog)
-            with timer.step("featurize"):
-                table, features_id, _ = featurize_and_record(
-                    records, featurization, settings, recorder, record_ids
-                )
+            prepared = split_and_featurize(
+                pools.training,
+                records,
+                spec.split,
+                featurization,
+                settings,
+                recorder,
+                record_ids,
+                ingested.snapshot_ids,
+                timer,
+            )
+            table, features_id = prepared.table, prepared.features_id
+            train_ids = prepared.split.train_ids
             if not streamed:
                 pools.check_candidates(set(table.frame.index))
             columns = list(table.frame.columns)
             labels = {t: labels_of(records, t) for t in targets}
 
             with timer.step("train"):
-                fitted, stored, reused = _train(
-                    spec,
+                trained = fit_models(
+                    spec.models,
+                    prepared,
+                    labels,
+                    spec.split.seed,
+                    featurization,
                     catalog,
                     artifacts,
                     recorder,
-                    table,
-                    labels,
-                    train_ids,
-                    test_ids,
-                    groups,
-                    split_id,
-                    features_id,
                 )
+            fitted, stored, reused = trained.models, trained.stored, trained.reused
             metrics = {t: f.evaluation.metrics for t, f in fitted.items()}
             held_out = {t: f.record for t, f in fitted.items()}
             model_ids = {t: model_id for t, (model_id, _) in zip(fitted, stored, strict=True)}
@@ -264,7 +254,7 @@ def screen_candidates(
                 counts = run_counts(
                     ingested.results,
                     table,
-                    split.value,
+                    prepared.split,
                     ranked.value,
                     pools,
                     screen_table.failures,
@@ -350,79 +340,6 @@ def _step_run(name: str) -> RunInfo:
     """A run record for a step the flow itself performs (no task of its own)."""
     now = utc_now()
     return RunInfo(name, now, now, socket.gethostname(), os.getpid(), None)
-
-
-def _train(
-    spec: Any,
-    catalog: Catalog,
-    artifacts: ArtifactStore,
-    recorder: PredictionRecorder,
-    table: Any,
-    labels: dict[str, dict[str, float | None]],
-    train_ids: list[str],
-    test_ids: list[str],
-    groups: dict[str, str] | None,
-    split_id: str,
-    features_id: str,
-) -> tuple[dict[str, FittedSurrogate], list[tuple[str, str]], dict[str, str]]:
-    """Fit (or reuse) every model on the training part, score it on the held-out part.
-
-    Returns
-    -------
-    (fitted by target, (model id, held-out prediction id) per model, reused model ids)
-    """
-    columns = list(table.frame.columns)
-    saved_featurization = model_featurization(spec.featurization)
-    futures, fingerprints, reused = [], {}, {}
-    for model in spec.models:
-        train = training_arrays(table.frame, labels[model.target], train_ids)
-        test = candidate_arrays(table.frame, labels[model.target], test_ids)
-        train_groups = [groups[i] for i in train[0]] if groups else None
-        fingerprint = training_fingerprint(
-            model, columns, train, spec.split.seed, train_groups, saved_featurization
-        )
-        fingerprints[model.target] = fingerprint
-        earlier = reusable_model(models_trained_as(catalog, fingerprint), artifacts.get_bytes)
-        if earlier is not None:
-            # The same training set, spec and software: the stored fit is reused.
-            reused[model.target] = earlier[0]
-            futures.append(
-                evaluate_model_task.submit(
-                    opaque(earlier[1]),
-                    opaque(columns),
-                    opaque(train),
-                    opaque(test),
-                    spec.split.seed,
-                )
-            )
-            continue
-        futures.append(
-            fit_surrogate_task.submit(
-                model,
-                opaque(columns),
-                opaque(train),
-                opaque(test),
-                spec.split.seed,
-                opaque(train_groups),
-                saved_featurization,
-            )
-        )
-    fits = [future.result() for future in futures]
-    fitted = {f.value.model.target: f.value for f in fits}
-    stored = [
-        recorder.model(
-            f.value.model,
-            f.value.record,
-            f.value.evaluation.metrics,
-            f.run,
-            split_id,
-            features_id,
-            fingerprints[f.value.model.target],
-            reused=f.value.model.target in reused,
-        )
-        for f in fits
-    ]
-    return fitted, stored, reused
 
 
 def _hull_placement(

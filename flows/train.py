@@ -3,7 +3,9 @@
 ``matscreen train --input FILE --target COLUMN [--preset NAME] [--out DIR]`` reads the
 structures and labels, chooses the held-out rows, featurizes (through the feature store),
 fits with cross-validation and conformal calibration on the training rows, scores the
-held-out rows next to the baselines and writes the model folder:
+held-out rows next to the baselines and writes the model folder. Those steps are the
+campaign's own (:mod:`matscreen.flows.fitting`): a model of the same training rows, spec and
+software as one in the catalog is reused and scored again, not fitted again.
 
 ===================  =======================================================
 ``model.json``       the model: estimator (xgboost JSON or skops), feature
@@ -138,17 +140,10 @@ def train_model(
 
     from matscreen.catalog import Catalog
     from matscreen.catalog.prediction_recorder import PredictionRecorder
-    from matscreen.flows.featurize import featurize_and_record, model_featurization
+    from matscreen.flows.fitting import fit_models, split_and_featurize
     from matscreen.flows.runtime import run_recorder
-    from matscreen.tasks.dataset import (
-        candidate_arrays,
-        labels_of,
-        training_arrays,
-    )
+    from matscreen.tasks.dataset import labels_of
     from matscreen.tasks.featurize import featurization_config
-    from matscreen.tasks.models.evaluation import fit_and_evaluate
-    from matscreen.tasks.runinfo import traced
-    from matscreen.tasks.split import choose_split, record_groups
 
     settings = Settings()
     spec = ModelSpec.model_validate(model)
@@ -169,35 +164,33 @@ def train_model(
                 raise InputError(
                     f"{path}: {len(failures)} rows cannot be used for training: {shown}"
                 )
-            groups = record_groups(records, split_spec.method)
-            chosen = traced(choose_split)([r.id for r in records], split_spec, groups)
-            split_id = recorder.split(chosen.value, chosen.run, snapshots)
-            table, features_id, reused = featurize_and_record(
-                records, featurization_spec, settings, recorder, record_ids
+            prepared = split_and_featurize(
+                records,
+                records,
+                split_spec,
+                featurization_spec,
+                settings,
+                recorder,
+                record_ids,
+                snapshots,
             )
-            columns = list(table.frame.columns)
             labels = labels_of(records, spec.target)
-            train = training_arrays(table.frame, labels, chosen.value.train_ids)
-            test = candidate_arrays(table.frame, labels, chosen.value.test_ids)
-            train_groups = [groups[i] for i in train[0]] if groups else None
-            fitted = traced(fit_and_evaluate)(
-                spec,
-                columns,
-                train,
-                test,
+            fitted = fit_models(
+                [spec],
+                prepared,
+                {spec.target: labels},
                 split_spec.seed,
-                train_groups,
-                model_featurization(featurization_spec),
+                featurization_spec,
+                catalog,
+                recorder.artifacts,
+                recorder,
                 dask_address,
             )
-            trained, record, evaluation = (
-                fitted.value.model,
-                fitted.value.record,
-                fitted.value.evaluation,
-            )
-            model_id, prediction_id = recorder.model(
-                trained, record, evaluation.metrics, fitted.run, split_id, features_id
-            )
+            trained = fitted.models[spec.target].model
+            evaluation = fitted.models[spec.target].evaluation
+            [(model_id, prediction_id)] = fitted.stored
+            train, test = prepared.arrays(labels)
+            columns = list(prepared.table.frame.columns)
             document = {
                 "run_id": recorder.run_id,
                 "target": spec.target,
@@ -210,18 +203,20 @@ def train_model(
                     "test_fraction": split_spec.test_fraction,
                     "n_train": len(train[0]),
                     "n_test": len(test[0]),
-                    "n_groups": chosen.value.n_groups,
+                    "n_groups": prepared.split.n_groups,
                 },
                 "held_out": evaluation.metrics,
                 "baselines": evaluation.baselines,
                 "cross_validation": trained.cv_metrics,
                 "search": trained.search,
+                # The catalog model this one is, when an identical earlier fit was reused.
+                "reused_from": fitted.reused.get(spec.target),
                 "featurization": {
                     "preset": featurization_spec.preset,
                     "chosen_because": featurization_spec.chosen_because,
                     "n_features": len(columns),
-                    "structures_from_store": reused,
-                    "failures": len(table.failures),
+                    "structures_from_store": prepared.from_store,
+                    "failures": len(prepared.table.failures),
                 },
             }
             files = _write_model_folder(out, trained, evaluation, document, path, len(records))

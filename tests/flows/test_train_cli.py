@@ -209,6 +209,22 @@ def test_train_then_predict_on_real_perovskites(
     )
     assert list(pd.read_csv(heat_predictions).columns) == ["id", "prediction", "lower", "upper"]
 
+    # The same rows, spec and software again: the stored model is reused and scored again,
+    # not fitted again (the campaign's training step).
+    again = tmp_path / "heat-again"
+    argv_again = ["train", "--input", str(train), "--target", "heat_ref", "--out", str(again)]
+    assert run_cli([*argv_again, "--param", "n_estimators=40", "--folds", "3"]) == 0
+    assert (again / "model.json").read_bytes() == (heat / "model.json").read_bytes()
+    first_model, second_model = (
+        json.loads((folder / "provenance.json").read_text())["model_id"] for folder in (heat, again)
+    )
+    assert second_model == first_model
+    first_metrics, second_metrics = (
+        json.loads((folder / "metrics.json").read_text()) for folder in (heat, again)
+    )
+    assert second_metrics["held_out"] == first_metrics["held_out"]
+    assert first_metrics["reused_from"] is None and second_metrics["reused_from"] == first_model
+
     # With elemental references the formation energies also become hull distances, against
     # the references and the model's training phases.
     references = data_dir / "materials_project" / "elemental_reference_entries.json.gz"
@@ -259,6 +275,11 @@ def test_train_then_predict_on_real_perovskites(
         from_model = [e.subject_id for e in derived]
         kinds = sorted(e.kind for e in catalog.get_entities(from_model))
         assert kinds == ["prediction_set", "prediction_set"]
+        second_run = json.loads((again / "provenance.json").read_text())["run_id"]
+        steps = [a for a in catalog.activities(parent_id=second_run) if "target" in a.parameters]
+        assert [(a.name, a.parameters["reused_model"]) for a in steps] == [
+            ("evaluate_fitted", True)
+        ]
 
     # A model whose feature labels were altered is refused with a clear message.
     document = json.loads((out / "model.json").read_text())
