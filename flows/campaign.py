@@ -209,6 +209,11 @@ def screen_candidates(
                         screen_table.frame, criteria, spec.ranking, screen_table.levels or None
                     )
                 )
+                if screened is not None:
+                    # Every candidate's row is in the ranking now: the screen's table, as
+                    # large, is let go (its failures are kept).
+                    screen_table = replace(screen_table, frame=screen_table.frame.iloc[:0])
+                    screened.table = screen_table
                 shortlist = shortlist_within(
                     ranked.value,
                     spec.shortlist_size,

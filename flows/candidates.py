@@ -423,7 +423,9 @@ class CandidateScreen:
         with self.timer.step("stability"):
             self._place_pending()
         frames = [f for f in self._frames if not f.empty]
+        self._frames = []  # the one table made of them replaces them
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        del frames
         self.result.table = PoolTable(frame, self.result.table.levels, self.result.table.failures)
         if frame.empty:
             counts = self.result.counts
