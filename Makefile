@@ -1,5 +1,5 @@
 # Set-up and entry points. `make demo` and `make test` each create the virtual environment
-# and install matscreen into it first (only Python 3.11 and pip are needed).
+# and install matscreen into it first (only Python 3.11 or newer and pip are needed).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
