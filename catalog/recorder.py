@@ -296,16 +296,13 @@ class CampaignRecorder:
         features_id: str,
         training_fingerprint: str | None = None,
         reused: bool = False,
-        held_out_scores: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Record one fitted model with its training set and held-out predictions.
 
         ``training_fingerprint`` (see
         :func:`~matscreen.tasks.models.evaluation.training_fingerprint`) is kept with the
         model so that a later run with the same training set can find it; ``reused`` marks
-        a step that took the stored model instead of fitting it again. ``held_out_scores``
-        (:func:`~matscreen.tasks.models.evaluation.held_out_scores`) are kept with the model
-        too, for a later reuse on the same held-out rows.
+        a step that took the stored model instead of fitting it again.
 
         Returns
         -------
@@ -321,11 +318,7 @@ class CampaignRecorder:
                 "label_mean": trained.train_label_mean,
             },
         )
-        extra: dict[str, Any] = {}
-        if training_fingerprint:
-            extra["training_fingerprint"] = training_fingerprint
-        if held_out_scores is not None:
-            extra["held_out_scores"] = held_out_scores
+        extra = {"training_fingerprint": training_fingerprint} if training_fingerprint else {}
         model = self._model_entity(trained, clip_min=trained.clip_min, metrics=metrics, **extra)
         prediction_sha = self._store_frame(per_row_frame(predictions))
         prediction_set = Entity.new(

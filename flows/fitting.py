@@ -19,16 +19,9 @@ from prefect.utilities.annotations import opaque
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.queries import models_trained_as
 from matscreen.flows.featurize import featurize_and_record, model_featurization
-from matscreen.flows.runtime import git_commit
 from matscreen.tasks.dataset import candidate_arrays, training_arrays
 from matscreen.tasks.featurize.batch import FeatureTable
-from matscreen.tasks.models.evaluation import (
-    FittedSurrogate,
-    held_out_key,
-    held_out_scores,
-    reusable_model,
-    training_fingerprint,
-)
+from matscreen.tasks.models.evaluation import FittedSurrogate, reusable_model, training_fingerprint
 from matscreen.tasks.runinfo import StepTimer
 from matscreen.tasks.sources.records import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec, ModelSpec, SplitSpec
@@ -145,10 +138,7 @@ def fit_models(
     """Fit (or reuse) every model on the training part and score it on the held-out part.
 
     A model whose training fingerprint (features, training rows, spec, seed, software)
-    matches a stored model with an intact artifact is reused and only scored again: its
-    held-out predictions and metrics are computed anew, its baselines, permutation
-    importance and calibration curve are taken from the stored model when they were
-    computed on the same held-out rows by the same checkout (git commit).
+    matches a stored model with an intact artifact is reused and only scored again.
 
     Parameters
     ----------
@@ -167,11 +157,9 @@ def fit_models(
         If too few rows featurize, or a fit fails.
     """
     columns = list(prepared.table.frame.columns)
-    commit = git_commit()
     saved_featurization = model_featurization(featurization)
     pending: list[PrefectFuture[Any] | Any] = []
     fingerprints: dict[str, str] = {}
-    keys: dict[str, str] = {}
     reused: dict[str, str] = {}
     for model in models:
         train, test = prepared.arrays(labels[model.target])
@@ -181,17 +169,12 @@ def fit_models(
             model, columns, train, seed, train_groups, saved_featurization
         )
         fingerprints[model.target] = fingerprint
-        keys[model.target] = held_out_key(test, seed, commit)
         earlier = reusable_model(models_trained_as(catalog, fingerprint), artifacts.get_bytes)
         arrays = (opaque(columns), opaque(train), opaque(test), seed)
         if earlier is not None:
             # The same training set, spec and software: the stored fit is reused.
             reused[model.target] = earlier[0]
-            stored = catalog.get_entity(earlier[0]).attributes.get("held_out_scores")
-            scores = stored if stored and stored.get("key") == keys[model.target] else None
-            pending.append(
-                evaluate_model_task.submit(opaque(earlier[1]), *arrays, scores=opaque(scores))
-            )
+            pending.append(evaluate_model_task.submit(opaque(earlier[1]), *arrays))
         elif dask_address:
             pending.append(
                 fit_surrogate_task(
@@ -213,7 +196,6 @@ def fit_models(
             prepared.features_id,
             fingerprints[f.value.model.target],
             reused=f.value.model.target in reused,
-            held_out_scores=held_out_scores(f.value.evaluation, keys[f.value.model.target]),
         )
         for f in fits
     ]

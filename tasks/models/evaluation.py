@@ -177,16 +177,13 @@ def evaluate(
     importance_repeats: int = 5,
     baseline_trees: int = 300,
     n_jobs: int = 1,
-    scores: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Predict the held-out rows and score them, the baselines and feature importance.
 
     Every held-out row is predicted; metrics, baselines and importance use the rows with a
     finite label (a candidate pool may hold structures nobody has computed yet). The
     baselines are fitted on the same training rows (all of them, also for a model
-    calibrated by ``interval: split``) and scored on the same held-out rows. ``scores``,
-    the :func:`held_out_scores` kept from an evaluation of this model on these rows, are
-    taken instead of fitting the baselines and permuting the features again.
+    calibrated by ``interval: split``) and scored on the same held-out rows.
     """
     _, x_train, y_train = train
     test_ids, x_test, y_test = test
@@ -198,16 +195,6 @@ def evaluate(
     x_known, y_known = np.asarray(x_test)[known], y_all[known]
     if not known.any():
         return Evaluation(predicted, y_all, metrics, [], [], record=record)
-    if scores is not None:
-        return Evaluation(
-            predicted,
-            y_all,
-            metrics,
-            scores["baselines"],
-            scores["importance"],
-            scores["calibration"],
-            record,
-        )
     kind = "classifier" if model.is_classifier else "regressor"
     y_fit = np.asarray(y_train, dtype=np.float64)
     y_score = y_known
@@ -317,47 +304,10 @@ def evaluate_fitted(
     test: tuple[list[str], np.ndarray, Sequence[float | None]],
     seed: int,
     importance_repeats: int = 5,
-    scores: dict[str, Any] | None = None,
 ) -> FittedSurrogate:
-    """Predict and score the held-out rows with a model trained before on ``train``
-    (``scores`` as for :func:`evaluate`)."""
-    evaluation = evaluate(model, labels, train, test, seed, importance_repeats, scores=scores)
+    """Predict and score the held-out rows with a model trained before on ``train``."""
+    evaluation = evaluate(model, labels, train, test, seed, importance_repeats)
     return FittedSurrogate(model, held_out_record(model, evaluation, len(train[0])), evaluation)
-
-
-def held_out_key(
-    test: tuple[list[str], np.ndarray, Sequence[float | None]],
-    seed: int,
-    commit: str | None,
-    importance_repeats: int = 5,
-) -> str:
-    """What a model's held-out scores depend on besides the model and its training rows:
-    the held-out rows (ids, features, labels), the seed, the repeats of permutation
-    importance and the code (``commit``: the checkout's git commit, None outside one)."""
-    ids, x, y = test
-    digest = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float64).tobytes())
-    return content_hash(
-        {
-            "ids": list(ids),
-            "features_sha256": digest.hexdigest(),
-            "labels": [kept_label(v) for v in y],
-            "seed": seed,
-            "importance_repeats": importance_repeats,
-            "commit": commit,
-        }
-    )
-
-
-def held_out_scores(evaluation: Evaluation, key: str) -> dict[str, Any]:
-    """The costly part of an evaluation (baselines, permutation importance, calibration
-    curve) as plain data, kept with the model so that a reuse on the rows ``key`` names
-    (:func:`held_out_key`) need not compute it again."""
-    return {
-        "key": key,
-        "baselines": evaluation.baselines,
-        "importance": evaluation.importance,
-        "calibration": evaluation.calibration,
-    }
 
 
 def held_out_record(

@@ -24,7 +24,6 @@ saved or fetched.
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -79,9 +78,6 @@ _PAGE_KEY = re.compile(r"\s*(\d+)\s+of\s+(\d+)\s*")
 
 #: An auid that can be quoted in a matchbook as it is (``aflow:0003b1ab0ca0d60a``).
 _AUID = re.compile(r"[A-Za-z0-9:._-]+")
-
-
-log = logging.getLogger(__name__)
 
 
 def _number(value: float) -> str:
@@ -262,7 +258,7 @@ def iter_aflow(spec: AflowSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
             identity = {"endpoint": spec.endpoint, "matchbook": matchbook}
             cache = EntryCache.open(Path(snapshot.state_dir), "aflow", identity)
             read, snapshot.changes = read_incrementally(cache, _AfluxQuery(client, spec, snapshot))
-            entries = None if read is None else enumerate(read, start=1)
+            entries = read
         if entries is None:
             entries = aflux_entries(client, spec, matchbook, size, spec.limit, snapshot)
         for row, (index, entry) in enumerate(entries, start=1):
@@ -369,7 +365,7 @@ class _AfluxQuery:
         auid = entry.get("auid")
         return auid if isinstance(auid, str) and _AUID.fullmatch(auid) else None
 
-    def modified_of(self, entry: dict[str, Any]) -> Any:
+    def modified_of(self, entry: Any) -> Any:
         return entry.get("aflowlib_date")
 
 

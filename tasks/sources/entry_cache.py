@@ -237,14 +237,14 @@ class IncrementalQuery(Protocol):
         """An entry's id; None if it has none that can be saved and asked for again."""
         ...
 
-    def modified_of(self, entry: dict[str, Any]) -> Any:
+    def modified_of(self, entry: Any) -> Any:
         """An entry's modification time as the provider wrote it, or None."""
         ...
 
 
 def read_incrementally(
     cache: EntryCache, query: IncrementalQuery
-) -> tuple[list[Any] | None, RefreshCounts | None]:
+) -> tuple[list[tuple[int, Any]] | None, RefreshCounts | None]:
     """The query's entries in listing order, fetching in full only new and changed ones.
 
     With nothing saved yet, the query is read in full, its entries being their own listing.
@@ -253,8 +253,11 @@ def read_incrementally(
     Returns
     -------
     entries
-        Every entry, in listing order (an id listed twice appears twice). None when the
-        listing holds an entry without a usable id: the caller then reads the query in full.
+        ``(position, entry)`` of every entry kept, in listing order; ``position`` is the
+        entry's place in the listing from 1 (an entry the provider dropped between the
+        listing and the fetch leaves a gap), and an id listed twice appears twice. None when
+        a saved query's listing holds an entry without a usable id: the caller then reads
+        the query in full. On a first read with such an entry, every entry as read.
     changes
         New, changed, unchanged and removed entries; None when nothing could be saved
         because an entry has no usable id.
@@ -263,7 +266,7 @@ def read_incrementally(
         entries = list(query.everything())
         listing = _listing(entries, query)
         if listing is None:
-            return entries, None
+            return list(enumerate(entries, start=1)), None
         fetched: dict[str, dict[str, Any]] = {}
         for (entry_id, _), entry in zip(listing, entries, strict=True):
             fetched.setdefault(entry_id, entry)
@@ -275,7 +278,12 @@ def read_incrementally(
     documents, changes = cache.refresh(listing, fetched, query.modified_of)
     cache.save()
     log.info("source %s: %s", query.source, changes.describe())
-    return [documents[entry_id] for entry_id, _ in listing if entry_id in documents], changes
+    kept = [
+        (position, documents[entry_id])
+        for position, (entry_id, _) in enumerate(listing, start=1)
+        if entry_id in documents
+    ]
+    return kept, changes
 
 
 def _listing(entries: Iterable[Any], query: IncrementalQuery) -> list[Listed] | None:

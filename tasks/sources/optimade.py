@@ -294,7 +294,8 @@ def iter_optimade(spec: OptimadeSourceSpec, snapshot: SnapshotBuilder) -> Iterat
             }
             cache = EntryCache.open(Path(snapshot.state_dir), "optimade", identity)
             query = _StructuresQuery(spec, pages, params)
-            entries, snapshot.changes = read_incrementally(cache, query)
+            read, snapshot.changes = read_incrementally(cache, query)
+            entries = None if read is None else [entry for _, entry in read]
         if entries is None:
             entries = itertools.islice(pages.entries(params), spec.limit)
         for row, entry in enumerate(entries, start=1):
@@ -400,7 +401,7 @@ class _StructuresQuery:
         entry_id = entry.get("id") if isinstance(entry, dict) else None
         return entry_id if isinstance(entry_id, str) and entry_id else None
 
-    def modified_of(self, entry: dict[str, Any]) -> Any:
+    def modified_of(self, entry: Any) -> Any:
         attributes = entry.get("attributes")
         return attributes.get("last_modified") if isinstance(attributes, dict) else None
 

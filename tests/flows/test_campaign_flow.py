@@ -202,8 +202,6 @@ def test_campaign_end_to_end(
         # The training sets are unchanged: the stored models are reused, not fitted again.
         models = {m.attributes["target"]: m.id for m in catalog.find_entities("model")}
         assert len(models) == 2
-        for stored in catalog.find_entities("model"):
-            assert len(stored.attributes["held_out_scores"]["key"]) == 64
         steps = [a for a in catalog.activities(parent_id=runs[1].id) if "target" in a.parameters]
         assert {a.name for a in steps} == {"evaluate_fitted"}
         assert all(a.parameters["reused_model"] for a in steps)
@@ -211,9 +209,6 @@ def test_campaign_end_to_end(
     for target, model_id in models.items():
         assert metrics2["models"][target]["reused_from"] == model_id
         assert metrics2["targets"][target] == metrics["targets"][target]
-        # Kept with the model: the held-out rows are the same, so they are not computed again.
-        for kept in ("baselines", "importance", "calibration"):
-            assert metrics2["models"][target][kept] == metrics["models"][target][kept]
     # What changed since the first run: nothing.
     changes = metrics2["changes"]
     assert changes["previous_run"] == metrics["run_id"] and metrics["changes"] is None

@@ -95,7 +95,7 @@ class _Provider:
 def test_a_reread_fetches_only_new_and_changed_entries_in_listing_order(tmp_path: Path) -> None:
     provider = _Provider({k: {"id": k, "date": "1", "v": 0} for k in "abc"})
     first, changes = read_incrementally(EntryCache.open(tmp_path, "test", QUERY), provider)
-    assert [d["id"] for d in first or []] == ["a", "b", "c"]
+    assert [(n, d["id"]) for n, d in first or []] == [(1, "a"), (2, "b"), (3, "c")]
     assert changes == RefreshCounts(3, new=3, changed=0, unchanged=0, removed=0, fetched=3)
 
     provider.documents["b"] = {"id": "b", "date": "2", "v": 1}
@@ -104,8 +104,14 @@ def test_a_reread_fetches_only_new_and_changed_entries_in_listing_order(tmp_path
     again, changes = read_incrementally(EntryCache.open(tmp_path, "test", QUERY), provider)
 
     assert provider.asked == ["everything", "listing", "fetch b,d"]
-    assert again == [provider.documents[k] for k in "bcd"]
+    assert again == [(n, provider.documents[k]) for n, k in enumerate("bcd", start=1)]
     assert changes == RefreshCounts(3, new=1, changed=1, unchanged=1, removed=1, fetched=2)
+
+    # An entry listed but gone by the time it is fetched leaves a gap in the positions.
+    provider.documents = {"e": {"id": "e", "date": "1"}, **provider.documents}
+    provider.fetch = lambda ids: {}  # type: ignore[method-assign]
+    third, _ = read_incrementally(EntryCache.open(tmp_path, "test", QUERY), provider)
+    assert [(n, d["id"]) for n, d in third or []] == [(2, "b"), (3, "c"), (4, "d")]
 
 
 def test_an_entry_without_an_id_saves_nothing(
@@ -116,7 +122,7 @@ def test_an_entry_without_an_id_saves_nothing(
 
     entries, changes = read_incrementally(cache, provider)
 
-    assert entries == list(provider.documents.values()) and changes is None
+    assert entries == list(enumerate(provider.documents.values(), start=1)) and changes is None
     assert not cache.path.exists()
     assert "source test: the provider lists an entry without a usable id" in caplog.text
 

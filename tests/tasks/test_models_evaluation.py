@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from matscreen.tasks.models import evaluation as evaluation_module
 from matscreen.tasks.models.baselines import magpie_columns, magpie_rf_baseline
-from matscreen.tasks.models.evaluation import evaluate, held_out_key, held_out_scores
+from matscreen.tasks.models.evaluation import evaluate
 from matscreen.tasks.models.interpret import model_card, parity_plot, residual_plot
 from matscreen.tasks.models.metrics import classification_metrics
 from matscreen.tasks.models.training import train_surrogate
@@ -73,42 +72,6 @@ def test_evaluation_scores_model_and_baselines_on_the_same_rows() -> None:
     # Permutation importance finds the two informative columns first.
     assert {r["feature"] for r in result.importance[:2]} == {LABELS[0], "density"}
     assert result.importance[0]["importance"] > 10 * abs(result.importance[-1]["importance"])
-
-
-def test_a_reused_model_takes_its_kept_scores_on_the_same_held_out_rows(monkeypatch) -> None:
-    train, test = _data(300, seed=1), _data(120, seed=2)
-    spec = ModelSpec(target="y", params={"n_estimators": 60, "max_depth": 3})
-    model = train_surrogate(spec, LABELS, train, 0)
-    first = evaluate(model, LABELS, train, test, seed=0, importance_repeats=2, baseline_trees=20)
-    key = held_out_key(test, 0, "abc")
-    kept = held_out_scores(first, key)
-
-    def refit(*args, **kwargs):
-        raise AssertionError("the baselines were fitted again")
-
-    monkeypatch.setattr(evaluation_module, "magpie_rf_baseline", refit)
-    monkeypatch.setattr(evaluation_module, "permutation_importance", refit)
-    again = evaluate(model, LABELS, train, test, seed=0, importance_repeats=2, scores=kept)
-    assert again.metrics == first.metrics
-    assert np.array_equal(again.predictions.prediction, first.predictions.prediction)
-    assert (again.baselines, again.importance, again.calibration) == (
-        first.baselines,
-        first.importance,
-        first.calibration,
-    )
-
-    # The key names the held-out rows, their labels, the seed and the code.
-    moved = (test[0], test[1] + 1e-9, test[2])
-    relabelled = (test[0], test[1], np.where(np.arange(120) == 0, np.nan, test[2]))
-    others = [
-        held_out_key(moved, 0, "abc"),
-        held_out_key(relabelled, 0, "abc"),
-        held_out_key((test[0][::-1], test[1], test[2]), 0, "abc"),
-        held_out_key(test, 1, "abc"),
-        held_out_key(test, 0, "abd"),
-        held_out_key(test, 0, "abc", importance_repeats=3),
-    ]
-    assert key not in others and len(set(others)) == len(others)
 
 
 def test_plots_and_card_describe_the_model() -> None:
