@@ -36,7 +36,11 @@ from pymatgen.core import Element
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.sources.aflowlib import KEYWORD, parse_aflowlib_entry
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
-from matscreen.tasks.sources.entry_cache import EntryCache, read_incrementally
+from matscreen.tasks.sources.entry_cache import (
+    EntryCache,
+    fetch_in_batches,
+    read_incrementally,
+)
 from matscreen.tasks.sources.http import JsonClient
 from matscreen.tasks.spec import AflowSourceSpec
 
@@ -257,8 +261,8 @@ def iter_aflow(spec: AflowSourceSpec, snapshot: SnapshotBuilder) -> Iterator[Ite
         if snapshot.state_dir is not None and spec.incremental:
             identity = {"endpoint": spec.endpoint, "matchbook": matchbook}
             cache = EntryCache.open(Path(snapshot.state_dir), "aflow", identity)
-            read, snapshot.changes = read_incrementally(cache, _AfluxQuery(client, spec, snapshot))
-            entries = read
+            query = _AfluxQuery(client, spec, snapshot)
+            entries, snapshot.changes = read_incrementally(cache, query)
         if entries is None:
             entries = aflux_entries(client, spec, matchbook, size, spec.limit, snapshot)
         for row, (index, entry) in enumerate(entries, start=1):
@@ -350,16 +354,13 @@ class _AfluxQuery:
 
     def fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The full entries of ``ids``, asked for in batches of the spec's keywords."""
-        fetched: dict[str, dict[str, Any]] = {}
         batch_size = min(self.size, MAX_IDS_PER_REQUEST)
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
+
+        def ask(batch: Sequence[str]) -> Iterator[dict[str, Any]]:
             matchbook = aflux_matchbook(self.spec, auids=batch)
-            asked = set(batch)
-            for _, entry in aflux_entries(self.client, self.spec, matchbook, batch_size):
-                if entry.get("auid") in asked:
-                    fetched.setdefault(entry["auid"], entry)
-        return fetched
+            return (e for _, e in aflux_entries(self.client, self.spec, matchbook, batch_size))
+
+        return fetch_in_batches(ids, batch_size, ask, self.id_of)
 
     def id_of(self, entry: dict[str, Any]) -> str | None:
         auid = entry.get("auid")

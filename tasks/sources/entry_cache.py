@@ -286,6 +286,26 @@ def read_incrementally(
     return kept, changes
 
 
+def fetch_in_batches(
+    ids: Sequence[str],
+    batch_size: int,
+    ask: Callable[[Sequence[str]], Iterable[Any]],
+    id_of: Callable[[Any], str | None],
+) -> dict[str, dict[str, Any]]:
+    """The entries of ``ids`` by id, asked for ``batch_size`` ids at a time: ``ask(batch)``
+    yields what the provider answers for a batch, of which only the entries asked for are
+    kept (the first of an id answered twice)."""
+    fetched: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
+        asked = set(batch)
+        for entry in ask(batch):
+            entry_id = id_of(entry)
+            if entry_id in asked:
+                fetched.setdefault(entry_id, entry)
+    return fetched
+
+
 def _listing(entries: Iterable[Any], query: IncrementalQuery) -> list[Listed] | None:
     """``(id, modification time)`` of every entry; None if one has no usable id."""
     listing: list[Listed] = []

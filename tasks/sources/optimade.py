@@ -39,7 +39,11 @@ from pymatgen.core import Structure
 
 from matscreen.tasks.errors import RecordError, SourceError
 from matscreen.tasks.sources.base import Item, SnapshotBuilder, failure, make_record
-from matscreen.tasks.sources.entry_cache import EntryCache, read_incrementally
+from matscreen.tasks.sources.entry_cache import (
+    EntryCache,
+    fetch_in_batches,
+    read_incrementally,
+)
 from matscreen.tasks.sources.http import JsonClient, redact
 from matscreen.tasks.spec import OptimadeSourceSpec
 
@@ -382,20 +386,13 @@ class _StructuresQuery:
 
     def fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The full entries of ``ids``, asked for in batches (``id="a" OR id="b" …``)."""
-        fetched: dict[str, dict[str, Any]] = {}
+
+        def ask(batch: Sequence[str]) -> Iterator[Any]:
+            query = {"filter": id_filter(batch), "page_limit": len(batch)}
+            return self.pages.entries({**query, "response_fields": self.params["response_fields"]})
+
         batch_size = min(self.spec.page_limit, MAX_IDS_PER_REQUEST)
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            query = {
-                "filter": id_filter(batch),
-                "page_limit": len(batch),
-                "response_fields": self.params["response_fields"],
-            }
-            asked = set(batch)
-            for entry in self.pages.entries(query):
-                if isinstance(entry, dict) and entry.get("id") in asked:
-                    fetched.setdefault(entry["id"], entry)
-        return fetched
+        return fetch_in_batches(ids, batch_size, ask, self.id_of)
 
     def id_of(self, entry: Any) -> str | None:
         entry_id = entry.get("id") if isinstance(entry, dict) else None
