@@ -15,6 +15,7 @@ from matscreen.catalog import Catalog
 from matscreen.catalog.export import write_run_crate
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.catalog.queries import changes_since_previous
+from matscreen.catalog.scores import ScoreCache
 from matscreen.flows.artifacts import publish_artifacts
 from matscreen.flows.candidates import CandidateScreen, record_loader
 from matscreen.flows.fitting import fit_models, split_and_featurize
@@ -157,6 +158,7 @@ def screen_candidates(
                     catalog,
                     artifacts,
                     recorder,
+                    ScoreCache(settings.score_dir),
                 )
             fitted, stored, reused = trained.models, trained.stored, trained.reused
             metrics = {t: f.evaluation.metrics for t, f in fitted.items()}

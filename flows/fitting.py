@@ -18,10 +18,16 @@ from prefect.utilities.annotations import opaque
 
 from matscreen.catalog import ArtifactStore, Catalog
 from matscreen.catalog.queries import models_trained_as
+from matscreen.catalog.scores import ScoreCache
 from matscreen.flows.featurize import featurize_and_record, model_featurization
 from matscreen.tasks.dataset import candidate_arrays, training_arrays
 from matscreen.tasks.featurize.batch import FeatureTable
-from matscreen.tasks.models.evaluation import FittedSurrogate, reusable_model, training_fingerprint
+from matscreen.tasks.models.evaluation import (
+    FittedSurrogate,
+    reusable_model,
+    scores_key,
+    training_fingerprint,
+)
 from matscreen.tasks.runinfo import StepTimer
 from matscreen.tasks.sources.records import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec, ModelSpec, SplitSpec
@@ -133,12 +139,15 @@ def fit_models(
     catalog: Catalog,
     artifacts: ArtifactStore,
     recorder: Any,
+    scores: ScoreCache,
     dask_address: str | None = None,
 ) -> Fitted:
     """Fit (or reuse) every model on the training part and score it on the held-out part.
 
     A model whose training fingerprint (features, training rows, spec, seed, software)
-    matches a stored model with an intact artifact is reused and only scored again.
+    matches a stored model with an intact artifact is reused and only scored again; its
+    baselines, importance and calibration curve are taken from ``scores`` when an earlier
+    run kept them for the same model, rows and scoring code. Every model's are kept there.
 
     Parameters
     ----------
@@ -161,8 +170,11 @@ def fit_models(
     pending: list[PrefectFuture[Any] | Any] = []
     fingerprints: dict[str, str] = {}
     reused: dict[str, str] = {}
+    kept: dict[str, bool] = {}
+    rows: dict[str, Any] = {}
     for model in models:
         train, test = prepared.arrays(labels[model.target])
+        rows[model.target] = (train, test)
         groups = prepared.groups
         train_groups = [groups[i] for i in train[0]] if groups else None
         fingerprint = training_fingerprint(
@@ -174,7 +186,11 @@ def fit_models(
         if earlier is not None:
             # The same training set, spec and software: the stored fit is reused.
             reused[model.target] = earlier[0]
-            pending.append(evaluate_model_task.submit(opaque(earlier[1]), *arrays))
+            taken = scores.get(scores_key(earlier[0], columns, train, test, seed))
+            kept[model.target] = taken is not None
+            pending.append(
+                evaluate_model_task.submit(opaque(earlier[1]), *arrays, scores=opaque(taken))
+            )
         elif dask_address:
             pending.append(
                 fit_surrogate_task(
@@ -196,7 +212,13 @@ def fit_models(
             prepared.features_id,
             fingerprints[f.value.model.target],
             reused=f.value.model.target in reused,
+            scores_kept=kept.get(f.value.model.target, False),
         )
         for f in fits
     ]
+    for f, (model_id, _) in zip(fits, stored, strict=True):
+        target = f.value.model.target
+        if not kept.get(target):
+            train, test = rows[target]
+            scores.put(scores_key(model_id, columns, train, test, seed), f.value.evaluation.scores)
     return Fitted({f.value.model.target: f.value for f in fits}, stored, reused)

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         return self.home / "screens"
 
     @property
+    def score_dir(self) -> Path:
+        """Where the held-out scores of stored models are kept for the runs that reuse them."""
+        return self.home / "scores"
+
+    @property
     def feature_dir(self) -> Path:
         """Folder of the feature store (cached feature rows)."""
         return self.home / "features"

@@ -140,6 +140,7 @@ def train_model(
 
     from matscreen.catalog import Catalog
     from matscreen.catalog.prediction_recorder import PredictionRecorder
+    from matscreen.catalog.scores import ScoreCache
     from matscreen.flows.fitting import fit_models, split_and_featurize
     from matscreen.flows.runtime import run_recorder
     from matscreen.tasks.dataset import labels_of
@@ -184,6 +185,7 @@ def train_model(
                 catalog,
                 recorder.artifacts,
                 recorder,
+                ScoreCache(settings.score_dir),
                 dask_address,
             )
             trained = fitted.models[spec.target].model

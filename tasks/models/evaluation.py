@@ -7,6 +7,8 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class HeldOutScores:
+    """The costly part of scoring a model on its held-out rows: the baselines fitted on the
+    same training rows, permutation importance, and the calibration curve."""
+
+    baselines: list[dict[str, Any]]
+    importance: list[dict[str, Any]]
+    calibration: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Held-out predictions, metrics, baselines and permutation importance of a model;
     ``record`` is the prediction record the metrics were computed from."""
@@ -40,6 +52,11 @@ class Evaluation:
     importance: list[dict[str, Any]]
     calibration: list[dict[str, float]] = field(default_factory=list)
     record: PredictionRecord | None = None
+
+    @property
+    def scores(self) -> HeldOutScores:
+        """The baselines, importance and calibration curve, to keep for a re-scoring."""
+        return HeldOutScores(self.baselines, self.importance, self.calibration)
 
 
 def held_out_metrics(model: SurrogateModel, record: PredictionRecord) -> dict[str, Any]:
@@ -177,13 +194,16 @@ def evaluate(
     importance_repeats: int = 5,
     baseline_trees: int = 300,
     n_jobs: int = 1,
+    scores: HeldOutScores | None = None,
 ) -> Evaluation:
     """Predict the held-out rows and score them, the baselines and feature importance.
 
     Every held-out row is predicted; metrics, baselines and importance use the rows with a
     finite label (a candidate pool may hold structures nobody has computed yet). The
     baselines are fitted on the same training rows (all of them, also for a model
-    calibrated by ``interval: split``) and scored on the same held-out rows.
+    calibrated by ``interval: split``) and scored on the same held-out rows. ``scores``,
+    when given, are the baselines, importance and calibration curve of an earlier call
+    with the same arguments (see :func:`scores_key`), taken instead of computing them.
     """
     _, x_train, y_train = train
     test_ids, x_test, y_test = test
@@ -195,6 +215,11 @@ def evaluate(
     x_known, y_known = np.asarray(x_test)[known], y_all[known]
     if not known.any():
         return Evaluation(predicted, y_all, metrics, [], [], record=record)
+    if scores is not None:
+        return Evaluation(
+            predicted, y_all, metrics, scores.baselines, scores.importance, scores.calibration,
+            record,
+        )  # fmt: skip
     kind = "classifier" if model.is_classifier else "regressor"
     y_fit = np.asarray(y_train, dtype=np.float64)
     y_score = y_known
@@ -216,6 +241,68 @@ def evaluate(
     )
     curve = calibration_curve(model, x_known, y_known, labels)
     return Evaluation(predicted, y_all, metrics, baselines, importance, curve, record)
+
+
+def scores_key(
+    model_id: str,
+    labels: Sequence[str],
+    train: tuple[Sequence[str], Any, Any],
+    test: tuple[Sequence[str], Any, Sequence[float | None]],
+    seed: int,
+    importance_repeats: int = 5,
+    baseline_trees: int = 300,
+) -> str | None:
+    """The key of :func:`evaluate`'s held-out scores of the stored model ``model_id`` (its
+    catalog id, a hash of its content): a hash of every argument the scores depend on and
+    of the scoring code (:func:`scoring_code`). None when that code cannot be identified:
+    the scores are then never kept nor taken."""
+    code = scoring_code()
+    if code is None:
+        return None
+    _, x_train, y_train = train
+    test_ids, x_test, y_test = test
+    y_all = np.array([np.nan if v is None else v for v in y_test], dtype=np.float64)
+    return content_hash(
+        {
+            "model": model_id,
+            "labels": list(labels),
+            "train": [content_hash(list(train[0])), _array_sha256(x_train, y_train)],
+            "test": [content_hash(list(test_ids)), _array_sha256(x_test, y_all)],
+            "seed": seed,
+            "importance_repeats": importance_repeats,
+            "baseline_trees": baseline_trees,
+            "code": code,
+        }
+    )
+
+
+#: Libraries whose versions the scores depend on, besides matscreen's own code.
+SCORING_LIBRARIES = ("numpy", "scipy", "scikit-learn", "xgboost", "pandas")
+
+
+@lru_cache(maxsize=1)
+def scoring_code() -> str | None:
+    """A hash of the code that scores a model: the source of every module of this package
+    (:mod:`matscreen.tasks.models`) and the versions of :data:`SCORING_LIBRARIES`; None if
+    a module's source cannot be read (an install without sources)."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).parent
+    try:
+        for path in sorted(folder.glob("*.py")):
+            digest.update(path.name.encode() + b"\n" + path.read_bytes() + b"\n")
+    except OSError:
+        return None
+    for library in SCORING_LIBRARIES:
+        digest.update(f"{library} {installed_version(library)}\n".encode())
+    return digest.hexdigest()
+
+
+def _array_sha256(*arrays: Any) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        values = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
+        digest.update(f"{values.shape}".encode() + values.tobytes())
+    return digest.hexdigest()
 
 
 #: Nominal coverage levels at which the held-out coverage of the intervals is measured.
@@ -304,9 +391,11 @@ def evaluate_fitted(
     test: tuple[list[str], np.ndarray, Sequence[float | None]],
     seed: int,
     importance_repeats: int = 5,
+    scores: HeldOutScores | None = None,
 ) -> FittedSurrogate:
-    """Predict and score the held-out rows with a model trained before on ``train``."""
-    evaluation = evaluate(model, labels, train, test, seed, importance_repeats)
+    """Predict and score the held-out rows with a model trained before on ``train``
+    (``scores``: as for :func:`evaluate`)."""
+    evaluation = evaluate(model, labels, train, test, seed, importance_repeats, scores=scores)
     return FittedSurrogate(model, held_out_record(model, evaluation, len(train[0])), evaluation)
 
 

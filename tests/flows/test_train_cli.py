@@ -224,6 +224,12 @@ def test_train_then_predict_on_real_perovskites(
     )
     assert second_metrics["held_out"] == first_metrics["held_out"]
     assert first_metrics["reused_from"] is None and second_metrics["reused_from"] == first_model
+    # The reuse took the first run's baselines, importance and calibration curve from the
+    # scores that run kept: the same values, bit for bit.
+    assert second_metrics["baselines"] == first_metrics["baselines"]
+    assert (again / "importance.csv").read_bytes() == (heat / "importance.csv").read_bytes()
+    kept_scores = sorted(Settings().score_dir.glob("*.json"))
+    assert len(kept_scores) == 2  # the gap model's and the heat model's
 
     # With elemental references the formation energies also become hull distances, against
     # the references and the model's training phases.
@@ -277,9 +283,9 @@ def test_train_then_predict_on_real_perovskites(
         assert kinds == ["prediction_set", "prediction_set"]
         second_run = json.loads((again / "provenance.json").read_text())["run_id"]
         steps = [a for a in catalog.activities(parent_id=second_run) if "target" in a.parameters]
-        assert [(a.name, a.parameters["reused_model"]) for a in steps] == [
-            ("evaluate_fitted", True)
-        ]
+        assert [
+            (a.name, a.parameters["reused_model"], a.parameters["kept_scores"]) for a in steps
+        ] == [("evaluate_fitted", True, True)]
 
     # A model whose feature labels were altered is refused with a clear message.
     document = json.loads((out / "model.json").read_text())
