@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 log = logging.getLogger(__name__)
 
 #: Changes when the files' layout changes (older chunks are then not read).
-LAYOUT = 1
+LAYOUT = 2
 
 
 @dataclass
@@ -66,8 +67,10 @@ class FinishedChunk:
     record_ids, entity_ids
         ``{record id: entity id}`` of the chunk's records, and the entity ids of its
         records and failed rows (linked to the source's snapshot when the read ends).
-    duplicates
-        ``{record id: id of the earlier record it repeats}`` of the chunk's repeats.
+    kept_structures
+        What the deduplicator holds of the chunk's records it kept
+        (:func:`~matscreen.tasks.sources.dedup.kept_structures`), so that a re-run can
+        compare later records with them without the records themselves.
     """
 
     key: str | None = None
@@ -79,7 +82,17 @@ class FinishedChunk:
     prediction_ids: list[str] = field(default_factory=list)
     record_ids: dict[str, str] = field(default_factory=dict)
     entity_ids: list[str] = field(default_factory=list)
-    duplicates: dict[str, str] = field(default_factory=dict)
+    kept_structures: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChunkKeys:
+    """How the chunks of a screen are named: ``first`` is the key the chain starts from
+    (the screen's fingerprint), ``finished`` the keys of the chunks an earlier run finished
+    and a re-run takes (a source that plans its items builds none of their records)."""
+
+    first: str
+    finished: frozenset[str] = frozenset()
 
 
 def chunk_key(previous: str, source: str, records: list[StructureRecord], failures: list) -> str:
@@ -96,6 +109,22 @@ def chunk_key(previous: str, source: str, records: list[StructureRecord], failur
         digest.update(f"{record.id}\n{record.structure_sha256}\n{text}\n".encode())
     for failure in failures:
         digest.update(canonical_json(asdict(failure)).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def plan_key(previous: str, source: str, context: Any, documents: Sequence[Any]) -> str:
+    """The key of a chunk of a source that plans its items, read after the chunk keyed
+    ``previous``: the sha256 of that key, the source's name, ``context`` and each item's
+    document (a prototype's site assignment), in order.
+
+    A planned item's record is made from its document, the source's spec, its files and the
+    code that builds it: ``context`` names the last two (the read's query, which holds the
+    prototype file's sha256, and a hash of the sources' code); the first key of the chain
+    names the spec and the software.
+    """
+    digest = hashlib.sha256(f"{previous}\nplanned {source}\n{canonical_json(context)}\n".encode())
+    for document in documents:
+        digest.update(canonical_json(document).encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -182,11 +211,18 @@ class ChunkCheckpoints:
             "prediction_ids": chunk.prediction_ids,
             "record_ids": chunk.record_ids,
             "entity_ids": chunk.entity_ids,
-            "duplicates": chunk.duplicates,
+            "kept_structures": chunk.kept_structures,
         }
         text = canonical_json(document)
         # The first line is the sha256 of the rest, which is the canonical JSON itself.
         write_atomically(self.folder / f"{chunk.key}.json", f"{sha256_text(text)}\n{text}".encode())
+
+    def keys(self) -> list[str]:
+        """The keys of the chunks kept in this screen's folder (none while the screen does
+        not hold its lock)."""
+        if not self._usable or not self.folder.is_dir():
+            return []
+        return sorted(path.stem for path in self.folder.glob("*.json"))
 
     def load(self, key: str) -> FinishedChunk | None:
         """The finished chunk of this key; None if there is none, or if its files fail the
@@ -226,7 +262,7 @@ class ChunkCheckpoints:
             prediction_ids=document["prediction_ids"],
             record_ids=document["record_ids"],
             entity_ids=document["entity_ids"],
-            duplicates=document["duplicates"],
+            kept_structures=document["kept_structures"],
         )
 
     def clear(self) -> None:

@@ -70,7 +70,7 @@ from matscreen.tasks.screen import (
     TrainedModels,
     pool_table,
 )
-from matscreen.tasks.sources.dedup import Deduplicator
+from matscreen.tasks.sources.dedup import Deduplicator, kept_structures
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 from matscreen.tasks.steps import predict_pool_task
 from matscreen.tasks.tables import per_row_frame
@@ -159,12 +159,17 @@ class CandidateScreen:
 
         size = self.spec.screen.chunk_size
         state_dir = self.settings.source_state_dir
+        progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
+        with progress as bar, closing(self._resume):
+            self._resume.open()
+            stream = read_ahead(sources, state_dir, size, self._resume.start())
+            self._screen_chunks(sources, stream, bar)
+
+    def _screen_chunks(self, sources: Sequence[Any], stream: Any, bar: Any) -> None:
+        """Screen the chunks ``stream`` reads (see :meth:`screen_stream`)."""
         pending: tuple[list[StructureRecord], FinishedChunk, PendingFeatures] | None = None
         entity_ids: list[str] = []
-        reading = closing(read_ahead(sources, state_dir, size))
-        progress = tqdm(desc="screen", unit=" candidates", disable=None, mininterval=2)
-        with reading as stream, progress as bar, closing(self._resume):
-            self._resume.open()
+        with closing(stream):
             while True:
                 with self.timer.step("ingest"):
                     started = utc_now()
@@ -179,9 +184,10 @@ class CandidateScreen:
                         entity_ids = []
                         continue
                     source = sources[item.source]
-                    key = self._resume.next_key(source.name, item.records, item.failures)
-                    kept = self._resume.take(key)
-                    chunk = kept or FinishedChunk(key)
+                    kept = self._resume.take(item.key)
+                    if item.planned and kept is None:  # the reader skips only chunks held
+                        raise RuntimeError(f"planned chunk {item.key} is not held to be taken")
+                    chunk = kept or FinishedChunk(item.key)
                     candidates = []
                     if kept is None:
                         candidates = self._ingest(
@@ -200,14 +206,14 @@ class CandidateScreen:
                         pending = None
                     self._place_pending()
                     if kept is not None:
-                        self._take(item.records, len(item.failures), kept)
+                        self._take(kept)
                     else:
                         self._commit(chunk)
                 if pending is not None:
                     self._finish(*pending)
                 pending = submitted
                 self.result.chunks += 1
-                bar.update(len(item.records) + len(item.failures))
+                bar.update(len(item.records) + len(item.failures) + item.planned)
             if pending is not None:
                 self._finish(*pending)
             with self.timer.step("stability"):
@@ -238,13 +244,12 @@ class CandidateScreen:
         chunk.counts.update(feature_failures=len(failed), featurized=len(table.frame))
         self._predict_and_place(candidates, table.frame, features_id, chunk)
 
-    def _take(self, records: list[StructureRecord], failed: int, kept: FinishedChunk) -> None:
-        """Take a chunk an earlier run finished (its records and ``failed`` rows): its
-        records go to the deduplicator as that run kept them, its rows and ids to the
-        screen."""
-        self.seen.remember(records, kept.duplicates)
+    def _take(self, kept: FinishedChunk) -> None:
+        """Take a chunk an earlier run finished: the structures it kept go to the
+        deduplicator, its rows and ids to the screen."""
+        self.seen.remember(kept.kept_structures)
         self.record_ids.update(kept.record_ids)
-        kept.counts.update(records_resumed=len(records) + failed)
+        kept.counts.update(records_resumed=kept.counts["records"] + kept.counts["ingest_failures"])
         kept.counts.pop("predictions_reused", None)
         self._commit(kept, keep=False)
 
@@ -259,7 +264,7 @@ class CandidateScreen:
     ) -> list[StructureRecord]:
         """Mark repeats, record the chunk, set aside known candidates; return the rest."""
         records = [self.seen.add(record) for record in records]
-        chunk.duplicates = {r.id: r.duplicate_of for r in records if r.duplicate_of}
+        chunk.kept_structures = kept_structures(records)
         recorded = self.recorder.ingest_chunk(
             source.name,
             self.result.chunks,

@@ -2,11 +2,14 @@
 
 A chunk's result depends on its records, on every record read before it (the
 deduplicator compares it with all of them), on the spec, the models and the software, and
-on the hull's known phases. :class:`ScreenResume` names each chunk by a key chained over
-all of these (:func:`~matscreen.catalog.checkpoints.chunk_key`), keeps every finished
-chunk under its key, and gives a re-run the chunks it finds, once it has checked that the
-catalog still holds the prediction sets and records they name and that their artifacts
-are intact. A campaign whose hull takes phases from the Materials Project keeps no chunk:
+on the hull's known phases. :class:`ScreenResume` gives the reader of the sources the first
+key of a chain over all of these (the reader names each chunk by its records,
+:func:`~matscreen.catalog.checkpoints.chunk_key`, or, for a source that plans its items
+such as prototype decorations, by its plans, :func:`~matscreen.catalog.checkpoints.plan_key`),
+keeps every finished chunk under its key, and gives a re-run the chunks it finds once it
+has checked that the catalog still holds the prediction sets and records they name and
+that their artifacts are intact. The reader builds no record of a planned chunk that a
+re-run takes. A campaign whose hull takes phases from the Materials Project keeps no chunk:
 those phases, and the snapshots that record them, are read per chunk.
 """
 
@@ -16,15 +19,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from matscreen.catalog.checkpoints import (
-    ChunkCheckpoints,
-    FinishedChunk,
-    chunk_key,
-)
+from matscreen.catalog.checkpoints import ChunkCheckpoints, ChunkKeys, FinishedChunk
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.runtime import git_commit
 from matscreen.tasks.hashing import content_hash, file_sha256
-from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +72,7 @@ class ScreenResume:
             }
         )
         self.store = ChunkCheckpoints(settings.screen_state_dir, spec.name, self._key)
+        self._kept: dict[str, FinishedChunk] = {}
 
     def open(self) -> None:
         """Start keeping chunks (see :meth:`ChunkCheckpoints.open`)."""
@@ -84,20 +83,25 @@ class ScreenResume:
         """Stop keeping chunks (those kept stay for a re-run)."""
         self.store.close()
 
-    def next_key(
-        self, source: str, records: list[StructureRecord], failures: list[RecordFailure]
-    ) -> str | None:
-        """The key of the next chunk read (None: chunks are not kept)."""
+    def start(self) -> ChunkKeys | None:
+        """How the reader names the chunks (None: chunks are not kept): from the screen's
+        fingerprint, with the keys of the chunks an earlier run finished that the catalog
+        still backs (each is checked and held here until :meth:`take`)."""
         if not self.keeps:
             return None
-        self._key = chunk_key(self._key, source, records, failures)
-        return self._key
+        for key in self.store.keys():
+            kept = self._checked(key)
+            if kept is not None:
+                self._kept[key] = kept
+        return ChunkKeys(self._key, frozenset(self._kept))
 
     def take(self, key: str | None) -> FinishedChunk | None:
-        """The chunk an earlier run finished under this key, if the catalog still holds
-        what it names; None otherwise (the chunk is then screened)."""
-        if key is None:
-            return None
+        """The chunk an earlier run finished under this key (None: the chunk is screened)."""
+        return self._kept.pop(key, None) if key is not None else None
+
+    def _checked(self, key: str) -> FinishedChunk | None:
+        """The kept chunk of this key, if its files are intact and the catalog still holds
+        what it names; None otherwise."""
         kept = self.store.load(key)
         if kept is None:
             return None

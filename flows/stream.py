@@ -31,12 +31,15 @@ import signal
 import tempfile
 import time
 import traceback
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matscreen.catalog.checkpoints import ChunkKeys, chunk_key, plan_key
 from matscreen.tasks.errors import SourceError
+from matscreen.tasks.hashing import code_sha256
+from matscreen.tasks.sources import base
 from matscreen.tasks.sources.base import Item, open_source
 from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
 
@@ -49,11 +52,25 @@ PIECE = 1_000
 @dataclass(frozen=True)
 class Chunk:
     """The next ``records`` and ``failures`` of the source at ``source`` (its position in
-    the list read)."""
+    the list read), and the chunk's ``key`` when the read was given :class:`ChunkKeys`.
+
+    ``planned`` > 0: a chunk of that many items that an earlier run finished (its key is
+    among :attr:`ChunkKeys.finished`), planned but not built; ``records`` and ``failures``
+    are then empty.
+    """
 
     source: int
     records: list[StructureRecord]
     failures: list[RecordFailure]
+    key: str | None = None
+    planned: int = 0
+
+
+@dataclass(frozen=True)
+class _ChunkEnd:
+    """The items sent since the last chunk end make a chunk, named ``key``."""
+
+    key: str | None
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,7 @@ def read_ahead(
     sources: Sequence[Any],
     state_dir: Path | None,
     size: int,
+    keys: ChunkKeys | None = None,
     depth: int = 2,
     piece: int = PIECE,
 ) -> Generator[Chunk | ReadEnd, None, None]:
@@ -97,6 +115,12 @@ def read_ahead(
     failures, as :func:`~matscreen.tasks.sources.base.iter_chunks` makes them) in turn,
     and after each source's last chunk its :class:`ReadEnd`. The child sends ``piece``
     items at a time.
+
+    With ``keys``, the child names every chunk by a key chained from ``keys.first``: a
+    source that plans its items (:attr:`~matscreen.tasks.sources.base.SourceRead.plannable`)
+    by the plans (:func:`~matscreen.catalog.checkpoints.plan_key`), and a chunk whose key
+    is among ``keys.finished`` is sent as planned, none of its records built; any other
+    source by its records (:func:`~matscreen.catalog.checkpoints.chunk_key`).
 
     Leaving the loop early (or an error in it) stops the child and removes its folder.
 
@@ -110,7 +134,7 @@ def read_ahead(
     folder = Path(tempfile.mkdtemp(prefix="matscreen-read-"))
     process = context.Process(
         target=_serve,
-        args=(list(sources), state_dir, piece, folder, channel),
+        args=(list(sources), state_dir, size, piece, keys, folder, channel),
         name="matscreen-source-reader",
         daemon=True,
     )
@@ -123,28 +147,23 @@ def read_ahead(
             if message is None:
                 return
             if isinstance(message, ReadEnd):
-                if items:
-                    yield _chunk(reading, items)
-                    items = []
                 reading = message.source + 1
                 yield message
-                continue
-            items += message
-            while len(items) >= size:
-                yield _chunk(reading, items[:size])
-                items = items[size:]
+            elif isinstance(message, _ChunkEnd):
+                records = [i for i in items if isinstance(i, StructureRecord)]
+                failures = [i for i in items if not isinstance(i, StructureRecord)]
+                yield Chunk(reading, records, failures, message.key)
+                items = []
+            elif isinstance(message, Chunk):  # planned, not built
+                yield message
+            else:
+                items += message
     finally:
         if process.is_alive():
             process.terminate()
         process.join()
         channel.close()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _chunk(source: int, items: list[Item]) -> Chunk:
-    records = [i for i in items if isinstance(i, StructureRecord)]
-    failures = [i for i in items if not isinstance(i, StructureRecord)]
-    return Chunk(source, records, failures)
 
 
 def _receive(process: Any, channel: Any, folder: Path, sources: Sequence[Any], reading: int) -> Any:
@@ -179,12 +198,18 @@ def _receive(process: Any, channel: Any, folder: Path, sources: Sequence[Any], r
 
 
 def _serve(
-    sources: list[Any], state_dir: Path | None, piece_size: int, folder: Path, channel: Any
+    sources: list[Any],
+    state_dir: Path | None,
+    size: int,
+    piece_size: int,
+    keys: ChunkKeys | None,
+    folder: Path,
+    channel: Any,
 ) -> None:
-    """The child process: read every source; send pieces, read ends, then None (or the
-    error that ended the read). Should the flow's process die (killed) while the child
-    waits to send, or before it has read the last messages, the child removes the folder
-    and ends."""
+    """The child process: read every source; send pieces, chunk ends, read ends, then None
+    (or the error that ended the read). Should the flow's process die (killed) while the
+    child waits to send, or before it has read the last messages, the child removes the
+    folder and ends."""
     from matscreen.flows.heap import collect_rarely
 
     # Ctrl-C goes to the whole process group: the flow's process handles it and stops this
@@ -211,17 +236,31 @@ def _serve(
                     os._exit(0)
 
     number = 0
+    previous = keys.first if keys is not None else ""
+    # What builds a planned record, besides its document: the sources' code.
+    code = code_sha256(Path(base.__file__).parent)
     try:
         for number, spec in enumerate(sources):
             read = open_source(spec, state_dir)
-            piece: list[Item] = []
-            for item in read:
-                piece.append(prepared(item) if isinstance(item, StructureRecord) else item)
-                if len(piece) == piece_size:
-                    send(piece)
-                    piece = []
-            if piece:
-                send(piece)
+            if keys is not None and code is not None and read.plannable:
+                for plans in _batches(read.plans(), size):
+                    context = {"query": read.builder.query, "code": code}
+                    documents = [plan.document for plan in plans]
+                    previous = plan_key(previous, spec.name, context, documents)
+                    if previous in keys.finished:
+                        send(Chunk(number, [], [], previous, planned=len(plans)))
+                        continue
+                    _send_items(send, (read.checked(plan.build()) for plan in plans), piece_size)
+                    send(_ChunkEnd(previous))
+            else:
+                for items in _batches(read, size):
+                    chunk = _send_items(send, items, piece_size)
+                    key = None
+                    if keys is not None:
+                        records = [i for i in chunk if isinstance(i, StructureRecord)]
+                        failures = [i for i in chunk if not isinstance(i, StructureRecord)]
+                        previous = key = chunk_key(previous, spec.name, records, failures)
+                    send(_ChunkEnd(key))
             send(ReadEnd(number, read.snapshot))
     except Exception as exc:  # sent to the flow, which raises it
         send(Failed(_sendable(exc, sources[number].name), traceback.format_exc()))
@@ -234,6 +273,29 @@ def _serve(
             shutil.rmtree(folder, ignore_errors=True)
             return
         time.sleep(POLL_SECONDS)
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _send_items(send: Callable[[Any], None], items: Iterable[Item], piece_size: int) -> list[Item]:
+    """Send items, records prepared, ``piece_size`` at a time; return them as sent."""
+    sent: list[Item] = []
+    piece: list[Item] = []
+    for item in items:
+        piece.append(prepared(item) if isinstance(item, StructureRecord) else item)
+        if len(piece) == piece_size:
+            send(piece)
+            sent += piece
+            piece = []
+    if piece:
+        send(piece)
+        sent += piece
+    return sent
 
 
 def _sendable(error: Exception, source: str) -> Exception:

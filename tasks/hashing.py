@@ -121,6 +121,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def code_sha256(folder: Path) -> str | None:
+    """The sha256 of the source of every module in a package ``folder`` (names and bytes,
+    in name order): what results computed by that code depend on. None if a module cannot
+    be read (an install without sources)."""
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(Path(folder).glob("*.py")):
+            digest.update(path.name.encode() + b"\n" + path.read_bytes() + b"\n")
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def structure_hash(structure: dict[str, Any]) -> str:
     """The sha256 of a structure's physical content (lattice, species, positions, charge).
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from matscreen.tasks.errors import ArtifactError, ModelError
-from matscreen.tasks.hashing import content_hash
+from matscreen.tasks.hashing import code_sha256, content_hash
 from matscreen.tasks.models.baselines import dummy_baseline, magpie_rf_baseline, median_baseline
 from matscreen.tasks.models.conformal import coverage, coverage_by_width
 from matscreen.tasks.models.interpret import permutation_importance
@@ -285,16 +285,11 @@ def scoring_code() -> str | None:
     """A hash of the code that scores a model: the source of every module of this package
     (:mod:`matscreen.tasks.models`) and the versions of :data:`SCORING_LIBRARIES`; None if
     a module's source cannot be read (an install without sources)."""
-    digest = hashlib.sha256()
-    folder = Path(__file__).parent
-    try:
-        for path in sorted(folder.glob("*.py")):
-            digest.update(path.name.encode() + b"\n" + path.read_bytes() + b"\n")
-    except OSError:
+    code = code_sha256(Path(__file__).parent)
+    if code is None:
         return None
-    for library in SCORING_LIBRARIES:
-        digest.update(f"{library} {installed_version(library)}\n".encode())
-    return digest.hexdigest()
+    versions = [f"{library} {installed_version(library)}" for library in SCORING_LIBRARIES]
+    return content_hash([code, versions])
 
 
 def _array_sha256(*arrays: Any) -> str:

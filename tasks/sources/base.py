@@ -47,6 +47,21 @@ READERS: dict[str, str] = {
     "prototypes": "matscreen.tasks.sources.prototypes:iter_prototypes",
 }
 
+#: source kind -> "module:function" of its planner, for kinds that can name each item (in
+#: the snapshot) before making it: ``plan(spec, snapshot)`` yields :class:`Plan` items.
+PLANNERS: dict[str, str] = {
+    "prototypes": "matscreen.tasks.sources.prototypes:plan_prototypes",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An item of a read, named but not made yet: the raw ``document`` it comes from
+    (already added to the snapshot) and ``build()``, which makes the item."""
+
+    document: Any
+    build: Callable[[], Item]
+
 
 @dataclass
 class SnapshotBuilder:
@@ -216,8 +231,8 @@ def failure(spec: Any, source_id: str, row: int, message: str) -> RecordFailure:
 Reader = Callable[[Any, SnapshotBuilder], Iterator[Item]]
 
 
-def reader_for(kind: str) -> Reader:
-    """Return the reader function of a source kind.
+def reader_for(kind: str, registry: dict[str, str] = READERS) -> Reader:
+    """Return the reader function of a source kind (or its planner, from :data:`PLANNERS`).
 
     Raises
     ------
@@ -225,9 +240,9 @@ def reader_for(kind: str) -> Reader:
         If no reader is registered for ``kind``.
     """
     try:
-        module_name, _, function = READERS[kind].partition(":")
+        module_name, _, function = registry[kind].partition(":")
     except KeyError as exc:
-        raise SourceError(f"unknown source kind {kind!r} (known: {sorted(READERS)})") from exc
+        raise SourceError(f"unknown source kind {kind!r} (known: {sorted(registry)})") from exc
     return getattr(importlib.import_module(module_name), function)
 
 
@@ -244,23 +259,46 @@ class SourceRead:
         self.builder = SnapshotBuilder(spec, describe_location(spec), state_dir=state_dir)
         self._reader = reader_for(spec.kind)
         self._done = False
+        self._ids: set[str] = set()
 
     def __iter__(self) -> Iterator[Item]:
-        limit = getattr(self.spec, "limit", None)
-        count = 0
-        seen: set[str] = set()
-        for item in self._reader(self.spec, self.builder):
-            count += 1
-            self.builder.n_items = count
-            if isinstance(item, StructureRecord) and item.source_id in seen:
-                item = failure(
+        items: Iterator[Item]
+        if self.plannable:
+            items = (plan.build() for plan in self.plans())
+        else:
+            items = self._counted(self._reader(self.spec, self.builder))
+        for item in items:
+            yield self.checked(item)
+
+    @property
+    def plannable(self) -> bool:
+        """Whether the source can name its items before making them (:meth:`plans`)."""
+        return self.spec.kind in PLANNERS
+
+    def plans(self) -> Iterator[Plan]:
+        """The read's items as :class:`Plan` (a plannable source only): each is counted and
+        in the snapshot when yielded; pass what ``build()`` makes through :meth:`checked`."""
+        return self._counted(reader_for(self.spec.kind, PLANNERS)(self.spec, self.builder))
+
+    def checked(self, item: Item) -> Item:
+        """The item, or a failure if a record with its id came earlier in this read."""
+        if isinstance(item, StructureRecord):
+            if item.source_id in self._ids:
+                return failure(
                     self.spec,
                     item.source_id,
                     item.row,
                     f"{item.id}: duplicate id (row {item.row}); the first record with it is kept",
                 )
-            elif isinstance(item, StructureRecord):
-                seen.add(item.source_id)
+            self._ids.add(item.source_id)
+        return item
+
+    def _counted(self, items: Iterator[Any]) -> Iterator[Any]:
+        limit = getattr(self.spec, "limit", None)
+        count = 0
+        for item in items:
+            count += 1
+            self.builder.n_items = count
             yield item
             if limit is not None and count >= limit:
                 break

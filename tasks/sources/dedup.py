@@ -20,7 +20,7 @@ training record never becomes a repeat of a candidate.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -126,11 +126,10 @@ class Deduplicator:
         self._by_formula[record.formula].append([record.id, record.structure, None])
         return record
 
-    def remember(self, records: Iterable[StructureRecord], duplicates: Mapping[str, str]) -> None:
-        """Keep records as :meth:`add` kept them in an earlier run, without comparing them
-        again: ``duplicates`` maps the repeats among them to the records they repeat. The
-        kept ones are held released (id and volume; the structure is read back through
-        ``loader`` when a later record needs it).
+    def remember(self, kept: Iterable[Sequence[Any]]) -> None:
+        """Hold records :meth:`add` kept in an earlier run, without comparing them again:
+        ``kept`` are their :func:`kept_structures` entries. They are held released (id and
+        volume; the structure is read back through ``loader`` when a later record needs it).
 
         Raises
         ------
@@ -139,11 +138,9 @@ class Deduplicator:
         """
         if self.loader is None:
             raise ValueError("a deduplicator without a loader cannot remember released records")
-        for record in records:
-            if record.duplicate_of is None and record.structure and record.id not in duplicates:
-                self._by_hash[record.structure_sha256] = record.id
-                volume = _volume_per_atom(record.structure)
-                self._by_formula[record.formula].append([record.id, None, volume])
+        for record_id, digest, formula, volume in kept:
+            self._by_hash[digest] = record_id
+            self._by_formula[formula].append([record_id, None, float(volume)])
 
     def release(self) -> None:
         """Let go of the kept structures (their ids and volumes stay)."""
@@ -188,6 +185,21 @@ class Deduplicator:
             if self._matcher.fit(kept, structure):
                 return entry[0]
         return None
+
+
+def kept_structures(records: Sequence[StructureRecord]) -> list[list[Any]]:
+    """``[id, structure sha256, reduced formula, volume per atom]`` of every record among
+    ``records`` (as :meth:`Deduplicator.add` returned them) that the deduplicator kept: what
+    :meth:`Deduplicator.remember` needs to hold them in a later run."""
+    kept = [r for r in records if r.duplicate_of is None and r.structure]
+    if not kept:
+        return []
+    matrices = np.array([r.structure["lattice"]["matrix"] for r in kept], dtype=float)
+    volumes = np.abs(np.linalg.det(matrices))
+    return [
+        [r.id, r.structure_sha256, r.formula, float(v) / len(r.structure["sites"])]
+        for r, v in zip(kept, volumes, strict=True)
+    ]
 
 
 def _volume_per_atom(structure: dict[str, Any] | Structure) -> float:

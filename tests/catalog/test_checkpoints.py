@@ -57,7 +57,7 @@ def _chunk(key: str = "k" * 64) -> FinishedChunk:
         prediction_ids=["p1", "p2"],
         record_ids={"decorations:1": "e1", "decorations:2": "e2"},
         entity_ids=["e1", "e2", "e4"],
-        duplicates={"decorations:5": "decorations:1"},
+            kept_structures=[["decorations:1", "ab" * 32, "BaTiO3", 12.5]],
     )
 
 
@@ -75,7 +75,7 @@ def test_a_kept_chunk_reads_back_as_it_was(tmp_path: Path) -> None:
     assert back is not None
     pd.testing.assert_frame_equal(back.frame, chunk.frame)
     for name in ("levels", "left_out", "failures", "counts", "prediction_ids", "record_ids",
-                 "entity_ids", "duplicates"):  # fmt: skip
+                 "entity_ids", "kept_structures"):  # fmt: skip
         assert getattr(back, name) == getattr(chunk, name), name
     assert store.load("0" * 64) is None
     # A chunk of no key (a source read whole) is not kept.
@@ -128,7 +128,7 @@ def test_a_kept_chunk_that_fails_its_check_is_set_aside_and_screened_again(
     elif damage == "layout":  # an older layout, its digest right
         from matscreen.tasks.hashing import sha256_text
 
-        changed = text.replace('"layout":1', '"layout":0')
+        changed = text.replace('"layout":2', '"layout":1')
         document.write_text(sha256_text(changed) + "\n" + changed)
     elif damage == "json is a folder":
         document.unlink()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from matscreen.catalog.checkpoints import FinishedChunk
+from matscreen.catalog.checkpoints import ChunkKeys, FinishedChunk
 from matscreen.flows.resume import ScreenResume
 
 
@@ -56,7 +56,8 @@ def _resume(tmp_path: Path, **changes) -> ScreenResume:
 
 
 def _first_key(resume: ScreenResume) -> str | None:
-    return resume.next_key("decorations", [], [])
+    keys = resume.start()
+    return None if keys is None else keys.first
 
 
 def test_the_key_changes_with_everything_a_chunk_depends_on(tmp_path: Path) -> None:
@@ -94,24 +95,27 @@ def test_phases_from_the_materials_project_keep_no_chunk(tmp_path: Path) -> None
 def test_a_chunk_naming_catalog_entries_that_are_gone_is_screened_again(tmp_path: Path) -> None:
     resume = _resume(tmp_path)
     key = _first_key(resume)
+    assert key is not None
     chunk = FinishedChunk(key=key, prediction_ids=["p1"], entity_ids=["e1", "e2"])
     resume.keep(chunk)
-    assert resume.take(key) is not None
     # A second run of the same screen while this one holds it takes nothing.
     second = _resume(tmp_path)
-    assert _first_key(second) == key and second.take(key) is None
+    assert second.start() == ChunkKeys(key, frozenset()) and second.take(key) is None
     second.close()
     resume.close()  # the run ended (killed): its chunks stay
     # The catalog was made anew at the same address after the run was killed.
     emptied = _resume(tmp_path, catalog_ids={"e1", "e2"})
-    assert _first_key(emptied) == key and emptied.take(key) is None
+    assert emptied.start() == ChunkKeys(key, frozenset()) and emptied.take(key) is None
     emptied.close()
     # A prediction set whose stored table is damaged.
     damaged = _resume(tmp_path, damaged={"p1"})
-    assert damaged.take(key) is None
+    assert damaged.start() == ChunkKeys(key, frozenset()) and damaged.take(key) is None
     damaged.close()
     again = _resume(tmp_path)
-    assert _first_key(again) == key and again.take(key) is not None
+    assert again.start() == ChunkKeys(key, frozenset({key}))
+    taken = again.take(key)
+    assert taken is not None and taken.entity_ids == ["e1", "e2"]
+    assert again.take(key) is None  # taken once
     # The run finishes: its campaign's chunks, lock files and folder are removed.
     again.forget()
     assert not (tmp_path / "screens" / "screen").exists()

@@ -9,7 +9,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from pymatgen.core import Structure
 
+from matscreen.catalog.checkpoints import ChunkKeys
 from matscreen.flows.stream import Chunk, ReadEnd, read_ahead
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.hashing import structure_hash
@@ -200,3 +202,51 @@ def test_ctrl_c_reaches_the_flow_not_the_reader(tmp_path: Path) -> None:
     os.kill(reader.pid, signal.SIGINT)  # what the terminal sends to the process group
     items += list(stream)
     assert [_strip(i) for i in items] == [_strip(i) for i in _in_process(sources, 5)]
+
+
+def _written_cifs(folder: Path, count: int) -> Path:
+    """``count`` CIF files of decorated perovskites in ``folder`` (a source read by its
+    records, not planned)."""
+    folder.mkdir()
+    spec = _sources(folder)[0]
+    for number, item in enumerate(list(open_source(spec))[:count]):
+        Structure.from_dict(item.structure).to(filename=str(folder / f"{number}.cif"))
+    return folder
+
+
+def test_keyed_chunks_are_the_same_and_finished_planned_ones_are_not_built(tmp_path: Path) -> None:
+    cifs = FilesSourceSpec(
+        kind="files", name="mine", path=_written_cifs(tmp_path / "cifs", 9), pattern="*.cif",
+        licence="x", citation=["y"],
+    )  # fmt: skip
+    sources = [_sources(tmp_path)[0], cifs, _sources(tmp_path)[2]]
+    plain = list(read_ahead(sources, None, 7))
+    keyed = list(read_ahead(sources, None, 7, ChunkKeys("first")))
+    assert [_strip(i) for i in keyed] == [_strip(i) for i in plain]
+    keys = [i.key for i in keyed if isinstance(i, Chunk)]
+    assert all(keys) and len(set(keys)) == len(keys) > 6
+    assert all(i.key is None for i in plain if isinstance(i, Chunk))
+    # The keys are a chain from the first one: the same again, all different from another.
+    again = [
+        i.key for i in read_ahead(sources, None, 7, ChunkKeys("first")) if isinstance(i, Chunk)
+    ]
+    other = [
+        i.key for i in read_ahead(sources, None, 7, ChunkKeys("other")) if isinstance(i, Chunk)
+    ]
+    assert again == keys and not set(other) & set(keys)
+
+    # Finished chunks of a planned source arrive planned: no record built, the same count,
+    # key and chain; the snapshots are those of a full read. A finished chunk of the files
+    # source is read in full (its key is made of its records).
+    chunks = [i for i in keyed if isinstance(i, Chunk)]
+    files_chunk = next(n for n, c in enumerate(chunks) if c.source == 1)
+    finished = frozenset({keys[0], keys[2], keys[files_chunk], keys[-1]})
+    resumed = list(read_ahead(sources, None, 7, ChunkKeys("first", finished)))
+    assert [i.key for i in resumed if isinstance(i, Chunk)] == keys
+    for before, after in zip(keyed, resumed, strict=True):
+        if isinstance(after, Chunk) and after.key in finished and after.source != 1:
+            assert after.records == [] and after.failures == []
+            assert after.planned == len(before.records) + len(before.failures) > 0
+        else:
+            assert _strip(after) == _strip(before)
+            assert not isinstance(after, Chunk) or after.planned == 0

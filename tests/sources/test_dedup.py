@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+from pymatgen.core import Structure
+
 from matscreen.tasks.sources.base import read_source
-from matscreen.tasks.sources.dedup import Deduplicator, deduplicate
+from matscreen.tasks.sources.dedup import Deduplicator, deduplicate, kept_structures
 from matscreen.tasks.spec import CsvCifSourceSpec, FilesSourceSpec
 
 
@@ -128,8 +132,6 @@ def test_released_structures_are_read_back_when_a_match_needs_them(data_dir: Pat
 
 
 def test_releasing_needs_a_loader() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="loader"):
         Deduplicator().release()
 
@@ -144,12 +146,16 @@ def test_remembered_records_mark_later_repeats_as_added_ones_do(data_dir: Path) 
     assert duplicates  # the MP part holds two repeats
 
     stored = {r.id: r.structure for r in records}
+    marked = [replace(r, duplicate_of=duplicates.get(r.id)) for r in first]
+    kept = kept_structures(marked)
+    assert len(kept) == len(first) - len(duplicates)
+    for record_id, _, _, volume in kept:
+        structure = Structure.from_dict(stored[record_id])
+        assert volume == pytest.approx(structure.volume / len(structure), rel=1e-12)
     seen = Deduplicator(loader=stored.__getitem__)
-    seen.remember(first, duplicates)
+    seen.remember(kept)
     assert seen.matcher_calls == 0
     assert [seen.add(r).duplicate_of for r in rest] == expected[150:]
     # Records held released need a loader to be read back.
-    import pytest
-
     with pytest.raises(ValueError, match="loader"):
-        Deduplicator().remember(first, duplicates)
+        Deduplicator().remember(kept)
