@@ -4,7 +4,8 @@ A campaign screens its streamed candidates chunk by chunk. For every chunk it fi
 keeps here what the chunk added to the screen: its table (predictions, intervals, hull
 columns), its failed and excluded records, its counts, and the catalog ids of its records
 and prediction sets. A re-run of the campaign that reads the same chunk again, after the
-same earlier chunks and with the same models (the same :func:`chunk_key`), takes the chunk
+same earlier chunks and with the same models (the same key, see
+:mod:`~matscreen.tasks.chunk_keys`), takes the chunk
 from here instead of recording, featurizing, predicting and placing it again.
 
 Each chunk is two files named by its key: ``<key>.parquet`` (the table) and ``<key>.json``
@@ -27,7 +28,6 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import pandas as pd
 from matscreen.catalog.integrity import quarantine
 from matscreen.tasks.files import write_atomically
 from matscreen.tasks.hashing import canonical_json, sha256_text
-from matscreen.tasks.sources.records import RecordFailure, StructureRecord
+from matscreen.tasks.sources.records import RecordFailure
 from matscreen.tasks.tables import frame_to_parquet, parquet_to_frame
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class FinishedChunk:
     Attributes
     ----------
     key
-        The chunk's :func:`chunk_key` (None: the chunk is not kept, e.g. candidates of a
-        source read whole).
+        The chunk's key (:mod:`~matscreen.tasks.chunk_keys`; None: the chunk is not kept,
+        e.g. candidates of a source read whole).
     frame, levels, left_out
         The chunk's rows of the candidate table, the coverage level of each property's
         interval, and the candidates left out of the table (no hull distance).
@@ -83,49 +83,6 @@ class FinishedChunk:
     record_ids: dict[str, str] = field(default_factory=dict)
     entity_ids: list[str] = field(default_factory=list)
     kept_structures: list[list[Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ChunkKeys:
-    """How the chunks of a screen are named: ``first`` is the key the chain starts from
-    (the screen's fingerprint), ``finished`` the keys of the chunks an earlier run finished
-    and a re-run takes (a source that plans its items builds none of their records)."""
-
-    first: str
-    finished: frozenset[str] = frozenset()
-
-
-def chunk_key(previous: str, source: str, records: list[StructureRecord], failures: list) -> str:
-    """The key of a chunk read after the chunk keyed ``previous`` (the first chunk: after the
-    screen's fingerprint): the sha256 of that key, the source's name, and every record's
-    id, structure hash and catalog text and every failed row, in order.
-
-    A chunk's key thus names its content and everything read before it, which is what its
-    screening depends on (the deduplicator compares it with every earlier record).
-    """
-    digest = hashlib.sha256(f"{previous}\n{source}\n".encode())
-    for record in records:
-        text = record.fields_json or canonical_json(record.field_values())
-        digest.update(f"{record.id}\n{record.structure_sha256}\n{text}\n".encode())
-    for failure in failures:
-        digest.update(canonical_json(asdict(failure)).encode() + b"\n")
-    return digest.hexdigest()
-
-
-def plan_key(previous: str, source: str, context: Any, documents: Sequence[Any]) -> str:
-    """The key of a chunk of a source that plans its items, read after the chunk keyed
-    ``previous``: the sha256 of that key, the source's name, ``context`` and each item's
-    document (a prototype's site assignment), in order.
-
-    A planned item's record is made from its document, the source's spec, its files and the
-    code that builds it: ``context`` names the last two (the read's query, which holds the
-    prototype file's sha256, and a hash of the sources' code); the first key of the chain
-    names the spec and the software.
-    """
-    digest = hashlib.sha256(f"{previous}\nplanned {source}\n{canonical_json(context)}\n".encode())
-    for document in documents:
-        digest.update(canonical_json(document).encode() + b"\n")
-    return digest.hexdigest()
 
 
 class ChunkCheckpoints:
@@ -262,7 +219,7 @@ class ChunkCheckpoints:
             prediction_ids=document["prediction_ids"],
             record_ids=document["record_ids"],
             entity_ids=document["entity_ids"],
-            kept_structures=document["kept_structures"],
+            kept_structures=_kept_structures(document["kept_structures"]),
         )
 
     def clear(self) -> None:
@@ -287,6 +244,24 @@ class ChunkCheckpoints:
             self.close()
         with contextlib.suppress(OSError):
             self.campaign_folder.rmdir()  # when no other screen's chunks are left
+
+
+def _kept_structures(value: Any) -> list[list[Any]]:
+    """The deduplicator's entries of a read chunk, checked: ``[id, sha256, formula, volume]``
+    each (a file whose digest is right but whose entries are not is refused like a damaged
+    one)."""
+    if not isinstance(value, list):
+        raise TypeError("kept_structures is not a list")
+    for entry in value:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 4
+            and all(isinstance(part, str) for part in entry[:3])
+            and isinstance(entry[3], int | float)
+            and entry[3] > 0
+        ):
+            raise ValueError(f"kept structure {entry!r} is not [id, sha256, formula, volume]")
+    return value
 
 
 def _try_lock(path: Path) -> Any:

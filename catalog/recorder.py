@@ -296,15 +296,16 @@ class CampaignRecorder:
         features_id: str,
         training_fingerprint: str | None = None,
         reused: bool = False,
-        scores_kept: bool = False,
+        kept_scores: str | None = None,
     ) -> tuple[str, str]:
         """Record one fitted model with its training set and held-out predictions.
 
         ``training_fingerprint`` (see
         :func:`~matscreen.tasks.models.evaluation.training_fingerprint`) is kept with the
         model so that a later run with the same training set can find it; ``reused`` marks
-        a step that took the stored model instead of fitting it again, ``scores_kept`` one
-        that took its baselines, importance and calibration curve from an earlier run.
+        a step that took the stored model instead of fitting it again; ``kept_scores``
+        names the kept scores (:mod:`~matscreen.catalog.scores`) whose baselines,
+        importance and calibration curve it took instead of computing them.
 
         Returns
         -------
@@ -337,7 +338,7 @@ class CampaignRecorder:
         self.catalog.record_step(
             self._activity(
                 run,
-                {"target": trained.target, "reused_model": reused, "kept_scores": scores_kept},
+                {"target": trained.target, "reused_model": reused, "kept_scores": kept_scores},
             ),
             [training, model, prediction_set],
             used=[split_id, features_id],

@@ -87,8 +87,10 @@ def _parse(text: str) -> HeldOutScores:
     if document["layout"] != LAYOUT:
         raise ValueError(f"layout {document['layout']}, not {LAYOUT}")
     parts = [document[name] for name in ("baselines", "importance", "calibration")]
-    if not all(isinstance(part, list) for part in parts):
-        raise TypeError("baselines, importance and calibration must be lists")
+    if not all(
+        isinstance(part, list) and all(isinstance(row, dict) for row in part) for part in parts
+    ):
+        raise TypeError("baselines, importance and calibration must be lists of objects")
     return HeldOutScores(*parts)
 
 

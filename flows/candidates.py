@@ -23,8 +23,10 @@ read whole with the training pool and featurized with it, take the same steps 4 
 
 A killed run resumes from what it stored. Every finished chunk of a streamed source is
 kept (:mod:`~matscreen.catalog.checkpoints`) under a key naming its content, everything
-read before it and the models: a re-run that reads the same chunk takes its rows, failures
-and catalog ids from there, and only tells the deduplicator its records. Of a chunk that
+read before it and the models (:mod:`~matscreen.tasks.chunk_keys`): a re-run that reaches
+the same key takes the chunk's rows, failures and catalog ids from there, and tells the
+deduplicator the structures it kept; the reader builds no record of a kept chunk of
+prototype decorations. Of a chunk that
 was under way, a re-run finds the records in the catalog and the feature rows in the store
 by content, and the predictions of the same models (reused, as their training set is the
 same) from the same feature table in the catalog. The kept chunks of a campaign are
@@ -186,7 +188,7 @@ class CandidateScreen:
                     source = sources[item.source]
                     kept = self._resume.take(item.key)
                     if item.planned and kept is None:  # the reader skips only chunks held
-                        raise RuntimeError(f"planned chunk {item.key} is not held to be taken")
+                        raise ScreenError(f"chunk {item.key} was not read, and is not kept")
                     chunk = kept or FinishedChunk(item.key)
                     candidates = []
                     if kept is None:

@@ -170,6 +170,7 @@ def fit_models(
     pending: list[PrefectFuture[Any] | Any] = []
     fingerprints: dict[str, str] = {}
     reused: dict[str, str] = {}
+    keys: dict[str, str | None] = {}  # of the held-out scores of reused models
     kept: dict[str, bool] = {}
     rows: dict[str, Any] = {}
     for model in models:
@@ -185,11 +186,13 @@ def fit_models(
         arrays = (opaque(columns), opaque(train), opaque(test), seed)
         if earlier is not None:
             # The same training set, spec and software: the stored fit is reused.
-            reused[model.target] = earlier[0]
-            taken = scores.get(scores_key(earlier[0], columns, train, test, seed))
+            model_id, artifact, stored_model = earlier
+            reused[model.target] = model_id
+            keys[model.target] = scores_key(artifact, columns, train, test, seed)
+            taken = scores.get(keys[model.target])
             kept[model.target] = taken is not None
             pending.append(
-                evaluate_model_task.submit(opaque(earlier[1]), *arrays, scores=opaque(taken))
+                evaluate_model_task.submit(opaque(stored_model), *arrays, scores=opaque(taken))
             )
         elif dask_address:
             pending.append(
@@ -212,13 +215,17 @@ def fit_models(
             prepared.features_id,
             fingerprints[f.value.model.target],
             reused=f.value.model.target in reused,
-            scores_kept=kept.get(f.value.model.target, False),
+            kept_scores=keys[f.value.model.target] if kept.get(f.value.model.target) else None,
         )
         for f in fits
     ]
     for f, (model_id, _) in zip(fits, stored, strict=True):
         target = f.value.model.target
-        if not kept.get(target):
+        if kept.get(target):
+            continue
+        if target not in keys:  # fitted now: keyed by the artifact just stored
+            artifact = catalog.get_entity(model_id).attributes["artifact_sha256"]
             train, test = rows[target]
-            scores.put(scores_key(model_id, columns, train, test, seed), f.value.evaluation.scores)
+            keys[target] = scores_key(artifact, columns, train, test, seed)
+        scores.put(keys[target], f.value.evaluation.scores)
     return Fitted({f.value.model.target: f.value for f in fits}, stored, reused)

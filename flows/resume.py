@@ -17,14 +17,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from matscreen.catalog.checkpoints import ChunkCheckpoints, ChunkKeys, FinishedChunk
+from matscreen.catalog.checkpoints import ChunkCheckpoints, FinishedChunk
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.runtime import git_commit
-from matscreen.tasks.hashing import content_hash, file_sha256
+from matscreen.tasks.chunk_keys import ChunkKeys
+from matscreen.tasks.hashing import code_sha256, content_hash, file_sha256
 
 log = logging.getLogger(__name__)
+
+
+def package_code() -> str | None:
+    """A hash of matscreen's own code (every module of its flows, tasks and catalog), which
+    a chunk's records and results depend on besides the software versions: a checkout with
+    uncommitted edits, or an install outside git, keeps its chunks apart when the code
+    changes. None when a module cannot be read."""
+    import matscreen.catalog
+    import matscreen.flows
+    import matscreen.tasks
+
+    packages = (matscreen.flows, matscreen.tasks, matscreen.catalog)
+    return code_sha256(*(Path(str(package.__file__)).parent for package in packages))
 
 
 class ScreenResume:
@@ -59,11 +74,13 @@ class ScreenResume:
         reference_files = []
         if stability is not None:
             reference_files = [p for p in [stability.elements, *stability.entries] if p]
+        self._code = package_code()
         self._key = content_hash(
             {
                 "spec": spec.fingerprint(),
                 "software": recorder.software,
                 "commit": git_commit(),
+                "code": self._code,
                 "catalog": settings.catalog_url_for_display,
                 "models": dict(model_ids),
                 "read_before": sorted(known.items()),
@@ -93,7 +110,7 @@ class ScreenResume:
             kept = self._checked(key)
             if kept is not None:
                 self._kept[key] = kept
-        return ChunkKeys(self._key, frozenset(self._kept))
+        return ChunkKeys(self._key, frozenset(self._kept), plans=self._code is not None)
 
     def take(self, key: str | None) -> FinishedChunk | None:
         """The chunk an earlier run finished under this key (None: the chunk is screened)."""

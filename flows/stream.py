@@ -8,9 +8,15 @@ for. So the sources are read by a child process, which sends the records with th
 hashes and catalog text already made, while the flow records, deduplicates and predicts
 the chunk before. The child sends pieces of :data:`PIECE` items, each pickled to a file
 of a scratch folder (so only a piece at a time is held in its memory, and a child killed
-in the middle of a message leaves no half of it to read); the flow puts them together
-into chunks of the campaign's chunk size. At most ``depth`` chunks' worth of pieces (at
-least ``depth`` pieces) wait on disk.
+in the middle of a message leaves no half of it to read), and the end of every chunk of
+the campaign's chunk size; the flow puts the pieces of a chunk together. At most ``depth``
+chunks' worth of pieces (at least ``depth`` pieces) wait on disk.
+
+Given :class:`~matscreen.tasks.chunk_keys.ChunkKeys`, the child also names each chunk (in
+the chunk's end) by a key chained over every chunk before it. A chunk of a source that
+plans its items (prototype decorations) is keyed by its plans before any record is built,
+and when an earlier, killed run finished it, the child sends it as planned (its item
+count, no record): the flow takes that run's result, and building it is skipped.
 
 The child reads the sources one after the other, in the campaign's order, exactly as the
 flow's process would (same rows, same failures, same chunks, same snapshot). An error of
@@ -36,10 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matscreen.catalog.checkpoints import ChunkKeys, chunk_key, plan_key
+from matscreen.tasks.chunk_keys import ChunkDigest, ChunkKeys, plan_key
 from matscreen.tasks.errors import SourceError
-from matscreen.tasks.hashing import code_sha256
-from matscreen.tasks.sources import base
 from matscreen.tasks.sources.base import Item, open_source
 from matscreen.tasks.sources.records import RecordFailure, SourceSnapshot, StructureRecord
 
@@ -167,7 +171,8 @@ def read_ahead(
 
 
 def _receive(process: Any, channel: Any, folder: Path, sources: Sequence[Any], reading: int) -> Any:
-    """The child's next message: a piece (a list of items), a ReadEnd, or None at the end.
+    """The child's next message: a piece (a list of items), a chunk's end, a planned chunk,
+    a ReadEnd, or None at the end.
 
     Raises
     ------
@@ -236,31 +241,31 @@ def _serve(
                     os._exit(0)
 
     number = 0
-    previous = keys.first if keys is not None else ""
-    # What builds a planned record, besides its document: the sources' code.
-    code = code_sha256(Path(base.__file__).parent)
+    previous = keys.first if keys is not None else None
     try:
         for number, spec in enumerate(sources):
             read = open_source(spec, state_dir)
-            if keys is not None and code is not None and read.plannable:
+            chunk = _ChunkSender(send, piece_size, spec.name, previous)
+            if keys is not None and keys.plans and read.plannable:
                 for plans in _batches(read.plans(), size):
-                    context = {"query": read.builder.query, "code": code}
                     documents = [plan.document for plan in plans]
-                    previous = plan_key(previous, spec.name, context, documents)
-                    if previous in keys.finished:
-                        send(Chunk(number, [], [], previous, planned=len(plans)))
+                    key = plan_key(chunk.previous or "", spec.name, read.builder.query, documents)
+                    if key in keys.finished:
+                        read.skip(plans)
+                        send(Chunk(number, [], [], key, planned=len(plans)))
+                        chunk.previous = key
                         continue
-                    _send_items(send, (read.checked(plan.build()) for plan in plans), piece_size)
-                    send(_ChunkEnd(previous))
+                    for plan in plans:
+                        chunk.add(read.checked(plan.build()))
+                    chunk.end(key)
             else:
-                for items in _batches(read, size):
-                    chunk = _send_items(send, items, piece_size)
-                    key = None
-                    if keys is not None:
-                        records = [i for i in chunk if isinstance(i, StructureRecord)]
-                        failures = [i for i in chunk if not isinstance(i, StructureRecord)]
-                        previous = key = chunk_key(previous, spec.name, records, failures)
-                    send(_ChunkEnd(key))
+                for item in read:
+                    chunk.add(item)
+                    if chunk.count == size:
+                        chunk.end()
+                if chunk.count:
+                    chunk.end()
+            previous = chunk.previous
             send(ReadEnd(number, read.snapshot))
     except Exception as exc:  # sent to the flow, which raises it
         send(Failed(_sendable(exc, sources[number].name), traceback.format_exc()))
@@ -275,27 +280,53 @@ def _serve(
         time.sleep(POLL_SECONDS)
 
 
+class _ChunkSender:
+    """Sends the items of a source's chunks, records prepared, ``piece_size`` at a time
+    (only one piece is held), and each chunk's end with its key: the key given, or, when
+    keys are made (``previous``, the key before, is not None), the chunk's
+    :class:`~matscreen.tasks.chunk_keys.ChunkDigest`."""
+
+    def __init__(
+        self, send: Callable[[Any], None], piece_size: int, source: str, previous: str | None
+    ) -> None:
+        self.send = send
+        self.piece_size = piece_size
+        self.source = source
+        self.previous = previous
+        self.count = 0
+        self._piece: list[Item] = []
+        self._digest = None if previous is None else ChunkDigest(previous, source)
+
+    def add(self, item: Item) -> None:
+        """Add the chunk's next item (sent once a piece is full)."""
+        item = prepared(item) if isinstance(item, StructureRecord) else item
+        if self._digest is not None:
+            self._digest.add(item)
+        self._piece.append(item)
+        self.count += 1
+        if len(self._piece) == self.piece_size:
+            self.send(self._piece)
+            self._piece = []
+
+    def end(self, key: str | None = None) -> None:
+        """Send what is left of the chunk and its end, named ``key`` (by default its
+        digest's key, or None without keys); the next chunk starts."""
+        if key is None and self._digest is not None:
+            key = self._digest.key()
+        if self._piece:
+            self.send(self._piece)
+            self._piece = []
+        self.send(_ChunkEnd(key))
+        self.previous = key if key is not None else self.previous
+        self.count = 0
+        self._digest = None if self.previous is None else ChunkDigest(self.previous, self.source)
+
+
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """``items`` in lists of ``size`` (the last one shorter)."""
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
-
-
-def _send_items(send: Callable[[Any], None], items: Iterable[Item], piece_size: int) -> list[Item]:
-    """Send items, records prepared, ``piece_size`` at a time; return them as sent."""
-    sent: list[Item] = []
-    piece: list[Item] = []
-    for item in items:
-        piece.append(prepared(item) if isinstance(item, StructureRecord) else item)
-        if len(piece) == piece_size:
-            send(piece)
-            sent += piece
-            piece = []
-    if piece:
-        send(piece)
-        sent += piece
-    return sent
 
 
 def _sendable(error: Exception, source: str) -> Exception:

@@ -121,14 +121,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def code_sha256(folder: Path) -> str | None:
-    """The sha256 of the source of every module in a package ``folder`` (names and bytes,
-    in name order): what results computed by that code depend on. None if a module cannot
-    be read (an install without sources)."""
+def code_sha256(*folders: Path) -> str | None:
+    """The sha256 of the source of every module under the package ``folders`` (their paths
+    relative to each folder, and their bytes, in path order): what results computed by that
+    code depend on. None if a module cannot be read (an install without sources)."""
     digest = hashlib.sha256()
     try:
-        for path in sorted(Path(folder).glob("*.py")):
-            digest.update(path.name.encode() + b"\n" + path.read_bytes() + b"\n")
+        for folder in folders:
+            for path in sorted(Path(folder).rglob("*.py")):
+                name = path.relative_to(folder).as_posix()
+                digest.update(f"{Path(folder).name}/{name}\n".encode() + path.read_bytes() + b"\n")
     except OSError:
         return None
     return digest.hexdigest()

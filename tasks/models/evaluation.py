@@ -244,7 +244,7 @@ def evaluate(
 
 
 def scores_key(
-    model_id: str,
+    model_sha256: str,
     labels: Sequence[str],
     train: tuple[Sequence[str], Any, Any],
     test: tuple[Sequence[str], Any, Sequence[float | None]],
@@ -252,10 +252,11 @@ def scores_key(
     importance_repeats: int = 5,
     baseline_trees: int = 300,
 ) -> str | None:
-    """The key of :func:`evaluate`'s held-out scores of the stored model ``model_id`` (its
-    catalog id, a hash of its content): a hash of every argument the scores depend on and
-    of the scoring code (:func:`scoring_code`). None when that code cannot be identified:
-    the scores are then never kept nor taken."""
+    """The key of :func:`evaluate`'s held-out scores of the stored model whose artifact has
+    the sha256 ``model_sha256`` (what was fitted, whatever catalog entity records it): a
+    hash of every argument the scores depend on and of the scoring code
+    (:func:`scoring_code`). None when that code cannot be identified: the scores are then
+    never kept nor taken."""
     code = scoring_code()
     if code is None:
         return None
@@ -264,7 +265,7 @@ def scores_key(
     y_all = np.array([np.nan if v is None else v for v in y_test], dtype=np.float64)
     return content_hash(
         {
-            "model": model_id,
+            "model": model_sha256,
             "labels": list(labels),
             "train": [content_hash(list(train[0])), _array_sha256(x_train, y_train)],
             "test": [content_hash(list(test_ids)), _array_sha256(x_test, y_all)],
@@ -471,8 +472,9 @@ def training_fingerprint(
 
 def reusable_model(
     stored: Sequence[tuple[str, str]], read: Callable[[str], bytes]
-) -> tuple[str, SurrogateModel] | None:
-    """The first stored model that still loads, of ``(model id, artifact sha256)`` pairs.
+) -> tuple[str, str, SurrogateModel] | None:
+    """The first stored model that still loads, of ``(model id, artifact sha256)`` pairs:
+    its id, artifact sha256 and model.
 
     ``read`` returns an artifact's bytes by sha256 (verified). A model whose artifact is
     missing, damaged or of a format this matscreen no longer reads is skipped with a warning
@@ -480,7 +482,7 @@ def reusable_model(
     """
     for model_id, sha256 in stored:
         try:
-            return model_id, SurrogateModel.from_json(read(sha256), f"model {model_id}")
+            return model_id, sha256, SurrogateModel.from_json(read(sha256), f"model {model_id}")
         except (ArtifactError, ModelError) as exc:
             log.warning("model %s is not reused, it is fitted again: %s", model_id, exc)
     return None

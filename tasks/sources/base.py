@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -56,9 +56,11 @@ PLANNERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Plan:
-    """An item of a read, named but not made yet: the raw ``document`` it comes from
-    (already added to the snapshot) and ``build()``, which makes the item."""
+    """An item of a read, named but not made yet: the ``source_id`` of its record, the raw
+    ``document`` it comes from (already added to the snapshot) and ``build()``, which makes
+    the item."""
 
+    source_id: str
     document: Any
     build: Callable[[], Item]
 
@@ -279,6 +281,11 @@ class SourceRead:
         """The read's items as :class:`Plan` (a plannable source only): each is counted and
         in the snapshot when yielded; pass what ``build()`` makes through :meth:`checked`."""
         return self._counted(reader_for(self.spec.kind, PLANNERS)(self.spec, self.builder))
+
+    def skip(self, plans: Sequence[Plan]) -> None:
+        """Note planned items that are not built (an earlier run finished them): a later
+        record with one of their ids is a repeat, as if they had been built."""
+        self._ids.update(plan.source_id for plan in plans)
 
     def checked(self, item: Item) -> Item:
         """The item, or a failure if a record with its id came earlier in this read."""

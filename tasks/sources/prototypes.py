@@ -441,7 +441,7 @@ def plan_prototypes(spec: PrototypeSourceSpec, snapshot: SnapshotBuilder) -> Ite
             return
         document = {"prototype": prototype.name, "sites": candidate.assignment}
         snapshot.add_document(document)
-        yield Plan(document, partial(_build, spec, candidate, row, contacts))
+        yield Plan(candidate.source_id, document, partial(_build, spec, candidate, row, contacts))
 
 
 def _build(spec: PrototypeSourceSpec, candidate: Candidate, row: int, contacts: Any) -> Item:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matscreen.catalog.checkpoints import ChunkCheckpoints, FinishedChunk, chunk_key
+from matscreen.catalog.checkpoints import ChunkCheckpoints, FinishedChunk
+from matscreen.tasks.chunk_keys import ChunkDigest, chunk_key
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 
 
@@ -57,7 +58,7 @@ def _chunk(key: str = "k" * 64) -> FinishedChunk:
         prediction_ids=["p1", "p2"],
         record_ids={"decorations:1": "e1", "decorations:2": "e2"},
         entity_ids=["e1", "e2", "e4"],
-            kept_structures=[["decorations:1", "ab" * 32, "BaTiO3", 12.5]],
+        kept_structures=[["decorations:1", "ab" * 32, "BaTiO3", 12.5]],
     )
 
 
@@ -104,7 +105,7 @@ def test_a_finished_run_removes_its_campaigns_chunks_but_not_those_in_use(tmp_pa
 @pytest.mark.parametrize(
     "damage",
     ["json bytes", "json value", "table bytes", "table gone", "layout", "truncated json",
-     "json is a folder", "json is null"],
+     "json is a folder", "json is null", "kept structure"],
 )  # fmt: skip
 def test_a_kept_chunk_that_fails_its_check_is_set_aside_and_screened_again(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
@@ -133,6 +134,12 @@ def test_a_kept_chunk_that_fails_its_check_is_set_aside_and_screened_again(
     elif damage == "json is a folder":
         document.unlink()
         document.mkdir()
+    elif damage == "kept structure":  # a volume of none, its digest right
+        from matscreen.tasks.hashing import sha256_text
+
+        changed = text.replace("12.5]", "null]")
+        assert changed != text
+        document.write_text(sha256_text(changed) + "\n" + changed)
     elif damage == "json is null":
         from matscreen.tasks.hashing import sha256_text
 
@@ -204,3 +211,8 @@ def test_a_chunk_key_names_its_content_and_everything_before_it() -> None:
     ]
     assert len({key, *others}) == len(others) + 1
     assert json.dumps(key)  # a plain hex string
+    # Made as the items stream past, failed rows among the records: the same key.
+    streamed = ChunkDigest("start", "decorations")
+    for item in [records[0], failure, records[1]]:
+        streamed.add(item)
+    assert streamed.key() == key

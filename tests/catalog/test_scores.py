@@ -4,6 +4,7 @@ when read, and never in the way of a run."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from matscreen.catalog.scores import ScoreCache
+from matscreen.tasks.hashing import sha256_text
 from matscreen.tasks.models.evaluation import evaluate, scores_key, scoring_code
 from matscreen.tasks.models.training import train_surrogate
 from matscreen.tasks.spec import ModelSpec
@@ -89,6 +91,7 @@ def test_a_damaged_or_foreign_file_is_quarantined_and_scored_again(
             lambda text: "",  # emptied
             lambda text: "\x00\x01" + text[2:],  # binary garbage at the start
             lambda text: b"\xff\xfe" + text.encode(),  # not UTF-8
+            _rows_not_objects,  # its digest right, its rows not objects
         ]
     ):
         key = f"{number:064x}"
@@ -100,12 +103,17 @@ def test_a_damaged_or_foreign_file_is_quarantined_and_scored_again(
             assert cache.get(key) is None
         assert not path.exists()
         assert "damaged held-out scores" in caplog.text
-    assert len(list((tmp_path / "scores" / "quarantine").iterdir())) == 4
+    assert len(list((tmp_path / "scores" / "quarantine").iterdir())) == 5
 
 
-def test_nan_scores_round_trip_and_an_unwritable_folder_only_warns(
-    tmp_path: Path, caplog
-) -> None:
+def _rows_not_objects(text: str) -> str:
+    document = json.loads(text.split("\n", 1)[1])
+    document["importance"] = [1, 2]
+    body = json.dumps(document)
+    return f"{sha256_text(body)}\n{body}"
+
+
+def test_nan_scores_round_trip_and_an_unwritable_folder_only_warns(tmp_path: Path, caplog) -> None:
     from matscreen.tasks.models.evaluation import HeldOutScores
 
     scores = HeldOutScores(

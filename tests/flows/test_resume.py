@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from matscreen.catalog.checkpoints import ChunkKeys, FinishedChunk
+from matscreen.catalog.checkpoints import FinishedChunk
 from matscreen.flows.resume import ScreenResume
+from matscreen.tasks.chunk_keys import ChunkKeys
 
 
 class _Catalog:

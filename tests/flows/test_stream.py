@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Structure
 
-from matscreen.catalog.checkpoints import ChunkKeys
 from matscreen.flows.stream import Chunk, ReadEnd, read_ahead
+from matscreen.tasks.chunk_keys import ChunkKeys, chunk_key
 from matscreen.tasks.errors import SourceError
 from matscreen.tasks.hashing import structure_hash
 from matscreen.tasks.sources.base import iter_chunks, open_source
@@ -250,3 +250,19 @@ def test_keyed_chunks_are_the_same_and_finished_planned_ones_are_not_built(tmp_p
         else:
             assert _strip(after) == _strip(before)
             assert not isinstance(after, Chunk) or after.planned == 0
+
+
+def test_without_plans_every_chunk_is_read_and_keyed_by_its_records(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)[:1]
+    planned = [i for i in read_ahead(sources, None, 7, ChunkKeys("first")) if isinstance(i, Chunk)]
+    finished = frozenset(c.key for c in planned if c.key)
+    # The reader cannot identify the code: chunks are keyed by their records, built all.
+    unplanned = ChunkKeys("first", finished, plans=False)
+    chunks = [i for i in read_ahead(sources, None, 7, unplanned) if isinstance(i, Chunk)]
+    assert all(c.planned == 0 and c.records for c in chunks)
+    assert [_strip(c) for c in chunks] == [_strip(c) for c in planned]
+    expected, previous = [], "first"
+    for c in planned:
+        previous = chunk_key(previous, "abx3", c.records, c.failures)
+        expected.append(previous)
+    assert [c.key for c in chunks] == expected and not set(expected) & finished

@@ -319,8 +319,8 @@ def test_a_stored_model_of_an_older_format_is_not_reused() -> None:
     assert reusable_model([("model-1", "old")], read) is None
     # A missing or unloadable artifact is passed over for the next stored model.
     found = reusable_model([("model-0", "gone"), ("model-1", "old"), ("model-2", "new")], read)
-    assert found is not None and found[0] == "model-2"
-    assert found[1].model_json == model.model_json
+    assert found is not None and found[:2] == ("model-2", "new")
+    assert found[2].model_json == model.model_json
 
 
 def test_domain_flags_far_rows_and_measures_blocks_alike(monkeypatch) -> None:
