@@ -212,13 +212,13 @@ class ChunkCheckpoints:
         return FinishedChunk(
             key=key,
             frame=parquet_to_frame(table),
-            levels=document["levels"],
+            levels=_mapping(document["levels"], float, "levels"),
             left_out=[RecordFailure(**f) for f in document["left_out"]],
             failures=[RecordFailure(**f) for f in document["failures"]],
-            counts=Counter(document["counts"]),
-            prediction_ids=document["prediction_ids"],
-            record_ids=document["record_ids"],
-            entity_ids=document["entity_ids"],
+            counts=Counter(_mapping(document["counts"], int, "counts")),
+            prediction_ids=_strings(document["prediction_ids"], "prediction_ids"),
+            record_ids=_mapping(document["record_ids"], str, "record_ids"),
+            entity_ids=_strings(document["entity_ids"], "entity_ids"),
             kept_structures=_kept_structures(document["kept_structures"]),
         )
 
@@ -244,6 +244,29 @@ class ChunkCheckpoints:
             self.close()
         with contextlib.suppress(OSError):
             self.campaign_folder.rmdir()  # when no other screen's chunks are left
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    """A read list of strings, checked (a wrong one is refused like a damaged file)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{name} is not a list of strings")
+    return value
+
+
+def _mapping(value: Any, kind: type, name: str) -> dict[str, Any]:
+    """A read object of string keys and ``kind`` values, checked (for float: a number or
+    null)."""
+
+    def fits(v: Any) -> bool:
+        if kind is float:
+            return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+        return isinstance(v, kind) and not isinstance(v, bool)
+
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and fits(v) for k, v in value.items()
+    ):
+        raise TypeError(f"{name} is not an object of {kind.__name__} values")
+    return value
 
 
 def _kept_structures(value: Any) -> list[list[Any]]:

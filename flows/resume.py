@@ -1,15 +1,16 @@
 """Which chunks of a streamed screen an earlier, unfinished run of the campaign finished.
 
 A chunk's result depends on its records, on every record read before it (the
-deduplicator compares it with all of them), on the spec, the models and the software, and
-on the hull's known phases. :class:`ScreenResume` gives the reader of the sources the first
-key of a chain over all of these (the reader names each chunk by its records,
-:func:`~matscreen.catalog.checkpoints.chunk_key`, or, for a source that plans its items
-such as prototype decorations, by its plans, :func:`~matscreen.catalog.checkpoints.plan_key`),
-keeps every finished chunk under its key, and gives a re-run the chunks it finds once it
-has checked that the catalog still holds the prediction sets and records they name and
-that their artifacts are intact. The reader builds no record of a planned chunk that a
-re-run takes. A campaign whose hull takes phases from the Materials Project keeps no chunk:
+deduplicator compares it with all of them), on the spec, the models, the software and
+matscreen's own code, and on the hull's known phases. :class:`ScreenResume` gives the
+reader of the sources the first key of a chain over all of these (the reader names each
+chunk by its records, :func:`~matscreen.tasks.chunk_keys.chunk_key`, or, for a source that
+plans its items such as prototype decorations, by its plans,
+:func:`~matscreen.tasks.chunk_keys.plan_key`), keeps every finished chunk under its key,
+and gives a re-run the chunks it finds once it has checked that the catalog still holds
+the prediction sets and records they name and that their artifacts are intact. The reader
+builds no record of a planned chunk that a re-run takes. A campaign whose hull takes
+phases from the Materials Project keeps no chunk:
 those phases, and the snapshots that record them, are read per chunk.
 """
 

@@ -122,9 +122,9 @@ def read_ahead(
 
     With ``keys``, the child names every chunk by a key chained from ``keys.first``: a
     source that plans its items (:attr:`~matscreen.tasks.sources.base.SourceRead.plannable`)
-    by the plans (:func:`~matscreen.catalog.checkpoints.plan_key`), and a chunk whose key
+    by the plans (:func:`~matscreen.tasks.chunk_keys.plan_key`), and a chunk whose key
     is among ``keys.finished`` is sent as planned, none of its records built; any other
-    source by its records (:func:`~matscreen.catalog.checkpoints.chunk_key`).
+    source by its records (:func:`~matscreen.tasks.chunk_keys.chunk_key`).
 
     Leaving the loop early (or an error in it) stops the child and removes its folder.
 
@@ -245,12 +245,13 @@ def _serve(
     try:
         for number, spec in enumerate(sources):
             read = open_source(spec, state_dir)
-            chunk = _ChunkSender(send, piece_size, spec.name, previous)
-            if keys is not None and keys.plans and read.plannable:
+            planned = keys is not None and keys.plans and read.plannable
+            chunk = _ChunkSender(send, piece_size, spec.name, previous, digests=not planned)
+            if planned:
                 for plans in _batches(read.plans(), size):
                     documents = [plan.document for plan in plans]
                     key = plan_key(chunk.previous or "", spec.name, read.builder.query, documents)
-                    if key in keys.finished:
+                    if key in keys.finished:  # type: ignore[union-attr]
                         read.skip(plans)
                         send(Chunk(number, [], [], key, planned=len(plans)))
                         chunk.previous = key
@@ -282,20 +283,31 @@ def _serve(
 
 class _ChunkSender:
     """Sends the items of a source's chunks, records prepared, ``piece_size`` at a time
-    (only one piece is held), and each chunk's end with its key: the key given, or, when
-    keys are made (``previous``, the key before, is not None), the chunk's
+    (only one piece is held), and each chunk's end with its key: the key given, or, with
+    ``digests`` when keys are made (``previous``, the key before, is not None), the chunk's
     :class:`~matscreen.tasks.chunk_keys.ChunkDigest`."""
 
     def __init__(
-        self, send: Callable[[Any], None], piece_size: int, source: str, previous: str | None
+        self,
+        send: Callable[[Any], None],
+        piece_size: int,
+        source: str,
+        previous: str | None,
+        digests: bool = True,
     ) -> None:
         self.send = send
         self.piece_size = piece_size
         self.source = source
         self.previous = previous
+        self.digests = digests
         self.count = 0
         self._piece: list[Item] = []
-        self._digest = None if previous is None else ChunkDigest(previous, source)
+        self._digest = self._new_digest()
+
+    def _new_digest(self) -> ChunkDigest | None:
+        if not self.digests or self.previous is None:
+            return None
+        return ChunkDigest(self.previous, self.source)
 
     def add(self, item: Item) -> None:
         """Add the chunk's next item (sent once a piece is full)."""
@@ -319,7 +331,7 @@ class _ChunkSender:
         self.send(_ChunkEnd(key))
         self.previous = key if key is not None else self.previous
         self.count = 0
-        self._digest = None if self.previous is None else ChunkDigest(self.previous, self.source)
+        self._digest = self._new_digest()
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -124,10 +124,13 @@ def file_sha256(path: Path) -> str:
 def code_sha256(*folders: Path) -> str | None:
     """The sha256 of the source of every module under the package ``folders`` (their paths
     relative to each folder, and their bytes, in path order): what results computed by that
-    code depend on. None if a module cannot be read (an install without sources)."""
+    code depend on. None if a folder is not a package with its sources (an install without
+    them, a zip import) or a module cannot be read."""
     digest = hashlib.sha256()
     try:
         for folder in folders:
+            if not (Path(folder) / "__init__.py").is_file():
+                return None
             for path in sorted(Path(folder).rglob("*.py")):
                 name = path.relative_to(folder).as_posix()
                 digest.update(f"{Path(folder).name}/{name}\n".encode() + path.read_bytes() + b"\n")

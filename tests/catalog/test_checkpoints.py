@@ -105,7 +105,7 @@ def test_a_finished_run_removes_its_campaigns_chunks_but_not_those_in_use(tmp_pa
 @pytest.mark.parametrize(
     "damage",
     ["json bytes", "json value", "table bytes", "table gone", "layout", "truncated json",
-     "json is a folder", "json is null", "kept structure"],
+     "json is a folder", "json is null", "kept structure", "record ids"],
 )  # fmt: skip
 def test_a_kept_chunk_that_fails_its_check_is_set_aside_and_screened_again(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
@@ -139,6 +139,13 @@ def test_a_kept_chunk_that_fails_its_check_is_set_aside_and_screened_again(
 
         changed = text.replace("12.5]", "null]")
         assert changed != text
+        document.write_text(sha256_text(changed) + "\n" + changed)
+    elif damage == "record ids":  # a list where an object belongs, its digest right
+        from matscreen.tasks.hashing import sha256_text
+
+        document_value = json.loads(text)
+        document_value["record_ids"] = ["e1"]
+        changed = json.dumps(document_value)
         document.write_text(sha256_text(changed) + "\n" + changed)
     elif damage == "json is null":
         from matscreen.tasks.hashing import sha256_text

@@ -72,6 +72,21 @@ def test_the_key_names_every_argument_the_scores_depend_on(fitted) -> None:
     assert len({base, *others}) == len(others) + 1
 
 
+def test_a_folder_without_sources_has_no_code_hash(tmp_path: Path) -> None:
+    from matscreen.tasks.hashing import code_sha256
+
+    package = tmp_path / "package"
+    package.mkdir()
+    assert code_sha256(package) is None  # no __init__.py: an install without sources
+    assert code_sha256(tmp_path / "missing") is None
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("x = 1\n")
+    first = code_sha256(package)
+    assert first is not None
+    (package / "a.py").write_text("x = 2\n")
+    assert code_sha256(package) not in {None, first}
+
+
 def test_without_readable_scoring_code_nothing_is_kept(fitted, monkeypatch) -> None:
     _, train, test = fitted
     monkeypatch.setattr("matscreen.tasks.models.evaluation.scoring_code", lambda: None)
