@@ -242,6 +242,7 @@ def _serve(
 
     number = 0
     previous = keys.first if keys is not None else None
+    finished = keys.finished if keys is not None else frozenset()
     try:
         for number, spec in enumerate(sources):
             read = open_source(spec, state_dir)
@@ -251,7 +252,7 @@ def _serve(
                 for plans in _batches(read.plans(), size):
                     documents = [plan.document for plan in plans]
                     key = plan_key(chunk.previous or "", spec.name, read.builder.query, documents)
-                    if key in keys.finished:  # type: ignore[union-attr]
+                    if key in finished:
                         read.skip(plans)
                         send(Chunk(number, [], [], key, planned=len(plans)))
                         chunk.previous = key

@@ -294,10 +294,11 @@ def scoring_code() -> str | None:
 
 
 def _array_sha256(*arrays: Any) -> str:
+    """The sha256 of the arrays' values as float64, one after the other (their shapes are
+    named by the row ids and feature labels hashed beside them)."""
     digest = hashlib.sha256()
     for array in arrays:
-        values = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
-        digest.update(f"{values.shape}".encode() + values.tobytes())
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     return digest.hexdigest()
 
 
@@ -449,9 +450,6 @@ def training_fingerprint(
     has this hash reuses the model fitted before instead of fitting it again.
     """
     ids, x, y = train
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
     # xgboost fits the difficulty models of adaptive intervals, whatever the algorithm.
     libraries = dict.fromkeys(
         (library_of(spec.algorithm), "numpy", "scikit-learn", "matscreen", "xgboost")
@@ -464,7 +462,7 @@ def training_fingerprint(
             "featurization": featurization,
             "ids": list(ids),
             "groups": None if groups is None else list(groups),
-            "values_sha256": digest.hexdigest(),
+            "values_sha256": _array_sha256(x, y),
             "versions": {name: installed_version(name) for name in libraries},
         }
     )
