@@ -266,3 +266,17 @@ def test_without_plans_every_chunk_is_read_and_keyed_by_its_records(tmp_path: Pa
         previous = chunk_key(previous, "abx3", c.records, c.failures)
         expected.append(previous)
     assert [c.key for c in chunks] == expected and not set(expected) & finished
+
+
+def test_a_planned_source_with_no_candidate_sends_only_its_end(tmp_path: Path) -> None:
+    # No charge-neutral decoration: nothing to plan, build or key, and the same snapshot.
+    empty = PrototypeSourceSpec(
+        kind="prototypes",
+        name="none",
+        prototype="perovskite_ABX3",
+        sites={"A": ["Na"], "B": ["K"], "X": ["O"]},
+    )
+    keyed = list(read_ahead([empty], None, 7, ChunkKeys("first", frozenset({"x" * 64}))))
+    assert [type(i).__name__ for i in keyed] == ["ReadEnd"]
+    assert _strip(keyed[0]) == _strip(_in_process([empty], 7)[0])
+    assert keyed[0].snapshot.n_rows == 0
