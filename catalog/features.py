@@ -221,12 +221,20 @@ class FeatureStore:
         Path or None
             The part file written, or None if there was nothing to write.
         """
-        if features.empty and not failures:
+        return self.add_rows(stored_rows(features, failures))
+
+    def add_rows(self, rows: pd.DataFrame) -> Path | None:
+        """Store rows made by :func:`stored_rows` as one part; return it (None if empty)."""
+        if rows.empty:
             return None
-        data = frame_to_parquet(stored_rows(features, failures))
+        data = frame_to_parquet(rows)
         stamp = utc_now().replace(":", "")
         path = self.folder / f"part-{stamp}-{hashlib.sha256(data).hexdigest()}.parquet"
         write_atomically(path, data)
+        # Its keys are known: the part is indexed without being read back (its rows are
+        # verified when they are read, like every part's). It replaces the parts it merges.
+        self._where.update(dict.fromkeys(rows.index, path))
+        self._indexed[path] = len(rows)
         return path
 
     def compact(self) -> None:

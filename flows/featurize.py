@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 import pandas as pd
 from prefect import unmapped
 from prefect.futures import as_completed
 
-from matscreen.catalog.features import FeatureStore, stored_rows
+from matscreen.catalog.features import SMALL_PART_ROWS, FeatureStore, stored_rows
 from matscreen.tasks.dataset import batches, mean_sites, unique_structures
 from matscreen.tasks.featurize import batch_size_for, featurization_config
 from matscreen.tasks.featurize.batch import (
@@ -23,13 +24,17 @@ from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec
 from matscreen.tasks.steps import featurize_batch_task
 
+#: Finished batches wait to be stored together until this many seconds have passed since
+#: the last store: a run killed meanwhile loses no more work than that.
+STORE_EVERY_S = 5.0
+
 
 @dataclass
 class PendingFeatures:
     """A featurization under way: the stored rows found, the batches submitted.
 
-    :meth:`collect` waits for the batches, stores each as it finishes and returns the
-    table; in between, the flow's process is free (to read the next chunk of candidates).
+    :meth:`collect` waits for the batches and returns the table; in between, the flow's
+    process is free (to read the next chunk of candidates).
     """
 
     keys: dict[str, str]
@@ -40,15 +45,31 @@ class PendingFeatures:
 
     def collect(self) -> tuple[FeatureTable, list[RunInfo], int]:
         """Wait for the batches; return ``(FeatureTable, batch runs, structures taken from
-        the store)``."""
-        runs, computed = [], [self.stored]
+        the store)``.
+
+        Finished batches are stored together, as a part of at least ``SMALL_PART_ROWS``
+        rows (which no compaction rewrites) or the rows of the last ``STORE_EVERY_S``
+        seconds, and the rest when the last batch is in.
+        """
+        runs, computed, waiting = [], [self.stored], []
+        since = monotonic()
+
+        def store_waiting() -> None:
+            if waiting:
+                rows = pd.concat(waiting) if len(waiting) > 1 else waiting[0]
+                self.store.add_rows(rows)
+                computed.append(rows)  # the rows as stored, without reading them back
+                waiting.clear()
+
         for future in as_completed(self.futures):
             batch = future.result()
-            frame = batch_frame(batch.value)
-            self.store.add(frame, batch.value.failures)
-            # The rows as stored (float64, with their error column), without reading back.
-            computed.append(stored_rows(frame, batch.value.failures))
+            waiting.append(stored_rows(batch_frame(batch.value), batch.value.failures))
             runs.append(batch.run)
+            waited = monotonic() - since
+            if sum(map(len, waiting)) >= SMALL_PART_ROWS or waited >= STORE_EVERY_S:
+                store_waiting()
+                since = monotonic()
+        store_waiting()
         stored = self.stored
         if self.computing:
             self.store.compact()
