@@ -428,26 +428,21 @@ class Catalog(CatalogReads):
     def _insert_edges(
         self, conn: Connection, edges: Sequence[Edge], known: Mapping[str, str] | None = None
     ) -> None:
-        """Insert edges after checking both ends against the rules table; ``known`` gives
-        the node type of ids that need no look-up."""
+        """Insert edges whose ends the rules table allows; ``known`` gives the node type of
+        ids this transaction knows (its activity and entities).
+
+        The database's foreign keys, on (node id, node type), refuse an edge whose end is
+        not stored or is of another type, so other ends are not looked up first: only when
+        the insert is refused are they looked up, to name the edge at fault.
+        """
         if not edges:
             return
         known = known or {}
-        ids = {e.subject_id for e in edges} | {e.object_id for e in edges}
-        types = {**known, **self._node_types(conn, sorted(ids - known.keys()))}
-        rows = []
         now = utc_now()
+        rows = []
         for edge in edges:
             subject_type, object_type = RELATIONS[edge.relation]
-            for node_id, wanted in ((edge.subject_id, subject_type), (edge.object_id, object_type)):
-                actual = types.get(node_id)
-                if actual is None:
-                    raise ProvenanceRuleError(f"{edge.relation}: node {node_id} is not stored")
-                if actual != wanted:
-                    raise ProvenanceRuleError(
-                        f"{edge.relation} needs {subject_type} -> {object_type}, "
-                        f"but {node_id} is an {actual}"
-                    )
+            _check_ends(edge, known)
             rows.append(
                 {
                     "relation": edge.relation,
@@ -458,7 +453,17 @@ class Catalog(CatalogReads):
                     "recorded_at": now,
                 }
             )
-        conn.execute(self._insert_ignore(schema.edges), rows)
+        try:
+            conn.execute(self._insert_ignore(schema.edges), rows)
+        except IntegrityError:
+            # Look the ends up outside the refused transaction (PostgreSQL's is aborted): the
+            # nodes it inserted itself are in ``known``.
+            ids = {e.subject_id for e in edges} | {e.object_id for e in edges}
+            with self.engine.connect() as other:
+                types = {**self._node_types(other, sorted(ids - known.keys())), **known}
+            for edge in edges:
+                _check_ends(edge, types, stored=True)
+            raise
 
     def _node_types(self, conn: Connection, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -471,6 +476,27 @@ class Catalog(CatalogReads):
             )
             found.update({row[0]: row[1] for row in rows})
         return found
+
+
+def _check_ends(edge: Edge, types: Mapping[str, str], stored: bool = False) -> None:
+    """Refuse an edge whose ends, of the types in ``types``, the rules table does not allow;
+    with ``stored``, also one whose end is not in ``types`` (not stored).
+
+    Raises
+    ------
+    ProvenanceRuleError
+        Naming the relation and the node at fault.
+    """
+    subject_type, object_type = RELATIONS[edge.relation]
+    for node_id, wanted in ((edge.subject_id, subject_type), (edge.object_id, object_type)):
+        actual = types.get(node_id)
+        if actual is None and stored:
+            raise ProvenanceRuleError(f"{edge.relation}: node {node_id} is not stored")
+        if actual is not None and actual != wanted:
+            raise ProvenanceRuleError(
+                f"{edge.relation} needs {subject_type} -> {object_type}, "
+                f"but {node_id} is an {actual}"
+            )
 
 
 def _sqlite_read_only_url(database: Path) -> str | None:

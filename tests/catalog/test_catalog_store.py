@@ -68,6 +68,11 @@ def test_rules_table_refuses_edges_of_the_wrong_shape(catalog: Catalog) -> None:
         catalog.record_step(
             _activity("bad2"), derived=[Edge("wasDerivedFrom", entity.id, "f" * 64)]
         )
+    # Ends the step does not know are checked by the database, then named.
+    with pytest.raises(ProvenanceRuleError, match=f"used: node {'e' * 64} is not stored"):
+        catalog.record_step(_activity("bad4"), used=["e" * 64])
+    with pytest.raises(ProvenanceRuleError, match="used needs activity -> entity"):
+        catalog.record_step(_activity("bad5"), used=["act-fit"])
     with pytest.raises(ProvenanceRuleError, match="unknown relation 'wasInformedBy'"):
         catalog.record_step(_activity("bad3"), derived=[Edge("wasInformedBy", "a", "b")])
     with pytest.raises(ProvenanceRuleError, match="unknown entity kind 'molecule'"):
