@@ -117,8 +117,9 @@ def featurize_records(
 ) -> tuple[FeatureTable, list[RunInfo], int]:
     """Features of every record, computing only the structures the store lacks.
 
-    Must run inside a flow (see :func:`start_featurization`); each batch is stored as soon
-    as it finishes, so an interrupted run keeps what it computed.
+    Must run inside a flow (see :func:`start_featurization`); finished batches are stored
+    within seconds (:meth:`PendingFeatures.collect`), so an interrupted run keeps what it
+    computed.
 
     Returns
     -------
