@@ -231,11 +231,15 @@ class FeatureStore:
         stamp = utc_now().replace(":", "")
         path = self.folder / f"part-{stamp}-{hashlib.sha256(data).hexdigest()}.parquet"
         write_atomically(path, data)
-        # Its keys are known: the part is indexed without being read back (its rows are
-        # verified when they are read, like every part's). It replaces the parts it merges.
-        self._where.update(dict.fromkeys(rows.index, path))
-        self._indexed[path] = len(rows)
+        self._index(path, rows)
         return path
+
+    def _index(self, part: Path, rows: pd.DataFrame) -> None:
+        """Index a part this store wrote from the rows it wrote, without reading it back
+        (its rows are verified when they are read, like every part's)."""
+        for key in rows.index:
+            self._where.setdefault(key, part)
+        self._indexed[part] = len(rows)
 
     def compact(self) -> None:
         """Merge the small parts into one when there are many (safe alongside other runs).
@@ -258,12 +262,15 @@ class FeatureStore:
             return
         frame = pd.concat(frames)
         frame = frame[~frame.index.duplicated(keep="first")]
-        self.add(
+        merged = self.add(
             frame.drop(columns=[ERROR_COLUMN]).loc[frame[ERROR_COLUMN].isna()],
             frame.loc[frame[ERROR_COLUMN].notna(), ERROR_COLUMN].to_dict(),
         )
         for part in small:
             part.unlink(missing_ok=True)
+        self._forget(set(small))
+        if merged is not None:  # its keys pointed at the merged parts
+            self._index(merged, frame)
 
 
 def stored_rows(features: pd.DataFrame, failures: dict[str, str]) -> pd.DataFrame:

@@ -35,6 +35,7 @@ def _upgrade_sqlite(engine: Engine) -> None:
     try:
         connection = raw.driver_connection
         assert connection is not None  # a raw connection that is open has its driver's
+        previous = connection.isolation_level
         connection.isolation_level = None  # explicit transaction below
         cursor = connection.cursor()
         cursor.execute("PRAGMA foreign_keys = OFF")
@@ -66,6 +67,11 @@ def _upgrade_sqlite(engine: Engine) -> None:
             if not committed:
                 cursor.execute("ROLLBACK")
             cursor.execute("PRAGMA foreign_keys = ON")
+            # The connection returns to the pool as it came: transactions begun implicitly.
+            connection.isolation_level = previous
+    except BaseException:
+        raw.invalidate()  # never pooled in a state the steps above may have left
+        raise
     finally:
         raw.close()
 

@@ -226,7 +226,9 @@ class Catalog(CatalogReads):
             with self._transaction() as conn:
                 self._insert_activity(conn, activity)
                 self._insert_edges(
-                    conn, [Edge("wasAssociatedWith", activity.id, a) for a in agents]
+                    conn,
+                    [Edge("wasAssociatedWith", activity.id, a) for a in agents],
+                    {activity.id: "activity"},
                 )
         except IntegrityError as exc:
             raise CatalogError(
@@ -456,11 +458,15 @@ class Catalog(CatalogReads):
         try:
             conn.execute(self._insert_ignore(schema.edges), rows)
         except IntegrityError:
-            # Look the ends up outside the refused transaction (PostgreSQL's is aborted): the
-            # nodes it inserted itself are in ``known``.
-            ids = {e.subject_id for e in edges} | {e.object_id for e in edges}
-            with self.engine.connect() as other:
-                types = {**self._node_types(other, sorted(ids - known.keys())), **known}
+            ids = sorted({e.subject_id for e in edges} | {e.object_id for e in edges})
+            if self.engine.dialect.name == "sqlite":
+                # SQLite undid the refused statement only: the transaction can be read.
+                types = self._node_types(conn, ids)
+            else:
+                # PostgreSQL aborted the transaction: look up what was committed before it
+                # (the nodes the transaction inserted itself are in ``known``).
+                with self.engine.connect() as other:
+                    types = {**self._node_types(other, ids), **known}
             for edge in edges:
                 _check_ends(edge, types, stored=True)
             raise

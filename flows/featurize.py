@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from time import monotonic
 from typing import Any
 
 import pandas as pd
 from prefect import unmapped
 from prefect.futures import as_completed
 
-from matscreen.catalog.features import SMALL_PART_ROWS, FeatureStore, stored_rows
+from matscreen.catalog.features import FeatureStore, stored_rows
 from matscreen.tasks.dataset import batches, mean_sites, unique_structures
 from matscreen.tasks.featurize import batch_size_for, featurization_config
 from matscreen.tasks.featurize.batch import (
@@ -23,10 +22,6 @@ from matscreen.tasks.runinfo import RunInfo
 from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec
 from matscreen.tasks.steps import featurize_batch_task
-
-#: Finished batches wait to be stored together until this many seconds have passed since
-#: the last store: a run killed meanwhile loses no more work than that.
-STORE_EVERY_S = 5.0
 
 
 @dataclass
@@ -47,12 +42,16 @@ class PendingFeatures:
         """Wait for the batches; return ``(FeatureTable, batch runs, structures taken from
         the store)``.
 
-        Finished batches are stored together, as a part of at least ``SMALL_PART_ROWS``
-        rows (which no compaction rewrites) or the rows of the last ``STORE_EVERY_S``
-        seconds, and the rest when the last batch is in.
+        Finished batches are stored before the flow waits for another one: batches that
+        are all finished when it gets to them (a streamed screen's, collected after the
+        next chunk was read) are stored together, as one part; a batch that had to be
+        waited for is stored as it arrives. A run killed while waiting has stored every
+        batch finished before.
         """
-        runs, computed, waiting = [], [self.stored], []
-        since = monotonic()
+        runs: list[RunInfo] = []
+        computed: list[pd.DataFrame] = [self.stored]
+        waiting: list[pd.DataFrame] = []
+        untaken = set(self.futures)
 
         def store_waiting() -> None:
             if waiting:
@@ -62,13 +61,16 @@ class PendingFeatures:
                 waiting.clear()
 
         for future in as_completed(self.futures):
-            batch = future.result()
+            untaken.discard(future)
+            try:
+                batch = future.result()
+            except BaseException:
+                store_waiting()  # what finished before the failure is kept
+                raise
             waiting.append(stored_rows(batch_frame(batch.value), batch.value.failures))
             runs.append(batch.run)
-            waited = monotonic() - since
-            if sum(map(len, waiting)) >= SMALL_PART_ROWS or waited >= STORE_EVERY_S:
+            if not any(map(_finished, untaken)):
                 store_waiting()
-                since = monotonic()
         store_waiting()
         stored = self.stored
         if self.computing:
@@ -76,6 +78,13 @@ class PendingFeatures:
             stored = pd.concat([c for c in computed if not c.empty])
         table = table_for_records(self.keys, stored)
         return table, runs, len(set(self.keys.values())) - self.computing
+
+
+def _finished(future: Any) -> bool:
+    """Whether a task run's future has finished, without asking Prefect's API (the future
+    of a Dask or thread task runner wraps a future that knows)."""
+    wrapped = getattr(future, "wrapped_future", None)
+    return wrapped is not None and wrapped.done()
 
 
 def start_featurization(
@@ -118,8 +127,8 @@ def featurize_records(
     """Features of every record, computing only the structures the store lacks.
 
     Must run inside a flow (see :func:`start_featurization`); finished batches are stored
-    within seconds (:meth:`PendingFeatures.collect`), so an interrupted run keeps what it
-    computed.
+    before the flow waits for more (:meth:`PendingFeatures.collect`), so an interrupted run
+    keeps what it computed.
 
     Returns
     -------

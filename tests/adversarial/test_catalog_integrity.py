@@ -133,6 +133,17 @@ def test_a_version_1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
         with pytest.raises(DatabaseError, match="nodes are immutable"):
             with catalog.engine.begin() as conn:
                 conn.execute(text("DELETE FROM nodes"))
+        # The connection that upgraded is back in the pool with its transactions: a step
+        # refused half-way leaves nothing, not even its activity.
+        step = Activity("after-upgrade", "step", "bad", utc_now(), utc_now(), "completed")
+        kept = Entity.new("model", "m", {"target": "band_gap"})
+        with pytest.raises(ProvenanceRuleError, match="is not stored"):
+            catalog.record_step(step, [kept], used=["f" * 64])
+        with catalog.engine.connect() as conn:
+            assert (
+                conn.execute(text("SELECT count(*) FROM nodes WHERE id = 'after-upgrade'")).scalar()
+                == 0
+            )
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM catalog_info").fetchone() == ("2",)
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []

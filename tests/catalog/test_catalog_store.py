@@ -73,13 +73,16 @@ def test_rules_table_refuses_edges_of_the_wrong_shape(catalog: Catalog) -> None:
         catalog.record_step(_activity("bad4"), used=["e" * 64])
     with pytest.raises(ProvenanceRuleError, match="used needs activity -> entity"):
         catalog.record_step(_activity("bad5"), used=["act-fit"])
+    with pytest.raises(ProvenanceRuleError, match="wasAssociatedWith: node no-agent is not"):
+        catalog.start_activity(_activity("bad6"), agents=["no-agent"])
     with pytest.raises(ProvenanceRuleError, match="unknown relation 'wasInformedBy'"):
         catalog.record_step(_activity("bad3"), derived=[Edge("wasInformedBy", "a", "b")])
     with pytest.raises(ProvenanceRuleError, match="unknown entity kind 'molecule'"):
         Entity.new("molecule", "x", {})
     # A refused step leaves nothing behind: not even its activity.
-    with pytest.raises(NotFoundError):
-        catalog.get_activity("act-bad")
+    for refused in ("bad", "bad4", "bad5", "bad6"):
+        with pytest.raises(NotFoundError):
+            catalog.get_activity(f"act-{refused}")
 
 
 def test_database_itself_enforces_the_relation_shapes(catalog: Catalog) -> None:
