@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ from matscreen.tasks.sources import StructureRecord
 from matscreen.tasks.spec import FeaturizationSpec
 from matscreen.tasks.steps import featurize_batch_task
 
+#: Finished rows waiting to be stored together are stored once they are this many (a run
+#: killed meanwhile loses no more).
+STORE_AT_ROWS = 20_000
+
 
 @dataclass
 class PendingFeatures:
@@ -42,11 +47,13 @@ class PendingFeatures:
         """Wait for the batches; return ``(FeatureTable, batch runs, structures taken from
         the store)``.
 
-        Finished batches are stored before the flow waits for another one: batches that
-        are all finished when it gets to them (a streamed screen's, collected after the
-        next chunk was read) are stored together, as one part; a batch that had to be
-        waited for is stored as it arrives. A run killed while waiting has stored every
-        batch finished before.
+        Finished batches are stored together, as one part, until no other batch is
+        finished or they hold :data:`STORE_AT_ROWS` rows: batches that are all finished when
+        the flow gets to them (a streamed screen's, collected after the next chunk was
+        read) make one part, and a batch that had to be waited for is stored as it
+        arrives. So a run killed while the flow waits for a batch has stored the batches
+        finished before; a failed batch's error is raised once the finished ones are
+        stored.
         """
         runs: list[RunInfo] = []
         computed: list[pd.DataFrame] = [self.stored]
@@ -60,16 +67,22 @@ class PendingFeatures:
                 computed.append(rows)  # the rows as stored, without reading them back
                 waiting.clear()
 
-        for future in as_completed(self.futures):
+        def take(future: Any) -> None:
             untaken.discard(future)
-            try:
-                batch = future.result()
-            except BaseException:
-                store_waiting()  # what finished before the failure is kept
-                raise
+            batch = future.result()
             waiting.append(stored_rows(batch_frame(batch.value), batch.value.failures))
             runs.append(batch.run)
-            if not any(map(_finished, untaken)):
+
+        for future in as_completed(self.futures):
+            try:
+                take(future)
+            except BaseException:
+                for other in [f for f in untaken if _finished(f)]:
+                    with suppress(Exception):  # a failure of its own is reported by a re-run
+                        take(other)
+                store_waiting()
+                raise
+            if sum(map(len, waiting)) >= STORE_AT_ROWS or not any(map(_finished, untaken)):
                 store_waiting()
         store_waiting()
         stored = self.stored

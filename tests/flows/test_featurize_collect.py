@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from matscreen.catalog.features import FeatureStore
@@ -92,11 +93,23 @@ def test_batches_that_each_had_to_be_waited_for_are_stored_one_by_one(
     assert _parts(tmp_path) == 4
 
 
-def test_a_failed_batch_keeps_the_batches_finished_before_it(
+def test_a_failed_batch_keeps_every_finished_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches = [_Batch(0, True), _Batch(1, True, error=True), _Batch(2, True)]
+    # Batch 1 fails: batch 0, taken before it, and batch 2, finished but not yet taken,
+    # are stored before the error is raised; batch 3, not finished, is computed again.
+    batches = [_Batch(0, True), _Batch(1, True, error=True), _Batch(2, True), _Batch(3, False)]
     with pytest.raises(RuntimeError, match="the worker died"):
         _pending(tmp_path, monkeypatch, batches).collect()
-    stored = FeatureStore(tmp_path, CONFIG).lookup(["h0-0", "h1-0", "h2-0"])
-    assert stored.index.tolist() == ["h0-0"]
+    stored = FeatureStore(tmp_path, CONFIG).lookup(["h0-0", "h1-0", "h2-0", "h3-0"])
+    assert sorted(stored.index) == ["h0-0", "h2-0"]
+
+
+def test_many_finished_rows_are_stored_without_waiting_for_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(featurize, "STORE_AT_ROWS", 22)  # two batches: 20 rows, 2 failures
+    batches = [_Batch(b, ready=True) for b in range(6)]
+    _pending(tmp_path, monkeypatch, batches).collect()
+    parts = FeatureStore(tmp_path, CONFIG).part_files()
+    assert sorted(len(pd.read_parquet(part)) for part in parts) == [22, 22, 22]
