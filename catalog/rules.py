@@ -2,10 +2,19 @@
 
 This table is the one place that says which relation may join which node types; the
 database schema derives its CHECK constraint from it and :class:`Catalog` validates against
-it before writing.
+it before writing (:func:`check_edge_ends`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from matscreen.tasks.errors import ProvenanceRuleError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from matscreen.catalog.nodes import Edge
 
 NODE_TYPES = ("entity", "activity", "agent")
 
@@ -60,3 +69,24 @@ def in_check_sql(column: str, values: tuple[str, ...]) -> str:
     """Return a SQL CHECK expression restricting ``column`` to ``values``."""
     quoted = ", ".join(f"'{value}'" for value in values)
     return f"{column} IN ({quoted})"
+
+
+def check_edge_ends(edge: Edge, types: Mapping[str, str], stored: bool = False) -> None:
+    """Refuse an edge whose ends, of the types in ``types``, the rules table does not allow;
+    with ``stored``, also one whose end is not in ``types`` (not stored).
+
+    Raises
+    ------
+    ProvenanceRuleError
+        Naming the relation and the node at fault.
+    """
+    subject_type, object_type = RELATIONS[edge.relation]
+    for node_id, wanted in ((edge.subject_id, subject_type), (edge.object_id, object_type)):
+        actual = types.get(node_id)
+        if actual is None and stored:
+            raise ProvenanceRuleError(f"{edge.relation}: node {node_id} is not stored")
+        if actual is not None and actual != wanted:
+            raise ProvenanceRuleError(
+                f"{edge.relation} needs {subject_type} -> {object_type}, "
+                f"but {node_id} is an {actual}"
+            )

@@ -12,6 +12,10 @@ nodes, agents and activities; :mod:`matscreen.catalog.migrate` upgrades a versio
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from urllib.parse import quote
+
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -212,3 +216,21 @@ def enable_sqlite_foreign_keys(engine: Engine, wal: bool = True) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.close()
+
+
+def sqlite_read_only_url(database: Path) -> str | None:
+    """A read-only URL for an existing SQLite file this process cannot write, else None.
+
+    A database whose folder cannot be written either, and that has no write-ahead log
+    pending, is opened ``immutable`` (SQLite then needs no lock or shared-memory file
+    beside it, which it could not create there).
+    """
+    if not database.is_file():
+        return None
+    folder_writable = os.access(database.parent, os.W_OK)
+    if folder_writable and os.access(database, os.W_OK):
+        return None
+    log = database.with_name(database.name + "-wal")
+    immutable = not folder_writable and (not log.exists() or log.stat().st_size == 0)
+    options = "mode=ro&uri=true" + ("&immutable=1" if immutable else "")
+    return f"sqlite:///file:{quote(str(database.resolve()))}?{options}"

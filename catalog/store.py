@@ -9,13 +9,11 @@ stored together or not at all.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import Connection, create_engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +28,7 @@ from matscreen.catalog.rules import (
     ACTIVITY_STATUSES,
     AGENT_KINDS,
     RELATIONS,
+    check_edge_ends,
 )
 from matscreen.tasks.errors import CatalogError, NotFoundError, ProvenanceRuleError
 from matscreen.tasks.hashing import canonical_json, content_hash
@@ -72,7 +71,7 @@ class Catalog(CatalogReads):
                     f"no catalog at {database}: nothing has been recorded there yet "
                     "(is MATSCREEN_HOME or MATSCREEN_CATALOG_URL the one you meant?)"
                 )
-            read_only_url = _sqlite_read_only_url(database)
+            read_only_url = schema.sqlite_read_only_url(database)
             if read_only_url is not None:
                 opened, self.read_only = read_only_url, True
             else:
@@ -444,7 +443,7 @@ class Catalog(CatalogReads):
         rows = []
         for edge in edges:
             subject_type, object_type = RELATIONS[edge.relation]
-            _check_ends(edge, known)
+            check_edge_ends(edge, known)
             rows.append(
                 {
                     "relation": edge.relation,
@@ -468,7 +467,7 @@ class Catalog(CatalogReads):
                 with self.engine.connect() as other:
                     types = {**self._node_types(other, ids), **known}
             for edge in edges:
-                _check_ends(edge, types, stored=True)
+                check_edge_ends(edge, types, stored=True)
             raise
 
     def _node_types(self, conn: Connection, ids: Sequence[str]) -> dict[str, str]:
@@ -482,42 +481,3 @@ class Catalog(CatalogReads):
             )
             found.update({row[0]: row[1] for row in rows})
         return found
-
-
-def _check_ends(edge: Edge, types: Mapping[str, str], stored: bool = False) -> None:
-    """Refuse an edge whose ends, of the types in ``types``, the rules table does not allow;
-    with ``stored``, also one whose end is not in ``types`` (not stored).
-
-    Raises
-    ------
-    ProvenanceRuleError
-        Naming the relation and the node at fault.
-    """
-    subject_type, object_type = RELATIONS[edge.relation]
-    for node_id, wanted in ((edge.subject_id, subject_type), (edge.object_id, object_type)):
-        actual = types.get(node_id)
-        if actual is None and stored:
-            raise ProvenanceRuleError(f"{edge.relation}: node {node_id} is not stored")
-        if actual is not None and actual != wanted:
-            raise ProvenanceRuleError(
-                f"{edge.relation} needs {subject_type} -> {object_type}, "
-                f"but {node_id} is an {actual}"
-            )
-
-
-def _sqlite_read_only_url(database: Path) -> str | None:
-    """A read-only URL for an existing SQLite file this process cannot write, else None.
-
-    A database whose folder cannot be written either, and that has no write-ahead log
-    pending, is opened ``immutable`` (SQLite then needs no lock or shared-memory file
-    beside it, which it could not create there).
-    """
-    if not database.is_file():
-        return None
-    folder_writable = os.access(database.parent, os.W_OK)
-    if folder_writable and os.access(database, os.W_OK):
-        return None
-    log = database.with_name(database.name + "-wal")
-    immutable = not folder_writable and (not log.exists() or log.stat().st_size == 0)
-    options = "mode=ro&uri=true" + ("&immutable=1" if immutable else "")
-    return f"sqlite:///file:{quote(str(database.resolve()))}?{options}"
