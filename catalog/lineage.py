@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, text
 
 from matscreen.catalog.artifacts import ArtifactStore
 from matscreen.catalog.nodes import Activity, Entity
-from matscreen.catalog.rules import UPSTREAM_RELATIONS
+from matscreen.catalog.rules import ENTITY_KINDS, UPSTREAM_RELATIONS
 from matscreen.catalog.store import Catalog
 from matscreen.catalog.walks import ordered_joins, runs_of
 from matscreen.tasks.errors import ArtifactError, NotFoundError
@@ -30,6 +30,8 @@ from matscreen.tasks.errors import ArtifactError, NotFoundError
 PER_RECORD_KINDS = ("structure_record", "record_error")
 #: The same kinds as an SQL list, for ``kind IN (...)``.
 PER_RECORD_SQL = ", ".join(f"'{kind}'" for kind in PER_RECORD_KINDS)
+#: Entity kinds of which a run holds a few (everything but the per-record kinds).
+RUN_LEVEL_KINDS = tuple(kind for kind in ENTITY_KINDS if kind not in PER_RECORD_KINDS)
 
 #: The order in which a lineage is told, from the result back to the source.
 KIND_ORDER = (

@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import bindparam, text
 
 from matscreen.catalog.export.redaction import redact, redact_json, secret_values
-from matscreen.catalog.lineage import PER_RECORD_SQL
+from matscreen.catalog.lineage import RUN_LEVEL_KINDS
 from matscreen.catalog.nodes import Activity, Edge, Entity, activity_from_row
+from matscreen.catalog.rules import RELATIONS, in_check_sql
 from matscreen.catalog.store import Catalog
 from matscreen.tasks.errors import NotFoundError
 
@@ -89,62 +90,83 @@ class RunSubgraph:
 # Entities are shared between runs (same content, same entity), and a later run that
 # reads a record again adds a derivation from its own snapshot; edges recorded after the
 # run ended are therefore left out, so a run's export stays what it was when it finished.
-_SCOPE = """
-WITH RECURSIVE
+_ACTIVITIES = """
 run_activities(id) AS (
     SELECT CAST(:run AS VARCHAR(64))
     UNION
     SELECT a.id FROM activities a JOIN run_activities r ON a.parent_id = r.id
-),
+)"""
+_WALK = """
 direct(id) AS (
     SELECT e.subject_id FROM edges e
-    WHERE e.relation = 'wasGeneratedBy' AND e.object_id IN (SELECT id FROM run_activities)
+    WHERE e.relation = 'wasGeneratedBy' AND e.object_id IN (SELECT id FROM run_activities){made}
     UNION
     SELECT e.object_id FROM edges e
-    WHERE e.relation = 'used' AND e.subject_id IN (SELECT id FROM run_activities)
+    WHERE e.relation = 'used' AND e.subject_id IN (SELECT id FROM run_activities){reads}
 ),
 reached(id) AS (
     SELECT id FROM direct
     UNION
     SELECT e.object_id FROM edges e JOIN reached r ON e.subject_id = r.id
-    WHERE e.relation IN ('wasDerivedFrom', 'alternateOf') AND e.recorded_at <= :until
+    WHERE e.relation IN ('wasDerivedFrom', 'alternateOf') AND e.recorded_at <= :until{reads}
 ),
 scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)
 """
-_AGENT_RELATIONS = "('wasAssociatedWith', 'wasAttributedTo')"
-#: Entity kinds a run holds one of per structure read: a campaign of a million candidates
-#: holds a million of each, which the run's crate does not describe one by one.
-_NOT_RECORD = f"en.kind NOT IN ({PER_RECORD_SQL})"
+# Without the records, the walk never enters a per-record entity: a run of a million
+# candidates has a million records and millions of edges to them, while a run has a few
+# hundred entities of the other kinds. Each step of the walk checks an edge's far end
+# against the catalog's list of those, which the edge indexes answer without reading rows.
+_RUN_LEVEL = (
+    f"\nrun_level(id) AS (SELECT id FROM entities WHERE {in_check_sql('kind', RUN_LEVEL_KINDS)}),"
+)
+_AGENT_RELATIONS = ("wasAssociatedWith", "wasAttributedTo")
+_NODE_RELATIONS = tuple(r for r in RELATIONS if r not in _AGENT_RELATIONS)
+#: With the records the scope holds a million nodes: every scope node's edges are read by
+#: the subject index and their other ends checked.
+_EDGES_OF_RECORDS = (
+    "SELECT e.id, e.relation, e.subject_id, e.object_id FROM edges e "
+    "WHERE e.subject_id IN (SELECT id FROM scope) AND e.recorded_at <= :until AND "
+    f"({in_check_sql('e.relation', _AGENT_RELATIONS)} OR e.object_id IN (SELECT id FROM scope)) "
+    "ORDER BY e.id"
+)
+#: Without them it holds a few hundred, some with a million edges to records: each pair of
+#: scope nodes is looked up in the unique edge index instead, and each node's agents.
+_EDGES_OF_FEW = (
+    "SELECT e.id, e.relation, e.subject_id, e.object_id FROM edges e "
+    f"WHERE {in_check_sql('e.relation', _NODE_RELATIONS)} "
+    "AND e.subject_id IN (SELECT id FROM scope) AND e.object_id IN (SELECT id FROM scope) "
+    "AND e.recorded_at <= :until "
+    "UNION ALL "
+    "SELECT e.id, e.relation, e.subject_id, e.object_id FROM edges e "
+    f"WHERE {in_check_sql('e.relation', _AGENT_RELATIONS)} "
+    "AND e.subject_id IN (SELECT id FROM scope) AND e.recorded_at <= :until "
+    "ORDER BY 1"
+)
 
 
 def _queries(records: bool) -> dict[str, str]:
-    """The subgraph's queries; without ``records``, structure records and record errors
-    (and their edges) are left out."""
-    kept = "scope"
-    extra = ""
-    if not records:
-        kept = "kept"
-        extra = (
-            ",\nkept(id) AS (SELECT id FROM run_activities UNION SELECT en.id FROM entities en "
-            f"WHERE en.id IN (SELECT id FROM reached) AND {_NOT_RECORD})"
+    """The subgraph's queries; without ``records``, structure records and record errors,
+    their edges and what is reached only through them are left out."""
+    if records:
+        scope = "WITH RECURSIVE" + _ACTIVITIES + "," + _WALK.format(made="", reads="")
+    else:
+        walk = _WALK.format(
+            made=" AND e.subject_id IN (SELECT id FROM run_level)",
+            reads=" AND e.object_id IN (SELECT id FROM run_level)",
         )
-    only = "" if records else f" AND {_NOT_RECORD}"
+        scope = "WITH RECURSIVE" + _RUN_LEVEL + _ACTIVITIES + "," + walk
     queries = {
         "activities": "SELECT a.* FROM activities a WHERE a.id IN (SELECT id FROM run_activities)",
-        "direct": ("SELECT en.id FROM entities en WHERE en.id IN (SELECT id FROM direct)" + only),
-        "entities": "SELECT en.* FROM entities en WHERE en.id IN (SELECT id FROM reached)" + only,
-        "edges": (
-            "SELECT e.relation, e.subject_id, e.object_id FROM edges e "
-            f"WHERE e.subject_id IN (SELECT id FROM {kept}) AND e.recorded_at <= :until "
-            f"AND (e.relation IN {_AGENT_RELATIONS} OR e.object_id IN (SELECT id FROM {kept})) "
-            "ORDER BY e.id"
-        ),
+        "direct": "SELECT id FROM direct",
+        "entities": "SELECT en.* FROM entities en WHERE en.id IN (SELECT id FROM reached)",
+        "edges": _EDGES_OF_RECORDS if records else _EDGES_OF_FEW,
         "agents": (
             "SELECT ag.* FROM agents ag WHERE ag.id IN (SELECT e.object_id FROM edges e "
-            f"WHERE e.relation IN {_AGENT_RELATIONS} AND e.subject_id IN (SELECT id FROM {kept}))"
+            f"WHERE {in_check_sql('e.relation', _AGENT_RELATIONS)} "
+            "AND e.subject_id IN (SELECT id FROM scope))"
         ),
     }
-    return {name: _SCOPE + extra + "\n" + query for name, query in queries.items()}
+    return {name: scope + "\n" + query for name, query in queries.items()}
 
 
 def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubgraph:
@@ -158,9 +180,11 @@ def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubg
         The id of the run's ``flow_run`` activity (the Prefect flow run id).
     records
         Whether to read the structure records and record errors too (PROV exports name
-        every one). Without them (a run's crate), the database still walks every record's
-        edges, but none is sent back or held; the units of the labels are then read from
-        a few records of each training set.
+        every one). Without them (a run's crate), the walk does not go through them: the
+        records, their edges and an entity reached only through a record (the snapshot
+        an earlier run read a reused record from, when nothing else of that run was
+        reused) are left out, and the cost no longer grows with the number of records.
+        The units of the labels are then read from a few records of each training set.
 
     Returns
     -------
@@ -215,7 +239,7 @@ def run_subgraph(catalog: Catalog, run_id: str, records: bool = True) -> RunSubg
         entities=entities,
         direct=frozenset(row[0] for row in rows["direct"]) & set(entities),
         agents=agents,
-        edges=[Edge(*row) for row in rows["edges"] if row[1] in known and row[2] in known],
+        edges=[Edge(*row[1:]) for row in rows["edges"] if row[2] in known and row[3] in known],
         units=units,
     )
 

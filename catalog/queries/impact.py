@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, bindparam, text
 
-from matscreen.catalog.lineage import PER_RECORD_KINDS, PER_RECORD_SQL
+from matscreen.catalog.lineage import PER_RECORD_SQL, RUN_LEVEL_KINDS
 from matscreen.catalog.queries.nodes import (
     CHUNK,
     NodeRef,
@@ -17,7 +17,6 @@ from matscreen.catalog.queries.nodes import (
     run_summaries,
     sorted_downstream,
 )
-from matscreen.catalog.rules import ENTITY_KINDS
 from matscreen.catalog.store import Catalog
 from matscreen.catalog.walks import ordered_joins, runs_of
 
@@ -56,10 +55,6 @@ class Impact:
     def reports(self) -> list[NodeRef]:
         """The reports that depend on the start."""
         return [e for e in self.entities if e.kind == "report"]
-
-
-#: Entity kinds of which a run holds a few (everything but the per-record kinds).
-_RUN_LEVEL_KINDS = tuple(kind for kind in ENTITY_KINDS if kind not in PER_RECORD_KINDS)
 
 
 # The walk follows wasDerivedFrom against its direction, from an entity to those derived
@@ -114,7 +109,7 @@ def impact(catalog: Catalog, entity_id: str) -> Impact:
     with ordered_joins(catalog) as conn:
         start_runs = runs_of(conn, [start.id]).get(start.id, set())
         scoped = sorted(
-            {ref.id for run, ref, _ in kind_runs(conn, _RUN_LEVEL_KINDS) if run in start_runs}
+            {ref.id for run, ref, _ in kind_runs(conn, RUN_LEVEL_KINDS) if run in start_runs}
         )
         rows = conn.execute(_IMPACT, {"start": start.id, "scoped": scoped}).all()
         per_record = {kind: count for node_id, kind, count in rows if not node_id}

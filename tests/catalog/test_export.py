@@ -590,19 +590,22 @@ def test_run_subgraph_without_records_keeps_the_rest_and_the_units(two_runs) -> 
     """A crate reads the run without its structure records (a million at scale): every
     other node and edge is the same, and the label units come from the training sets."""
     for built in two_runs:
-        full = run_subgraph(built.catalog, built.run_id)
-        light = run_subgraph(built.catalog, built.run_id, records=False)
-        bulk = {
-            i for i, e in full.entities.items() if e.kind in ("structure_record", "record_error")
-        }
-        assert bulk and not bulk & set(light.entities)
-        assert set(light.entities) == set(full.entities) - bulk
-        assert light.direct == full.direct - bulk
-        assert light.activities == full.activities and light.agents == full.agents
-        assert light.edges == [
-            e for e in full.edges if e.subject_id not in bulk and e.object_id not in bulk
-        ]
-        assert full.units and light.units == full.units
+        assert_same_without_records(built.catalog, built.run_id)
+
+
+def assert_same_without_records(catalog: Catalog, run_id: str) -> None:
+    """The run's subgraph without records is the full one less the records and their edges."""
+    full = run_subgraph(catalog, run_id)
+    light = run_subgraph(catalog, run_id, records=False)
+    bulk = {i for i, e in full.entities.items() if e.kind in ("structure_record", "record_error")}
+    assert bulk and not bulk & set(light.entities)
+    assert set(light.entities) == set(full.entities) - bulk
+    assert light.direct == full.direct - bulk
+    assert light.activities == full.activities and light.agents == full.agents
+    assert light.edges == [
+        e for e in full.edges if e.subject_id not in bulk and e.object_id not in bulk
+    ]
+    assert full.units and light.units == full.units
 
 
 def test_run_crate_describes_the_run_folder_in_place(two_runs, tmp_path: Path) -> None:
@@ -741,6 +744,7 @@ def test_run_subgraph_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
                 assert Counter(e.kind for e in graph.entities.values()) == entity_kinds
                 assert Counter(a.kind for a in graph.activities) == activity_kinds
                 assert graph.direct == direct
+                assert_same_without_records(catalog, built.run_id)
             assert (
                 Counter(e.kind for e in run_subgraph(catalog, first.run_id).entities.values())[
                     "source_snapshot"
