@@ -43,7 +43,8 @@ class RunSubgraph:
     entities
         Entities the run's activities generated or used, plus every entity reached from
         those by ``wasDerivedFrom`` or ``alternateOf`` edges recorded before the run ended
-        (e.g. the snapshot an earlier run read a reused record from).
+        (e.g. the snapshot an earlier run read a reused record from, when read with the
+        records).
     direct
         Ids of the entities the run's activities generated or used themselves.
     agents
@@ -90,14 +91,12 @@ class RunSubgraph:
 # Entities are shared between runs (same content, same entity), and a later run that
 # reads a record again adds a derivation from its own snapshot; edges recorded after the
 # run ended are therefore left out, so a run's export stays what it was when it finished.
-_ACTIVITIES = """
-run_activities(id) AS (
+_ACTIVITIES = """run_activities(id) AS (
     SELECT CAST(:run AS VARCHAR(64))
     UNION
     SELECT a.id FROM activities a JOIN run_activities r ON a.parent_id = r.id
 )"""
-_WALK = """
-direct(id) AS (
+_WALK = """direct(id) AS (
     SELECT e.subject_id FROM edges e
     WHERE e.relation = 'wasGeneratedBy' AND e.object_id IN (SELECT id FROM run_activities){made}
     UNION
@@ -110,14 +109,15 @@ reached(id) AS (
     SELECT e.object_id FROM edges e JOIN reached r ON e.subject_id = r.id
     WHERE e.relation IN ('wasDerivedFrom', 'alternateOf') AND e.recorded_at <= :until{reads}
 ),
-scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)
-"""
+scope(id) AS (SELECT id FROM run_activities UNION SELECT id FROM reached)"""
 # Without the records, the walk never enters a per-record entity: a run of a million
 # candidates has a million records and millions of edges to them, while a run has a few
-# hundred entities of the other kinds. Each step of the walk checks an edge's far end
-# against the catalog's list of those, which the edge indexes answer without reading rows.
+# hundred entities of the other kinds. An edge's far end is checked against the catalog's
+# list of those (`run_level`), so no record's row is read, only the run's edges in index
+# order. The `|| ''` keeps the database from probing the edge index once per entry of
+# that list instead: with many runs in the catalog, that would cost more than the scan.
 _RUN_LEVEL = (
-    f"\nrun_level(id) AS (SELECT id FROM entities WHERE {in_check_sql('kind', RUN_LEVEL_KINDS)}),"
+    f"run_level(id) AS (SELECT id FROM entities WHERE {in_check_sql('kind', RUN_LEVEL_KINDS)})"
 )
 _AGENT_RELATIONS = ("wasAssociatedWith", "wasAttributedTo")
 _NODE_RELATIONS = tuple(r for r in RELATIONS if r not in _AGENT_RELATIONS)
@@ -130,7 +130,8 @@ _EDGES_OF_RECORDS = (
     "ORDER BY e.id"
 )
 #: Without them it holds a few hundred, some with a million edges to records: each pair of
-#: scope nodes is looked up in the unique edge index instead, and each node's agents.
+#: scope nodes is looked up in an edge index instead (quadratic in the scope, which stays
+#: a few hundred nodes), and each node's agents.
 _EDGES_OF_FEW = (
     "SELECT e.id, e.relation, e.subject_id, e.object_id FROM edges e "
     f"WHERE {in_check_sql('e.relation', _NODE_RELATIONS)} "
@@ -148,13 +149,14 @@ def _queries(records: bool) -> dict[str, str]:
     """The subgraph's queries; without ``records``, structure records and record errors,
     their edges and what is reached only through them are left out."""
     if records:
-        scope = "WITH RECURSIVE" + _ACTIVITIES + "," + _WALK.format(made="", reads="")
+        ctes = [_ACTIVITIES, _WALK.format(made="", reads="")]
     else:
         walk = _WALK.format(
-            made=" AND e.subject_id IN (SELECT id FROM run_level)",
-            reads=" AND e.object_id IN (SELECT id FROM run_level)",
+            made=" AND (e.subject_id || '') IN (SELECT id FROM run_level)",
+            reads=" AND (e.object_id || '') IN (SELECT id FROM run_level)",
         )
-        scope = "WITH RECURSIVE" + _RUN_LEVEL + _ACTIVITIES + "," + walk
+        ctes = [_RUN_LEVEL, _ACTIVITIES, walk]
+    scope = "WITH RECURSIVE\n" + ",\n".join(ctes)
     queries = {
         "activities": "SELECT a.* FROM activities a WHERE a.id IN (SELECT id FROM run_activities)",
         "direct": "SELECT id FROM direct",
