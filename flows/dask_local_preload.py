@@ -4,17 +4,30 @@ As :mod:`matscreen.flows.dask_preload`, and the worker ignores Ctrl-C: the termi
 it to the whole process group, and a worker that died of it would fail the tasks the
 driver is still recording as interrupted. The driver alone handles Ctrl-C and closes the
 cluster. (Workers of a cluster the user started keep their own Ctrl-C.)
+
+Its scheduler lives in the driver's process, so a heartbeat the worker cannot send means the
+driver is closing the cluster (after Ctrl-C, say) or has died; the driver, or its exit
+status, says which. The worker's own report of it, a traceback, is left off the console.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
 from matscreen.flows import dask_preload
 
 
+class _WithoutMissedHeartbeat(logging.Filter):
+    """Drop the worker's report that its heartbeat did not reach the scheduler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to communicate with scheduler")
+
+
 def dask_setup(worker: Any) -> None:
     """Called by Dask in every worker process at start."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker").addFilter(_WithoutMissedHeartbeat())
     dask_preload.dask_setup(worker)
