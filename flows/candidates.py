@@ -50,6 +50,7 @@ from matscreen.catalog.checkpoints import FinishedChunk
 from matscreen.catalog.features import FeatureStore
 from matscreen.catalog.prediction_recorder import PredictionRecorder
 from matscreen.flows.featurize import PendingFeatures, record_features, start_featurization
+from matscreen.flows.heap import return_free_memory
 from matscreen.flows.placement import HullPlacement, PendingPlacement, start_placement
 from matscreen.flows.resume import ScreenResume
 from matscreen.flows.stream import ReadEnd, read_ahead
@@ -66,12 +67,7 @@ from matscreen.tasks.models.records import (
 )
 from matscreen.tasks.pools import POOL_STAGE, Pools, TrainingMatcher
 from matscreen.tasks.runinfo import RunInfo, utc_now
-from matscreen.tasks.screen import (
-    PoolTable,
-    ScreenedCandidates,
-    TrainedModels,
-    pool_table,
-)
+from matscreen.tasks.screen import PoolTable, ScreenedCandidates, TrainedModels, pool_table
 from matscreen.tasks.sources.dedup import Deduplicator, kept_structures
 from matscreen.tasks.sources.records import RecordFailure, StructureRecord
 from matscreen.tasks.steps import predict_pool_task
@@ -407,6 +403,7 @@ class CandidateScreen:
         levels = chunk.levels or result.table.levels
         result.table = PoolTable(result.table.frame, levels, result.table.failures + chunk.left_out)
         self._frames.append(chunk.frame)
+        return_free_memory()  # what the chunk's work freed
         result.failures += chunk.failures
         result.counts.update(chunk.counts)
         result.prediction_ids += chunk.prediction_ids
@@ -429,10 +426,12 @@ class CandidateScreen:
         """
         with self.timer.step("stability"):
             self._place_pending()
+        self.seen.forget()  # no record follows to be compared
         frames = [f for f in self._frames if not f.empty]
         self._frames = []  # the one table made of them replaces them
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         del frames
+        return_free_memory()
         self.result.table = PoolTable(frame, self.result.table.levels, self.result.table.failures)
         if frame.empty:
             counts = self.result.counts

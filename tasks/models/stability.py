@@ -26,6 +26,7 @@ the facet order and with the tolerances pymatgen uses, so the results equal
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -307,7 +308,8 @@ def _describe(
             vertices,
         )
     phases, origins, vertices = names[key]
-    return phases, origins, JOIN.join(f"{amounts[v]:.4g}" for v in vertices)
+    # Interned: a screen's many candidates share few of these, and its table holds them all.
+    return phases, origins, sys.intern(JOIN.join(f"{amounts[v]:.4g}" for v in vertices))
 
 
 # --- candidates ----------------------------------------------------------------------------

@@ -152,6 +152,13 @@ class Deduplicator:
                     entry[2] = entry[2] if entry[2] is not None else _volume_per_atom(entry[1])
                     entry[1] = None
 
+    def forget(self) -> None:
+        """Let go of every record held: a later record is compared with none (the stream
+        has ended; at 10^6 candidates the held ids, digests and volumes are hundreds of MB)."""
+        self._by_hash = {}
+        self._by_formula = defaultdict(list)
+        self._signatures = {}
+
     def _parsed(self, entry: list[Any]) -> Structure:
         if entry[1] is None:
             if self.loader is None:  # pragma: no cover - release() refuses this

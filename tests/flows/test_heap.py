@@ -7,7 +7,7 @@ import weakref
 
 from distributed import Client
 
-from matscreen.flows.heap import THRESHOLDS, rare_collections
+from matscreen.flows.heap import THRESHOLDS, rare_collections, return_free_memory
 from matscreen.flows.runtime import local_cluster
 
 
@@ -76,3 +76,24 @@ def test_garbage_alive_at_the_start_is_collected_not_frozen() -> None:
     del node  # a cycle: only the collector frees it
     with rare_collections():
         assert alive() is None
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_free_memory_below_a_block_in_use_goes_back_to_the_system() -> None:
+    # 200 MiB of 4 KiB blocks (glibc's heap, not Python's small-object arenas nor mmap),
+    # then one block above them that stays: their freed pages cannot leave from the top.
+    blocks = [bytes(4096) for _ in range(51_200)]
+    pin = bytes(4096)
+    before = _resident_mib()
+    del blocks
+    freed = _resident_mib()
+    return_free_memory()
+    after = _resident_mib()
+    assert before - freed < 50, (before, freed)  # free() alone keeps them
+    assert freed - after > 150, (freed, after)
+    del pin

@@ -56,6 +56,16 @@ def test_exact_repeat_needs_no_matcher(data_dir: Path) -> None:
     assert seen.matcher_calls == calls
 
 
+def test_a_deduplicator_that_forgot_holds_no_record(data_dir: Path) -> None:
+    mp = read_source(_files("mp", data_dir / "materials_project" / "mp2018_subset_100.jsonl"))
+    seen = Deduplicator()
+    for record in mp.records:
+        seen.add(record)
+    seen.forget()
+    again = [seen.add(r) for r in mp.records]
+    assert [r.duplicate_of for r in again] == [None] * len(mp.records)
+
+
 def test_different_decorations_of_one_formula_stay_apart(data_dir: Path) -> None:
     # The CMR perovskites hold A/B-swapped and anion-ordering variants with equal formulas:
     # they are different crystals with different heats of formation.

@@ -191,8 +191,12 @@ def test_competing_phases_name_their_origins(
         StabilitySpec(formation_energy="e", elements=element_file, training_phases=False),
         training=TRAINING,
     )
-    table, _ = hull_stability([("p", "SrTiO3", -3.0, -3.2, -2.8)], bare)
+    table, _ = hull_stability(
+        [("p", "SrTiO3", -3.0, -3.2, -2.8), ("q", "BaTiO3", -3.1, -3.3, -2.9)], bare
+    )
     row = table.iloc[0]
+    # the same fractions, held once however many candidates share them
+    assert table["competing_fractions"].iloc[1] is row["competing_fractions"]
     assert row["competing_phases"] == "Sr + Ti + O2"
     assert row["competing_origins"] == "elements + elements + elements"
     assert row["competing_fractions"] == "0.2 + 0.2 + 0.6"
