@@ -22,7 +22,6 @@ candidates and growing with them.)
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import threading
 from collections.abc import Iterator
@@ -79,11 +78,13 @@ def rare_collections() -> Iterator[None]:
 
 def _malloc_trim() -> Any:
     """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:  # no C library loaded by name here (Windows)
         return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 _trim = _malloc_trim()

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import opaque
 
-from matscreen.tasks.models.stability import reference_phases
+from matscreen.tasks.models.stability import reference_phases, shared_texts
 from matscreen.tasks.runinfo import RunInfo, traced
 from matscreen.tasks.screen import PoolTable, chemical_system, hull_inputs, with_hull
 from matscreen.tasks.sources.records import StructureRecord
@@ -102,6 +102,7 @@ class PendingPlacement:
             return self.table, None
         done = self.predicted.result()
         placed, failures = done.value
+        placed = shared_texts(placed)  # each chunk's texts would otherwise be new copies
         if self.reported is not None:
             # The reported formation energies, placed against the same hull, are the true
             # hull distances the screening validation compares the ranking with.

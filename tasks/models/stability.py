@@ -71,6 +71,21 @@ HULL_COLUMNS = (
     "competing_fractions",
 )
 
+#: The columns of competing phases' texts: few distinct values across a screen's candidates.
+COMPETING_COLUMNS = HULL_COLUMNS[-3:]
+
+
+def shared_texts(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each competing-phase text held once in this process (interned): a
+    screen's table holds a row per candidate, chunk after chunk, but few distinct texts."""
+    return table.assign(
+        **{
+            column: [sys.intern(t) if isinstance(t, str) else t for t in table[column]]
+            for column in COMPETING_COLUMNS
+            if column in table
+        }
+    )
+
 
 #: Decomposition amounts at or below this are no part of it (``PhaseDiagram.numerical_tol``).
 AMOUNT_TOLERANCE = 1e-8
@@ -308,8 +323,7 @@ def _describe(
             vertices,
         )
     phases, origins, vertices = names[key]
-    # Interned: a screen's many candidates share few of these, and its table holds them all.
-    return phases, origins, sys.intern(JOIN.join(f"{amounts[v]:.4g}" for v in vertices))
+    return phases, origins, JOIN.join(f"{amounts[v]:.4g}" for v in vertices)
 
 
 # --- candidates ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ recorded as failed.)"""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -65,6 +66,7 @@ def test_ctrl_c_interrupts_a_campaign_cleanly(settings, subset_spec: Path, tmp_p
     # nor Prefect failing to reach its server; only Dask may log, while closing, a comm it
     # found closed.
     assert "KeyboardInterrupt" not in err and "ConnectError" not in err, err[-3000:]
+    assert "Exception Group Traceback" not in err, err[-3000:]
     assert all(
         final.startswith("distributed.comm.core.CommClosedError")
         for final in _exceptions_ending_tracebacks(err)
@@ -94,3 +96,25 @@ def _exceptions_ending_tracebacks(err: str) -> list[str]:
             if end < len(lines) and not chained:
                 finals.append(lines[end])
     return finals
+
+
+def test_a_worker_of_the_own_cluster_drops_only_a_closed_heartbeat() -> None:
+    from distributed.comm.core import CommClosedError
+
+    from matscreen.flows.dask_local_preload import _WithoutClosedHeartbeat
+
+    def record(error: BaseException) -> logging.LogRecord:
+        message = "Failed to communicate with scheduler during heartbeat."
+        return logging.LogRecord(
+            "distributed.worker",
+            logging.ERROR,
+            __file__,
+            1,
+            message,
+            None,
+            (type(error), error, None),
+        )
+
+    kept = _WithoutClosedHeartbeat()
+    assert not kept.filter(record(CommClosedError("in <TCP (closed)>: Stream is closed")))
+    assert kept.filter(record(OSError("Timed out trying to connect to tcp://127.0.0.1:1")))

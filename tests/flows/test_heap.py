@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gc
 import weakref
+from pathlib import Path
 
+import pytest
 from distributed import Client
 
+from matscreen.flows import heap
 from matscreen.flows.heap import THRESHOLDS, rare_collections, return_free_memory
 from matscreen.flows.runtime import local_cluster
 
@@ -84,6 +87,10 @@ def _resident_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.mark.skipif(
+    heap._trim is None or not Path("/proc/self/status").exists(),
+    reason="glibc's malloc_trim and Linux's /proc are needed",
+)
 def test_free_memory_below_a_block_in_use_goes_back_to_the_system() -> None:
     # 200 MiB of 4 KiB blocks (glibc's heap, not Python's small-object arenas nor mmap),
     # then one block above them that stays: their freed pages cannot leave from the top.
